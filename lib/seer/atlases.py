@@ -1,0 +1,143 @@
+"""Atlas sources and the stable label registry of the atlas backbone.
+
+An atlas is an image with an integer label map and its names. Sources: bundled atlas folders
+(`<dir>/<name>/image.nii.gz, labels.nii.gz, labels.json`, as `main.py sample-data` writes them) and every study of
+the datastore with a final label (the app lists those), so a team's own labels become atlases as they annotate.
+
+The registry gives each distinct target a stable id, kept in a JSON file: names that mean the same structure
+("hip_left", "Hip_L") share one id; new names get the next free id; ids are never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from .lexicon import Parser, default_lexicon
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AtlasSource:
+    """name: unique; names: label value in the label file -> structure name; origin: "bundled" | "datastore"."""
+
+    name: str
+    image_path: str
+    label_path: str
+    names: dict[int, str] = field(hash=False)
+    origin: str = "bundled"
+
+
+def read_label_names(path: str | os.PathLike) -> dict[int, str]:
+    """A labels.json ({"1": "liver"} or {"liver": 1}) as value -> name, background dropped."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    out: dict[int, str] = {}
+    for key, value in data.items():
+        if isinstance(value, str) and str(key).lstrip("-").isdigit():
+            out[int(key)] = value
+        elif isinstance(value, int) and isinstance(key, str):
+            out[value] = key
+    return {v: n for v, n in out.items() if v != 0 and n.lower() not in {"background", "bg"}}
+
+
+def bundled_atlases(dirs: list[str | os.PathLike]) -> list[AtlasSource]:
+    """Atlas folders under each of `dirs`, sorted by name; incomplete folders are skipped with a warning."""
+    sources: list[AtlasSource] = []
+    for root in dirs:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            image = _first(folder, ("image.nii.gz", "image.nii"))
+            labels = _first(folder, ("labels.nii.gz", "labels.nii"))
+            names_file = folder / "labels.json"
+            if not (image and labels and names_file.exists()):
+                logger.warning("skipping atlas folder %s: needs image.nii.gz, labels.nii.gz and labels.json", folder)
+                continue
+            try:
+                names = read_label_names(names_file)
+            except (OSError, ValueError) as exc:
+                logger.warning("skipping atlas folder %s: labels.json unreadable (%s)", folder, exc)
+                continue
+            sources.append(AtlasSource(folder.name, str(image), str(labels), names, "bundled"))
+    return sources
+
+
+def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+class LabelRegistry:
+    """Stable target ids. `path` None keeps the registry in memory (CLI use without a datastore)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else None
+        self._ids: dict[str, int] = {}
+        self._keys: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+        if self.path and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                for name, value in data.get("labels", {}).items():
+                    self._add(name, int(value))
+            except (OSError, ValueError) as exc:
+                logger.warning("label registry %s unreadable (%s); starting a new one", self.path, exc)
+
+    def _key(self, name: str) -> tuple:
+        vocabulary = default_lexicon().words(name)
+        parsed = Parser(default_lexicon(), vocabulary).parse(name, correct_typos=False)
+        if not parsed.tokens:
+            return ("name", name.lower())
+        return (frozenset(parsed.tokens), parsed.side)
+
+    def _add(self, name: str, value: int) -> None:
+        self._ids[name] = value
+        self._keys.setdefault(self._key(name), name)
+
+    def ensure(self, names: list[str]) -> dict[str, int]:
+        """Ids for `names` (registering new ones, persisted atomically); returns name -> id for each name."""
+        out: dict[str, int] = {}
+        changed = False
+        with self._lock:
+            for name in names:
+                if name in self._ids:
+                    out[name] = self._ids[name]
+                    continue
+                same = self._keys.get(self._key(name))
+                if same is not None:
+                    out[name] = self._ids[same]
+                    continue
+                new_id = max(self._ids.values(), default=0) + 1
+                self._add(name, new_id)
+                out[name] = new_id
+                changed = True
+            if changed:
+                self._save()
+        return out
+
+    def table(self) -> dict[int, str]:
+        """id -> display name (the first name registered for that id)."""
+        shown: dict[int, str] = {}
+        for name, value in self._ids.items():
+            shown.setdefault(value, name)
+        return dict(sorted(shown.items()))
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"labels": self._ids}, indent=1, ensure_ascii=False)
+        with FileLock(str(self.path) + ".lock"):
+            tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
+            tmp.write_text(payload, encoding="utf-8")
+            os.replace(tmp, self.path)

@@ -1,0 +1,52 @@
+"""Backbones execute a resolved target on a study. One file per backbone; register it here.
+
+Protocol:
+- `name`: the name used in conf, CLI flags and /info.
+- `label_table() -> LabelTable`: the targets it can segment, with the stable ids written into masks.
+- `segment(volume, entry, evidence, progress) -> Segmentation`: a mask on the volume's own grid, or a Refusal.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import BadRequest
+from ..evidence import ImageEvidence
+from ..targets import LabelEntry, LabelTable
+from ..volume import Volume
+
+BACKBONES = {
+    "atlas": "seer.backbones.atlas:AtlasBackbone",
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Segmentation:
+    """mask: bool (I, J, K) on the study's grid; details: what was used (atlases, timings, cache hits)."""
+
+    mask: np.ndarray
+    details: dict = field(default_factory=dict)
+
+
+class Backbone(Protocol):
+    name: str
+
+    def label_table(self) -> LabelTable: ...
+
+    def segment(
+        self, volume: Volume, entry: LabelEntry, evidence: ImageEvidence, progress: Progress | None = None
+    ) -> Segmentation: ...
+
+
+def backbone_class(name: str):
+    if name not in BACKBONES:
+        raise BadRequest(f"Unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}.")
+    module_name, class_name = BACKBONES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,322 @@
+"""The curated anatomical lexicon (data/lexicon.json) and the text parser built on it.
+
+A text (a request, a model answer or a label name such as "hip_left", "Hippocampus_L", "Frontal_Sup_Orb_L") is
+reduced to a `ParsedText`: canonical content tokens, a laterality, the lexicon concepts it names and what was left
+unrecognised. Label names and requests go through the same parser, so they meet in one token space.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+LEFT, RIGHT, BOTH = "left", "right", "both"
+HEAD, BODY = "head", "body"
+_HEAD_REGIONS = {"head"}
+_VERTEBRA_LEVEL = re.compile(r"^[ctls]\d{1,2}$")
+_ORDINAL = re.compile(r"^(\d+)(st|nd|rd|th)$")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+_MULTI_LETTER_DIGIT = re.compile(r"^([a-z]{2,})(\d+)$")
+
+
+def coarse_region(region: str | None) -> str | None:
+    """Map a lexicon region (head, neck, thorax, ...) onto the two classes the image cue can tell apart."""
+    if region is None:
+        return None
+    return HEAD if region in _HEAD_REGIONS else BODY
+
+
+@dataclass(frozen=True)
+class Concept:
+    key: str  # canonical label-style tokens, e.g. "frontal superior"
+    name: str  # display name, e.g. "superior frontal gyrus"
+    region: str
+    paired: bool
+    tokens: tuple[str, ...] = ()  # content tokens of the key (no filler such as "and")
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    """A text reduced to canonical tokens.
+
+    tokens: content tokens in canonical (label-style) form, order of appearance, no side words.
+    side: "left" | "right" | "both" | None, as written (the patient's side; never inferred).
+    concepts: lexicon concepts recognised, in order.
+    unknown: content words found in no vocabulary.
+    pathology: lesion-type words (lesion, mets, tumour ...).
+    corrections / expansions: (written, read-as) pairs for typos and abbreviations.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    side: str | None
+    concepts: tuple[Concept, ...] = ()
+    unknown: tuple[str, ...] = ()
+    pathology: tuple[str, ...] = ()
+    corrections: tuple[tuple[str, str], ...] = ()
+    expansions: tuple[tuple[str, str], ...] = ()
+    side_words: tuple[str, ...] = field(default=())
+
+    @property
+    def token_set(self) -> frozenset[str]:
+        return frozenset(self.tokens)
+
+    @property
+    def region(self) -> str | None:
+        regions = {c.region for c in self.concepts}
+        return regions.pop() if len(regions) == 1 else None
+
+
+class Lexicon:
+    """Synonyms, abbreviations, Latin names and laterality words, loaded once from JSON."""
+
+    def __init__(self, data: dict):
+        self.left_words = frozenset(data["side_words"]["left"])
+        self.right_words = frozenset(data["side_words"]["right"])
+        self.both_words = frozenset(data["bilateral_words"])
+        self.filler = frozenset(data["filler_words"])
+        self.optional = frozenset(data["optional_words"])
+        self.expansions: dict[str, str] = dict(data["token_expansions"])
+        self.pathology_words = frozenset(data["pathology_words"])
+        self.concepts: dict[str, Concept] = {}
+        # phrase (tuple of tokens) -> (concept, side or None)
+        self.phrases: dict[tuple[str, ...], tuple[Concept, str | None]] = {}
+        for key, entry in data["concepts"].items():
+            tokens = tuple(w for w in dict.fromkeys(self.words(key)) if w not in self.filler and w not in self.optional)
+            concept = Concept(key, entry["name"], entry["region"], bool(entry["paired"]), tokens)
+            self.concepts[key] = concept
+            for phrase in [key, entry["name"], *entry.get("synonyms", [])]:
+                tokens = tuple(self.words(phrase))
+                if tokens:
+                    self.phrases.setdefault(tokens, (concept, None))
+            for phrase, side in entry.get("sided_synonyms", {}).items():
+                self.phrases[tuple(self.split(phrase))] = (concept, side)
+        self.max_phrase = max(len(p) for p in self.phrases)
+        self.phrase_vocabulary = frozenset(t for phrase in self.phrases for t in phrase)
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """Lowercase and split on anything but letters and digits; 'crus1' -> 'crus', '1'; '7th' -> '7'."""
+        text = text.lower().replace("'s ", " ").replace("\u2019s ", " ")
+        out: list[str] = []
+        for raw in _SPLIT.split(text):
+            if not raw:
+                continue
+            ordinal = _ORDINAL.match(raw)
+            if ordinal:
+                out.append(ordinal.group(1))
+                continue
+            split = _MULTI_LETTER_DIGIT.match(raw)
+            if split and not _VERTEBRA_LEVEL.match(raw):
+                out.extend(split.groups())
+                continue
+            out.append(raw)
+        return out
+
+    def words(self, text: str) -> list[str]:
+        """Split, expand abbreviations and merge 'crus 1', without typo correction."""
+        return _merge_crus([w for t in self.expand(self.split(text)) for w in t.split()])
+
+    def expand(self, tokens: Iterable[str]) -> list[str]:
+        return [self.expansions.get(t, t) for t in tokens]
+
+    def side_of(self, token: str) -> str | None:
+        if token in self.left_words:
+            return LEFT
+        if token in self.right_words:
+            return RIGHT
+        if token in self.both_words:
+            return BOTH
+        return None
+
+    @property
+    def side_vocabulary(self) -> frozenset[str]:
+        return self.left_words | self.right_words | self.both_words
+
+
+@lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    with resources.files("seer").joinpath("data/lexicon.json").open(encoding="utf-8") as fp:
+        return Lexicon(json.load(fp))
+
+
+def damerau_levenshtein(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment edit distance, stopping early once every cell exceeds `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def typo_budget(word: str) -> int:
+    """Edits tolerated for a word of this length: none below 4 letters, 1 up to 5, 2 up to 9, else 3."""
+    n = len(word)
+    if n < 4:
+        return 0
+    if n <= 5:
+        return 1
+    if n <= 9:
+        return 2
+    return 3
+
+
+class Parser:
+    """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
+
+    def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = ()):
+        self.lexicon = lexicon or default_lexicon()
+        self.label_vocabulary = frozenset(extra_vocabulary)
+        lex = self.lexicon
+        self.content_vocabulary = lex.phrase_vocabulary | self.label_vocabulary
+        self._correctable = sorted(
+            (self.content_vocabulary | lex.side_vocabulary | lex.pathology_words | {w for w in lex.filler if len(w) >= 5})
+            - {w for w in lex.side_vocabulary if len(w) < 4}
+        )
+        self._cache: dict[tuple[str, bool], ParsedText] = {}
+
+    def known(self, token: str) -> bool:
+        lex = self.lexicon
+        return (
+            token in self.content_vocabulary
+            or token in lex.filler
+            or token in lex.optional
+            or token in lex.side_vocabulary
+            or token in lex.pathology_words
+            or token in lex.expansions
+            or token.isdigit()
+            or bool(_VERTEBRA_LEVEL.match(token))
+        )
+
+    def correct(self, token: str) -> str | None:
+        """The closest known word within the typo budget, or None (ties broken toward content words)."""
+        budget = typo_budget(token)
+        if budget == 0:
+            return None
+        best: tuple[int, int, str] | None = None
+        for word in self._correctable:
+            if abs(len(word) - len(token)) > budget or word[0] != token[0] and budget < 2:
+                continue
+            d = damerau_levenshtein(token, word, budget)
+            if d <= budget:
+                rank = (d, 0 if word in self.content_vocabulary else 1, word)
+                if best is None or rank < best:
+                    best = rank
+        return best[2] if best else None
+
+    def parse(self, text: str, correct_typos: bool = True) -> ParsedText:
+        key = (text, correct_typos)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        parsed = self._parse(text, correct_typos)
+        if len(self._cache) < 50_000:
+            self._cache[key] = parsed
+        return parsed
+
+    def _parse(self, text: str, correct_typos: bool) -> ParsedText:
+        lex = self.lexicon
+        corrections: list[tuple[str, str]] = []
+        expansions: list[tuple[str, str]] = []
+        words: list[str] = []
+        for token in lex.split(text):
+            if correct_typos and not self.known(token):
+                fixed = self.correct(token)
+                if fixed is not None:
+                    corrections.append((token, fixed))
+                    token = fixed
+            expanded = lex.expansions.get(token, token)
+            if expanded != token:
+                expansions.append((token, expanded))
+            words.extend(expanded.split())
+        words = _merge_crus(words)
+
+        tokens: list[str] = []
+        concepts: list[Concept] = []
+        unknown: list[str] = []
+        pathology: list[str] = []
+        sides: list[str] = []
+        side_words: list[str] = []
+        i = 0
+        while i < len(words):
+            for n in range(min(lex.max_phrase, len(words) - i), 0, -1):
+                hit = lex.phrases.get(tuple(words[i : i + n]))
+                if hit is None:
+                    continue
+                # A single side-like letter ("l", "r") only names a concept when it is the whole phrase of a
+                # sided synonym such as "lv"; plain side words are never swallowed by concept phrases.
+                if n == 1 and lex.side_of(words[i]) is not None:
+                    continue
+                concept, side = hit
+                concepts.append(concept)
+                tokens.extend(concept.tokens)
+                if side:
+                    sides.append(side)
+                    side_words.append(" ".join(words[i : i + n]))
+                i += n
+                break
+            else:
+                word = words[i]
+                i += 1
+                side = lex.side_of(word)
+                if side is not None:
+                    sides.append(side)
+                    side_words.append(word)
+                elif word in lex.filler or word in lex.optional:
+                    continue
+                elif _VERTEBRA_LEVEL.match(word):
+                    tokens.append(word)
+                    if "vertebrae" not in tokens:
+                        tokens.append("vertebrae")
+                elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
+                    tokens.append(word)
+                elif word in lex.pathology_words:
+                    pathology.append(word)
+                else:
+                    unknown.append(word)
+        side = _combine_sides(sides)
+        return ParsedText(
+            text=text,
+            tokens=tuple(dict.fromkeys(tokens)),
+            side=side,
+            concepts=tuple(dict.fromkeys(concepts)),
+            unknown=tuple(unknown),
+            pathology=tuple(pathology),
+            corrections=tuple(corrections),
+            expansions=tuple(expansions),
+            side_words=tuple(side_words),
+        )
+
+
+def _merge_crus(words: list[str]) -> list[str]:
+    """'crus', '1' -> 'crus1' so that AAL's Cerebelum_Crus1 and 'crus I' meet."""
+    out: list[str] = []
+    for word in words:
+        if out and out[-1] == "crus" and word in {"1", "2", "i"}:
+            out[-1] = "crus" + ("1" if word in {"1", "i"} else "2")
+        else:
+            out.append(word)
+    return out
+
+
+def _combine_sides(sides: list[str]) -> str | None:
+    distinct = set(sides)
+    if not distinct:
+        return None
+    if distinct == {LEFT} or distinct == {RIGHT} or distinct == {BOTH}:
+        return distinct.pop()
+    return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None

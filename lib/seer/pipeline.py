@@ -1,0 +1,291 @@
+"""One request end to end, shared by the CLI and the MONAI Label app:
+
+hygiene -> views + evidence -> skill retrieval -> reasoner -> target resolution -> backbone -> trace log.
+
+Per-study work (the 8 slices, the image evidence) is cached by content key; the reasoner, backbone, resolver and
+embedding model are built once and reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backbones import Backbone, Progress
+from .embeddings import SentenceEmbedder
+from .errors import Refusal
+from .evidence import ImageEvidence, describe
+from .hygiene import CleanRequest, clean_request
+from .reasoners import Reasoner, ReasoningInput
+from .skills import Skill, SkillBank
+from .targets import LabelEntry, LabelTable, Resolution, Resolver
+from .trace import Trace, TraceLog
+from .views import SliceViews, take_views
+from .volume import Volume
+
+logger = logging.getLogger(__name__)
+
+# Kinds of an answer's resolution failure after which the raw request is tried (the answer was unusable text);
+# refusals with a reason of their own (out of region, laterality conflict, lesion) stand.
+_RETRY_WITH_REQUEST = {"empty", "nonsense", "not_in_vocabulary"}
+
+
+@dataclass
+class StudyContext:
+    views: SliceViews
+    evidence: ImageEvidence
+
+
+@dataclass
+class Reasoning:
+    """Everything up to (and including) target resolution."""
+
+    request: CleanRequest
+    trace: Trace
+    resolution: Resolution
+    skills: list[tuple[Skill, float]]
+    style: str
+    evidence: ImageEvidence | None
+    latencies: dict = field(default_factory=dict)
+
+    @property
+    def entry(self) -> LabelEntry | None:
+        return self.resolution.entry
+
+
+@dataclass
+class Outcome:
+    reasoning: Reasoning
+    mask: np.ndarray  # bool (I, J, K) on the study grid
+    entry: LabelEntry
+    details: dict
+    latencies: dict
+
+
+class SeerPipeline:
+    def __init__(
+        self,
+        reasoner: Reasoner,
+        backbone: Backbone | None,
+        skill_bank: SkillBank,
+        trace_log: TraceLog | None = None,
+        embedder: SentenceEmbedder | None = None,
+        max_request_chars: int = 1000,
+        skills_top_k: int = 3,
+        skills_min_score: float = 8.0,
+        dataset: str = "",
+    ):
+        self.reasoner = reasoner
+        self.backbone = backbone
+        self.skill_bank = skill_bank
+        self.trace_log = trace_log
+        self.embedder = embedder
+        self.max_request_chars = max_request_chars
+        self.skills_top_k = skills_top_k
+        self.skills_min_score = skills_min_score
+        self.dataset = dataset
+        self._contexts: OrderedDict[str, StudyContext] = OrderedDict()
+        self._resolvers: dict[int, tuple[LabelTable, Resolver]] = {}
+        self._lock = threading.Lock()
+
+    # -- shared pieces -------------------------------------------------------------------------------------------
+    def context(self, volume: Volume) -> StudyContext:
+        with self._lock:
+            cached = self._contexts.get(volume.key)
+            if cached is not None:
+                self._contexts.move_to_end(volume.key)
+                return cached
+        views = take_views(volume.array)
+        evidence = describe(views, volume.shape, volume.spacing, volume.axcodes, volume.affine)
+        context = StudyContext(views, evidence)
+        with self._lock:
+            self._contexts[volume.key] = context
+            while len(self._contexts) > 16:
+                self._contexts.popitem(last=False)
+        return context
+
+    def resolver(self, table: LabelTable) -> Resolver:
+        with self._lock:
+            cached = self._resolvers.get(id(table))
+            if cached is not None and cached[0] is table:
+                return cached[1]
+            scorer = self.embedder.scorer() if self.embedder is not None else None
+            resolver = Resolver(table, embed=scorer)
+            self._resolvers = {id(table): (table, resolver)}
+            return resolver
+
+    # -- steps ---------------------------------------------------------------------------------------------------
+    def reason(self, raw: object, volume: Volume | None = None, table: LabelTable | None = None) -> Reasoning:
+        """Hygiene, evidence, retrieval, reasoning and resolution; never raises for a refusal (see resolution)."""
+        t0 = time.perf_counter()
+        request = clean_request(raw, self.max_request_chars)
+        context = self.context(volume) if volume is not None else None
+        if context is not None and self.reasoner.needs_images:
+            context.views.images()
+        t1 = time.perf_counter()
+        table = table if table is not None else (self.backbone.label_table() if self.backbone else LabelTable({}))
+        resolver = self.resolver(table)
+        evidence = context.evidence if context else None
+        region = evidence.region if evidence else None
+        parsed = resolver.parse(request.text)
+        cue = self.skill_bank.cue(
+            request.text, parsed, evidence.vis_cue if evidence else "GENERIC_MEDICAL_IMAGE", region, self.dataset
+        )
+        skills = self.skill_bank.retrieve(cue, resolver.parser, self.skills_top_k, self.skills_min_score)
+        trace = self.reasoner.reason(
+            ReasoningInput(request, context.views if context else None, evidence, [s for s, _ in skills], resolver.parser)
+        )
+        resolution = resolver.resolve(trace.answer, region, required_side=parsed.side)
+        if not resolution.ok and resolution.kind in _RETRY_WITH_REQUEST and trace.answer != request.text:
+            retry = resolver.resolve(request.text, region)
+            if retry.ok or retry.kind not in _RETRY_WITH_REQUEST:
+                resolution = retry
+        t2 = time.perf_counter()
+        return Reasoning(
+            request=request,
+            trace=trace,
+            resolution=resolution,
+            skills=skills,
+            style=cue.style,
+            evidence=evidence,
+            latencies={"views_s": round(t1 - t0, 4), "reasoning_s": round(t2 - t1, 4)},
+        )
+
+    def run(self, raw: object, volume: Volume, progress: Progress | None = None) -> Outcome:
+        """The whole chain up to the mask; raises Refusal (with the reasoning in `details`) or BadRequest."""
+        if self.backbone is None:
+            raise RuntimeError("this pipeline has no backbone")
+        reasoning = self.reason(raw, volume)
+        if not reasoning.resolution.ok:
+            raise Refusal(
+                reasoning.resolution.reason,
+                kind=reasoning.resolution.kind,
+                details={"reasoning": reasoning},
+            )
+        t0 = time.perf_counter()
+        try:
+            segmentation = self.backbone.segment(volume, reasoning.entry, reasoning.evidence, progress)
+        except Refusal as refusal:
+            refusal.details.setdefault("reasoning", reasoning)
+            raise
+        latencies = dict(reasoning.latencies, backbone_s=round(time.perf_counter() - t0, 4))
+        return Outcome(reasoning, segmentation.mask, reasoning.entry, segmentation.details, latencies)
+
+    # -- durable record ------------------------------------------------------------------------------------------
+    def record(
+        self,
+        reasoning: Reasoning | None,
+        study: str,
+        *,
+        raw: object = None,
+        proposal: str | Path | None = None,
+        voxels: int | None = None,
+        refusal: Refusal | Exception | None = None,
+        details: dict | None = None,
+        latencies: dict | None = None,
+    ) -> dict | None:
+        """Append one SEER-Trace row to the trace log (when there is one) and return it."""
+        if self.trace_log is None:
+            return None
+        row: dict = {"id": uuid.uuid4().hex, "study": study}
+        if reasoning is not None:
+            trace = reasoning.trace
+            entry = reasoning.entry
+            row.update(
+                request=reasoning.request.raw,
+                request_clean=reasoning.request.text,
+                removed=list(reasoning.request.removed),
+                style=reasoning.style,
+                evidence=trace.evidence,
+                rationale=trace.rationale,
+                answer=trace.answer,
+                raw_text=trace.raw_text,
+                format_valid=trace.format_valid,
+                answer_source=trace.answer_source,
+                skill_ids=trace.skill_ids,
+                reasoner=trace.reasoner,
+                target={"id": entry.id, "name": entry.name, "method": reasoning.resolution.method} if entry else None,
+                vis_cue=reasoning.evidence.vis_cue if reasoning.evidence else None,
+            )
+        else:
+            text = raw if isinstance(raw, str) else None
+            row.update(request=text[:2000] if text else text, request_chars=len(text) if text else 0)
+        if refusal is not None:
+            row["refused"] = {"kind": getattr(refusal, "kind", type(refusal).__name__), "reason": str(refusal)}
+        row.update(
+            backbone=getattr(self.backbone, "name", None),
+            proposal=str(proposal) if proposal else None,
+            voxels=voxels,
+            details=details or {},
+            latencies=latencies or {},
+        )
+        return self.trace_log.append(row)
+
+
+def build_pipeline(
+    settings, state_dir: Path | None, extra_atlases=None, with_backbone: bool = True, registry=None
+) -> SeerPipeline:
+    """Wire reasoner, backbone, skill bank, trace log and embeddings from typed settings.
+
+    state_dir: the datastore's `.seer` folder (label registry, registrations cache, skill bank, trace log);
+    None for one-off CLI use (registrations then go to the user cache, nothing is logged).
+    extra_atlases: callable returning more AtlasSource (the app passes the datastore's labelled studies).
+    """
+    from .atlases import LabelRegistry, bundled_atlases
+    from .backbones import backbone_class
+    from .backbones.atlas import AtlasSettings
+    from .reasoners import make_reasoner, resolve_choice
+    from .registration import RegistrationSettings
+
+    name, why = resolve_choice(settings.reasoner)
+    logger.info("reasoner %s", why)
+    reasoner = make_reasoner(name)
+    backbone = None
+    if with_backbone:
+        cls = backbone_class(settings.backbone)
+        registry = registry or LabelRegistry(state_dir / "label_table.json" if state_dir else None)
+
+        def sources():
+            found = bundled_atlases(settings.atlas_dirs())
+            return found + (list(extra_atlases()) if extra_atlases else [])
+
+        atlas_settings = AtlasSettings(
+            max_atlases=settings.max_atlases,
+            registration=RegistrationSettings(
+                affine_spacing=settings.affine_spacing,
+                demons_spacing=settings.demons_spacing,
+                deformable=settings.deformable,
+            ),
+        )
+        backbone = cls(sources, registry, cache_dir=state_dir or user_cache_dir(), settings=atlas_settings)
+    if settings.skills:
+        bank = SkillBank.load(settings.skills)
+    elif state_dir:
+        bank = SkillBank.open(state_dir / "skills.jsonl")
+    else:
+        bank = SkillBank.starter()
+    return SeerPipeline(
+        reasoner=reasoner,
+        backbone=backbone,
+        skill_bank=bank,
+        trace_log=TraceLog(state_dir / "traces.jsonl") if state_dir else None,
+        embedder=SentenceEmbedder() if settings.embeddings else None,
+        max_request_chars=settings.max_request_chars,
+        skills_top_k=settings.skills_top_k,
+        skills_min_score=settings.skills_min_score,
+        dataset=settings.dataset,
+    )
+
+
+def user_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "seer-label"

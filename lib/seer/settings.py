@@ -1,0 +1,109 @@
+"""Typed settings, parsed once from MONAI Label `--conf KEY VALUE` strings (or CLI flags) and passed down.
+
+Every key, its type, default and meaning is in `KEYS`; README's configuration table is generated from it
+(tests/test_settings.py checks that they agree).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import BadRequest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SAMPLE_DATA = REPO_ROOT / "sample-data"
+
+# key: (type, default, help)
+KEYS: dict[str, tuple[type, object, str]] = {
+    "reasoner": (str, "auto", "auto | offline: which reasoner turns requests into targets (auto = offline until VLM weights are configured)"),
+    "backbone": (str, "atlas", "atlas: which segmentation backbone executes targets"),
+    "atlases": (str, "", "extra atlas folders (os.pathsep-separated), each holding <name>/image.nii.gz, labels.nii.gz, labels.json; sample-data/atlases is always included when present"),
+    "datastore_atlases": (bool, True, "use every datastore study with a final label as an atlas"),
+    "max_atlases": (int, 5, "at most this many atlases are registered per request (same modality and closest field of view first)"),
+    "deformable": (bool, True, "add a demons deformable stage after the affine one (same-modality atlases only)"),
+    "affine_spacing": (float, 3.0, "mm grid of the affine registration"),
+    "demons_spacing": (float, 2.0, "mm grid of the demons registration"),
+    "skills": (str, "", "skill bank JSONL; default <datastore>/.seer/skills.jsonl, seeded from the starter skills"),
+    "skills_top_k": (int, 3, "skills retrieved per request"),
+    "skills_min_score": (float, 8.0, "minimum retrieval score for a skill to be shown to the reasoner"),
+    "embeddings": (bool, True, "use offline sentence embeddings when the lexicon does not know a request's words"),
+    "max_request_chars": (int, 1000, "longest request accepted (characters)"),
+    "dataset": (str, "", "dataset name used by skill retrieval (+3 for skills harvested from the same dataset)"),
+}
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SeerSettings:
+    reasoner: str = "auto"
+    backbone: str = "atlas"
+    atlases: tuple[str, ...] = ()
+    datastore_atlases: bool = True
+    max_atlases: int = 5
+    deformable: bool = True
+    affine_spacing: float = 3.0
+    demons_spacing: float = 2.0
+    skills: str = ""
+    skills_top_k: int = 3
+    skills_min_score: float = 8.0
+    embeddings: bool = True
+    max_request_chars: int = 1000
+    dataset: str = ""
+    unknown: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_conf(cls, conf: dict | None) -> SeerSettings:
+        """Parse string values; raises BadRequest naming the key and the accepted values."""
+        conf = dict(conf or {})
+        values: dict[str, object] = {}
+        for key, (kind, default, _help) in KEYS.items():
+            raw = conf.pop(key, None)
+            if raw is None or raw == "":
+                values[key] = default
+                continue
+            try:
+                if kind is bool:
+                    values[key] = _parse_bool(raw)
+                else:
+                    values[key] = kind(raw)
+            except (TypeError, ValueError):
+                raise BadRequest(f"Setting '{key}' must be a {kind.__name__}, got {raw!r}: {_help}.") from None
+        atlases = values.pop("atlases")
+        values["atlases"] = tuple(p for p in str(atlases).split(os.pathsep) if p) if atlases else ()
+        settings = cls(**values, unknown=tuple(sorted(conf)))
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        from .backbones import BACKBONES
+        from .reasoners import CHOICES
+
+        if self.reasoner not in CHOICES:
+            raise BadRequest(f"Setting 'reasoner' must be one of {', '.join(CHOICES)}, got {self.reasoner!r}.")
+        if self.backbone not in BACKBONES:
+            raise BadRequest(f"Setting 'backbone' must be one of {', '.join(BACKBONES)}, got {self.backbone!r}.")
+        for key in ("max_atlases", "skills_top_k", "max_request_chars"):
+            if getattr(self, key) < 1:
+                raise BadRequest(f"Setting '{key}' must be at least 1.")
+        for key in ("affine_spacing", "demons_spacing"):
+            if not 0.5 <= getattr(self, key) <= 10:
+                raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")
+
+    def atlas_dirs(self) -> list[Path]:
+        dirs = [DEFAULT_SAMPLE_DATA / "atlases"] if (DEFAULT_SAMPLE_DATA / "atlases").is_dir() else []
+        return dirs + [Path(p) for p in self.atlases]
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "unknown"}

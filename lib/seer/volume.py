@@ -1,0 +1,225 @@
+"""Reading studies: NIfTI through nibabel (other ITK formats through SimpleITK), with clear errors and a cache.
+
+A `Volume` keeps the array exactly as nibabel loads it (index order i, j, k; no reorientation) and its RAS affine;
+masks are written back on this grid. `key` is a content hash, so caches survive renames and restarts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import StudyNotFound, UnreadableVolume
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D study. array: float32 (I, J, K) in nibabel order; affine: 4x4 voxel -> RAS mm."""
+
+    path: str
+    key: str
+    array: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header | None = None
+    description: str = ""
+    _sitk: object = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along i, j, k."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+    @property
+    def axcodes(self) -> str:
+        return "".join(nib.aff2axcodes(self.affine))
+
+    @property
+    def extent_mm(self) -> tuple[float, float, float]:
+        return tuple(n * s for n, s in zip(self.shape, self.spacing))  # type: ignore[return-value]
+
+    def to_sitk(self):
+        """The same voxels as a SimpleITK image (LPS physical space), built once."""
+        if self._sitk is None:
+            self._sitk = array_to_sitk(self.array, self.affine)
+        return self._sitk
+
+
+def array_to_sitk(array: np.ndarray, affine: np.ndarray, offset=(0, 0, 0)):
+    """(I, J, K) array + RAS affine -> SimpleITK image; `offset` places a sub-block (voxel index of its corner)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    lps = _LPS @ affine
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    origin = lps[:3, 3] + lps[:3, :3] @ np.asarray(offset, dtype=float)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(v) for v in origin])
+    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    return image
+
+
+def content_key(array: np.ndarray, affine: np.ndarray) -> str:
+    """Hash of the voxels and the geometry, so a re-saved copy of a study has the same key as the original."""
+    digest = hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    digest.update(np.round(affine, 4).astype(np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
+    """Load a 3D volume; raises StudyNotFound / UnreadableVolume with a sentence naming the file."""
+    path = str(path)
+    shown = name or os.path.basename(path)
+    if not path or not os.path.exists(path):
+        raise StudyNotFound(f"The study '{shown}' does not exist.")
+    if os.path.isdir(path):
+        raise UnreadableVolume(
+            f"The study '{shown}' is a folder; SEER reads single-file volumes (NIfTI, NRRD, MHA). "
+            "Convert DICOM series to NIfTI first (e.g. with dcm2niix)."
+        )
+    try:
+        with open(path, "rb") as fp:
+            data = fp.read()
+    except OSError as exc:
+        raise UnreadableVolume(f"The study '{shown}' could not be read: {exc.strerror}.") from None
+    lower = path.lower()
+    if lower.endswith(NIFTI_SUFFIXES):
+        return _load_nifti(path, shown, data)
+    if lower.endswith(ITK_SUFFIXES):
+        return _load_itk(path, shown)
+    raise UnreadableVolume(f"The study '{shown}' has an unsupported file type; use .nii.gz, .nii, .nrrd or .mha.")
+
+
+def _load_nifti(path: str, shown: str, data: bytes) -> Volume:
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        image = nib.Nifti1Image.from_bytes(raw) if raw[344:348] in (b"n+1\x00", b"ni1\x00") else None
+        if image is None:
+            image = nib.Nifti2Image.from_bytes(raw)
+        array = np.asanyarray(image.dataobj)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the file's fault, reported as such
+        raise UnreadableVolume(
+            f"The study '{shown}' is not a readable NIfTI volume ({_short(exc)}); re-export it or remove it "
+            "from the studies folder."
+        ) from None
+    array = _as_3d(array, shown)
+    description = ""
+    try:
+        description = image.header["descrip"].tobytes().split(b"\x00")[0].decode("ascii", "ignore")
+    except (KeyError, ValueError):
+        pass
+    affine = image.affine.astype(np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise UnreadableVolume(f"The study '{shown}' has an invalid voxel-to-world matrix; fix its header.")
+    key = content_key(array, affine)
+    return Volume(path=path, key=key, array=array, affine=affine, header=image.header, description=description)
+
+
+def _load_itk(path: str, shown: str) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(path, sitk.sitkFloat32)
+    except RuntimeError as exc:
+        raise UnreadableVolume(f"The study '{shown}' could not be read by ITK ({_short(exc)}).") from None
+    if image.GetDimension() != 3:
+        raise UnreadableVolume(f"The study '{shown}' is {image.GetDimension()}D; SEER segments 3D volumes.")
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    spacing = np.array(image.GetSpacing())
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = image.GetOrigin()
+    affine = _LPS @ lps
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return Volume(path=path, key=content_key(array, affine), array=array, affine=affine)
+
+
+def _as_3d(array: np.ndarray, shown: str) -> np.ndarray:
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim == 5 and array.shape[3] == 1 and array.shape[4] == 1:
+        array = array[..., 0, 0]
+    if array.ndim != 3:
+        raise UnreadableVolume(
+            f"The study '{shown}' has shape {tuple(array.shape)}; SEER segments single 3D volumes "
+            "(split 4D series into one file per volume)."
+        )
+    if min(array.shape) < 2:
+        raise UnreadableVolume(f"The study '{shown}' has shape {tuple(array.shape)}, which is not a 3D volume.")
+    array = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    return array
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+class VolumeCache:
+    """Thread-safe LRU of loaded volumes keyed by (path, mtime, size); `capacity` volumes are kept."""
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, Volume] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | os.PathLike, name: str | None = None) -> Volume:
+        path = str(path)
+        try:
+            stat = os.stat(path)
+            stamp = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            return load_volume(path, name)  # raises the right error
+        with self._lock:
+            volume = self._items.get(stamp)
+            if volume is not None:
+                self._items.move_to_end(stamp)
+                return volume
+        volume = load_volume(path, name)
+        with self._lock:
+            self._items[stamp] = volume
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return volume
+
+
+def write_mask(mask: np.ndarray, like: Volume, path: str | os.PathLike, compresslevel: int = 1) -> str:
+    """Write an integer mask (I, J, K) on `like`'s grid as NIfTI, atomically (temp file + rename)."""
+    path = str(path)
+    dtype = np.uint8 if int(mask.max(initial=0)) < 256 else np.uint16
+    image = nib.Nifti1Image(mask.astype(dtype, copy=False), like.affine)
+    if like.header is not None:
+        image.header.set_qform(like.header.get_qform(), code=int(like.header["qform_code"]) or 1)
+        image.header.set_sform(like.header.get_sform(), code=int(like.header["sform_code"]) or 1)
+    image.header.set_xyzt_units("mm")
+    payload = image.to_bytes()
+    if path.endswith(".gz"):
+        buffer = io.BytesIO()
+        with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=compresslevel, mtime=0) as gz:
+            gz.write(payload)
+        payload = buffer.getvalue()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "wb") as fp:
+        fp.write(payload)
+    os.replace(tmp, path)
+    return path

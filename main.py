@@ -1,0 +1,284 @@
+"""SEER Label command line.
+
+  python main.py [serve]  [--studies DIR_OR_DICOMWEB_URL] [--port N] [--host H] [--conf KEY VALUE ...]
+  python main.py reason "REQUEST" [--image VOL] [--labels LABELS.json] [--skills BANK.jsonl] [--reasoner NAME]
+  python main.py reason --batch FILE.jsonl [...]
+  python main.py segment --image VOL --prompt "REQUEST" --output MASK.nii.gz [--backbone NAME] [--atlases DIR ...]
+  python main.py sample-data [--dest DIR] [--force]
+
+Bad input exits with code 2 and one sentence on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+if str(REPO / "lib") not in sys.path:
+    sys.path.insert(0, str(REPO / "lib"))
+
+from seer.errors import SeerError  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+DEFAULT_STUDIES = REPO / "sample-data"
+
+
+def _conf_args(values: list[list[str]] | None) -> dict[str, str]:
+    return {k: v for k, v in (values or [])}
+
+
+# -- serve -------------------------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from seer.settings import SeerSettings
+
+    conf = _conf_args(args.conf)
+    SeerSettings.from_conf(conf)  # fail here, with the sentence, before the server starts
+    studies = args.studies
+    if not studies.startswith(("http://", "https://")):
+        if Path(studies).resolve() == DEFAULT_STUDIES.resolve():
+            from seer import sample_data
+
+            if not sample_data.is_complete(DEFAULT_STUDIES):
+                print("Building the sample data (first start only)...", file=sys.stderr)
+                sample_data.build(DEFAULT_STUDIES, say=lambda m: print(m, file=sys.stderr))
+        elif not Path(studies).is_dir():
+            raise SeerError(f"The studies folder '{studies}' does not exist; create it or pass another --studies.")
+    argv = [
+        sys.executable, "-m", "monailabel.main", "start_server",
+        "--app", str(REPO / "apps" / "seer"),
+        "--studies", studies,
+        "--host", args.host,
+        "--port", str(args.port),
+    ]
+    for key, value in conf.items():
+        argv += ["--conf", key, value]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "lib"), env.get("PYTHONPATH", "")] if p)
+    env.setdefault("MONAI_LABEL_DATASTORE_AUTO_RELOAD", "true")
+    print(f"SEER Label on http://{args.host}:{args.port} over {studies}", file=sys.stderr)
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+# -- reason ------------------------------------------------------------------------------------------------------
+def _settings_from_args(args: argparse.Namespace):
+    from seer.settings import SeerSettings
+
+    conf = {"reasoner": args.reasoner}
+    if getattr(args, "skills", None):
+        conf["skills"] = args.skills
+    if getattr(args, "no_embeddings", False):
+        conf["embeddings"] = "false"
+    if getattr(args, "backbone", None):
+        conf["backbone"] = args.backbone
+    if getattr(args, "atlases", None):
+        conf["atlases"] = os.pathsep.join(args.atlases)
+    return SeerSettings.from_conf(conf)
+
+
+def _reason_row(pipeline, request, image, labels, volumes, tables) -> dict:
+    from seer.errors import SeerError as _SeerError
+    from seer.targets import LabelTable
+
+    start = time.perf_counter()
+    row: dict = {"request": request}
+    try:
+        volume = volumes.get(image) if image else None
+        table = None
+        if labels:
+            if labels not in tables:
+                tables[labels] = LabelTable.from_json(labels)
+            table = tables[labels]
+        reasoning = pipeline.reason(request, volume, table if table is not None else LabelTable({}))
+    except _SeerError as exc:
+        row.update(evidence=None, rationale=None, answer=None, label=None, label_id=None, rejected=True,
+                   reason=exc.message, skill_ids=[], reasoner=pipeline.reasoner.name)
+        row["latency_s"] = round(time.perf_counter() - start, 4)
+        return row
+    resolution = reasoning.resolution
+    trace = reasoning.trace
+    if table is None:  # no vocabulary: only refusals that need none count
+        rejected = resolution.kind in ("empty", "nonsense", "out_of_region", "lesion_not_supported")
+    else:
+        rejected = not resolution.ok
+    row.update(
+        evidence=trace.evidence,
+        rationale=trace.rationale,
+        answer=trace.answer,
+        label=resolution.entry.name if resolution.ok and table is not None else None,
+        label_id=resolution.entry.id if resolution.ok and table is not None else None,
+        rejected=rejected,
+        reason=resolution.reason if rejected else None,
+        skill_ids=trace.skill_ids,
+        reasoner=trace.reasoner,
+        latency_s=round(time.perf_counter() - start, 4),
+    )
+    return row
+
+
+def cmd_reason(args: argparse.Namespace) -> int:
+    from seer.pipeline import build_pipeline
+    from seer.volume import VolumeCache
+
+    if args.batch and args.request:
+        raise SeerError("Give either one REQUEST or --batch FILE.jsonl, not both.")
+    if not args.batch and args.request is None:
+        raise SeerError('Give a REQUEST to reason about, e.g. main.py reason "rt hip bone pls".')
+    pipeline = build_pipeline(_settings_from_args(args), None, with_backbone=False)
+    volumes = VolumeCache(capacity=16)
+    tables: dict = {}
+    if not args.batch:
+        if args.image:
+            volumes.get(args.image)  # an unreadable image is bad input: exit 2
+        if args.labels:
+            from seer.targets import LabelTable
+
+            tables[args.labels] = LabelTable.from_json(args.labels)
+        row = _reason_row(pipeline, args.request, args.image, args.labels, volumes, tables)
+        if row["evidence"] is None and row["rejected"]:
+            raise SeerError(row["reason"])
+        print(json.dumps(row, ensure_ascii=False))
+        return 0
+    path = Path(args.batch)
+    if not path.is_file():
+        raise SeerError(f"Batch file {path} does not exist.")
+    with open(path, encoding="utf-8") as fp:
+        for number, line in enumerate(fp, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                if not isinstance(item, dict) or "request" not in item:
+                    raise ValueError("needs a 'request' field")
+            except ValueError as exc:
+                raise SeerError(f"{path.name} line {number} is not a JSON object with 'request' ({exc}).") from None
+            row = _reason_row(
+                pipeline, item["request"], item.get("image") or args.image, item.get("labels") or args.labels,
+                volumes, tables,
+            )
+            print(json.dumps(row, ensure_ascii=False), flush=False)
+    sys.stdout.flush()
+    return 0
+
+
+# -- segment -----------------------------------------------------------------------------------------------------
+def cmd_segment(args: argparse.Namespace) -> int:
+    from seer.errors import Refusal
+    from seer.pipeline import build_pipeline
+    from seer.volume import load_volume, write_mask
+
+    if not args.output.endswith((".nii", ".nii.gz")):
+        raise SeerError(f"--output must end with .nii.gz or .nii, got '{args.output}'.")
+    pipeline = build_pipeline(_settings_from_args(args), None)
+    volume = load_volume(args.image)
+    start = time.perf_counter()
+    try:
+        outcome = pipeline.run(args.prompt, volume, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except Refusal as refusal:
+        raise SeerError(refusal.message) from None
+    entry = outcome.entry
+    t_write = time.perf_counter()
+    write_mask(outcome.mask.astype("uint16" if entry.id > 255 else "uint8") * entry.id, volume, args.output)
+    latencies = dict(outcome.latencies, write_s=round(time.perf_counter() - t_write, 4))
+    latencies["total_s"] = round(time.perf_counter() - start, 4)
+    trace = outcome.reasoning.trace
+    print(json.dumps({
+        "output": args.output,
+        "label": entry.name,
+        "label_id": entry.id,
+        "voxels": int(outcome.mask.sum()),
+        "answer": trace.answer,
+        "rationale": trace.rationale,
+        "atlases": outcome.details.get("atlases"),
+        "latencies": latencies,
+    }, ensure_ascii=False))
+    return 0
+
+
+# -- sample-data -------------------------------------------------------------------------------------------------
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from seer import sample_data
+
+    report = sample_data.build(args.dest, force=args.force, say=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own exit code is 2 as well; keep one sentence
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="main.py", description="SEER Label: free-text 3D segmentation on MONAI Label.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the MONAI Label server (default)")
+    serve.add_argument("--studies", default=str(DEFAULT_STUDIES), help="studies folder or DICOMweb URL")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app setting")
+    serve.set_defaults(func=cmd_serve)
+
+    def common(p):
+        p.add_argument("--reasoner", default="auto", help="auto | offline")
+        p.add_argument("--skills", help="skill bank JSONL (default: the starter skills)")
+        p.add_argument("--no-embeddings", action="store_true", help="resolve with the lexicon only")
+
+    reason = sub.add_parser("reason", help="turn a request into a target (JSON per request)")
+    reason.add_argument("request", nargs="?", help="the free-text request")
+    reason.add_argument("--image", help="volume the request is about (NIfTI)")
+    reason.add_argument("--labels", help="label map JSON ({\"1\": \"liver\", ...}) to resolve onto")
+    reason.add_argument("--batch", help="JSONL file of {request, image?, labels?} lines")
+    common(reason)
+    reason.set_defaults(func=cmd_reason)
+
+    segment = sub.add_parser("segment", help="segment one volume from a request")
+    segment.add_argument("--image", required=True)
+    segment.add_argument("--prompt", required=True)
+    segment.add_argument("--output", required=True)
+    segment.add_argument("--backbone", default="atlas", help="atlas")
+    segment.add_argument("--atlases", nargs="*", help="extra atlas folders (besides sample-data/atlases)")
+    common(segment)
+    segment.set_defaults(func=cmd_segment)
+
+    sample = sub.add_parser("sample-data", help="build sample-data/ from packages")
+    sample.add_argument("--dest", default=str(DEFAULT_STUDIES))
+    sample.add_argument("--force", action="store_true", help="rebuild even if present")
+    sample.set_defaults(func=cmd_sample_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands = {"serve", "reason", "segment", "sample-data", "-h", "--help"}
+    if not any(a in commands for a in argv):
+        argv = ["serve", *argv]
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return args.func(args)
+    except SeerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
