@@ -17,7 +17,7 @@ DEFAULT_MAX_REQUEST_CHARS = 1000
 # Elements of SEER's own protocol (and chat roles) are dropped with their content: text inside them was written
 # to impersonate model output or a system turn, not to describe a target.
 _PROTOCOL_ELEMENT = re.compile(
-    r"<\s*(evidence|rationale|answer|skill_bank|raw_prompt|system|assistant|user|instruction|instructions|think|tool)\b[^>]*>"
+    r"<\s*(evidence|rationale|answer|skill_bank|raw_prompt|system|assistant|user|instruction|instructions|think|tool|script|style|iframe)\b[^>]*>"
     r".*?<\s*/\s*\1\s*>",
     re.IGNORECASE | re.DOTALL,
 )

@@ -82,6 +82,7 @@ class Lexicon:
         self.optional = frozenset(data["optional_words"])
         self.expansions: dict[str, str] = dict(data["token_expansions"])
         self.pathology_words = frozenset(data["pathology_words"])
+        self.sequence_cues = frozenset(data.get("sequence_cues", []))
         self.concepts: dict[str, Concept] = {}
         # phrase (tuple of tokens) -> (concept, side or None)
         self.phrases: dict[tuple[str, ...], tuple[Concept, str | None]] = {}
@@ -218,6 +219,9 @@ class Parser:
                     best = rank
         return best[2] if best else None
 
+    def _mr_sequence(self, words: list[str], index: int) -> bool:
+        return bool(_neighbours(words, index) & self.lexicon.sequence_cues)
+
     def parse(self, text: str, correct_typos: bool = True) -> ParsedText:
         key = (text, correct_typos)
         cached = self._cache.get(key)
@@ -233,7 +237,7 @@ class Parser:
         corrections: list[tuple[str, str]] = []
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
-        for token in lex.split(text):
+        for token in _merge_crus(lex.split(text)):
             if correct_typos and not self.known(token):
                 fixed = self.correct(token)
                 if fixed is not None:
@@ -279,6 +283,8 @@ class Parser:
                 elif word in lex.filler or word in lex.optional:
                     continue
                 elif _VERTEBRA_LEVEL.match(word):
+                    if word in ("t1", "t2") and self._mr_sequence(words, i - 1):
+                        continue  # "on T1", "T1-weighted": an MR sequence, not the vertebra
                     tokens.append(word)
                     if "vertebrae" not in tokens:
                         tokens.append("vertebrae")
@@ -302,11 +308,15 @@ class Parser:
         )
 
 
+def _neighbours(words: list[str], index: int) -> set[str]:
+    return set(words[max(0, index - 1) : index]) | set(words[index + 1 : index + 2])
+
+
 def _merge_crus(words: list[str]) -> list[str]:
     """'crus', '1' -> 'crus1' so that AAL's Cerebelum_Crus1 and 'crus I' meet."""
     out: list[str] = []
     for word in words:
-        if out and out[-1] == "crus" and word in {"1", "2", "i"}:
+        if out and out[-1] == "crus" and word in {"1", "2", "i", "ii"}:
             out[-1] = "crus" + ("1" if word in {"1", "i"} else "2")
         else:
             out.append(word)

@@ -154,6 +154,7 @@ def register(
         starts["centroid"] = centroid
     if _overlap(fixed, moving) > 0.3:
         starts["identity"] = sitk.AffineTransform(3)
+    starts.update(_slab_starts(fixed, moving, moving_mask, settings))
 
     best: tuple[float, str, sitk.Transform] | None = None
     for name, initial in starts.items():
@@ -181,6 +182,51 @@ def register(
         transform = compose(affine, field)
     seconds = time.perf_counter() - start
     return Registration(transform, affine, field, metric, field is not None, seconds, best[1])
+
+
+def _slab_starts(fixed, moving, moving_mask, settings: RegistrationSettings, keep: int = 2) -> dict:
+    """For a study much smaller than the atlas along some axis (a slab, a crop), slide it over the atlas along
+    those axes and keep the `keep` best positions by mutual information: a crop's header need not place it where
+    the atlas has that anatomy."""
+    fmin, fmax = _bounds(fixed)
+    mmin, mmax = _bounds(moving)
+    flen, mlen = fmax - fmin, mmax - mmin
+    axes_positions = []
+    for axis in range(3):
+        centre = (mmin[axis] + mmax[axis]) / 2 - (fmin[axis] + fmax[axis]) / 2
+        if flen[axis] >= 0.6 * mlen[axis]:
+            axes_positions.append([centre])
+            continue
+        step = max(2 * settings.affine_spacing, flen[axis] / 3)
+        lo = mmin[axis] + flen[axis] / 2 - (fmin[axis] + fmax[axis]) / 2
+        hi = mmax[axis] - flen[axis] / 2 - (fmin[axis] + fmax[axis]) / 2
+        axes_positions.append(list(np.arange(lo, hi + 1e-6, step)) or [centre])
+    if all(len(p) == 1 for p in axes_positions):
+        return {}
+    mask_lo, mask_hi = _mask_bounds(moving_mask)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(settings.sampling, settings.seed)
+    method.SetMetricMovingMask(moving_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    scored = []
+    for x in axes_positions[0]:
+        for y in axes_positions[1]:
+            for z in axes_positions[2]:
+                shift = np.array([x, y, z])
+                inside = np.clip(np.minimum(fmax + shift, mask_hi) - np.maximum(fmin + shift, mask_lo), 0, None)
+                if inside.prod() < 0.7 * flen.prod():  # mostly outside the atlas: MI on few samples misleads
+                    continue
+                start = sitk.AffineTransform(3)
+                start.SetTranslation([float(x), float(y), float(z)])
+                try:
+                    method.SetInitialTransform(start, inPlace=False)
+                    scored.append((method.MetricEvaluate(fixed, moving), (x, y, z), start))
+                except RuntimeError:  # no overlap with the atlas mask at this position
+                    continue
+    scored.sort(key=lambda item: item[0])
+    return {"slide@" + ",".join(f"{v:.0f}" for v in shift): start for _, shift, start in scored[:keep]}
 
 
 def compose(affine: sitk.Transform, field: sitk.Image) -> sitk.Transform:
@@ -224,6 +270,20 @@ def _bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     ]
     pts = np.array(corners)
     return pts.min(axis=0), pts.max(axis=0)
+
+
+def _mask_bounds(mask: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Physical bounding box of a binary mask (the whole image when it is empty)."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    if not stats.HasLabel(1):
+        return _bounds(mask)
+    x, y, z, sx, sy, sz = stats.GetBoundingBox(1)
+    corners = np.array([
+        mask.TransformContinuousIndexToPhysicalPoint([float(i), float(j), float(k)])
+        for i in (x, x + sx - 1) for j in (y, y + sy - 1) for k in (z, z + sz - 1)
+    ])
+    return corners.min(axis=0), corners.max(axis=0)
 
 
 def _overlap(a: sitk.Image, b: sitk.Image) -> float:

@@ -1,0 +1,46 @@
+# SEER Label: `make serve` (set up, build sample data, run the server) and `make test` (set up, lint, test).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+.PHONY: setup system-deps serve sample-data test lint bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Colin27 + AAL come from Debian's mricron-data; best effort (root or passwordless sudo), else sample-data says how.
+system-deps:
+	@if [ -f /usr/share/mricron/templates/aal.nii.gz ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  $$SUDO apt-get install -y --no-install-recommends mricron-data >/dev/null 2>&1 || \
+	  ($$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends mricron-data >/dev/null 2>&1) || \
+	  echo "note: could not install mricron-data (Colin27/AAL); run: sudo apt-get install mricron-data"; \
+	fi
+
+setup: $(STAMP) system-deps
+
+sample-data: setup
+	$(PY) main.py sample-data
+
+serve: setup
+	HF_HUB_OFFLINE=1 $(PY) main.py serve --port $(PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: setup
+	$(VENV)/bin/ruff check .
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
