@@ -6,7 +6,6 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import label_map
 
 from seer.atlases import AtlasSource, LabelRegistry, bundled_atlases
 from seer.backbones.atlas import AtlasBackbone
@@ -16,6 +15,8 @@ from seer.metrics import dice
 from seer.targets import Resolver
 from seer.views import take_views
 from seer.volume import load_volume
+
+from conftest import label_map
 
 MRICRON = "/usr/share/mricron/templates"
 

@@ -2,10 +2,11 @@ import json
 import re
 
 import pytest
-from conftest import CONTRACT
 
 from seer import prompts
 from seer.trace import TraceLog, has_valid_format, parse_output, render_output
+
+from conftest import CONTRACT
 
 
 def test_valid_output_is_parsed():
@@ -79,9 +80,9 @@ def test_prompt_strings_equal_the_contract_character_for_character():
     system = next(b for b in blocks if b.startswith("You are a medical image"))
     user = next(b for b in blocks if b.startswith("Review the provided medical image slices and the raw"))
     user_skills = next(b for b in blocks if b.startswith("Review the provided medical image slices, the raw"))
-    assert prompts.SYSTEM_PROMPT == system
-    assert prompts.USER_TEXT == user.replace("\\n", "\n")
-    assert prompts.USER_TEXT_WITH_SKILLS == user_skills.replace("\\n", "\n")
+    assert system == prompts.SYSTEM_PROMPT
+    assert user.replace("\\n", "\n") == prompts.USER_TEXT
+    assert user_skills.replace("\\n", "\n") == prompts.USER_TEXT_WITH_SKILLS
     assert "rationale.Then" in prompts.USER_TEXT_WITH_SKILLS
 
 

@@ -17,7 +17,6 @@ if importlib.util.find_spec("seer") is None:  # running from a checkout without 
     sys.path.insert(0, str(_REPO / "lib"))
 
 from fastapi import HTTPException  # noqa: E402
-from lib.infers.seer import SEERInferTask  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import DefaultLabelTag  # noqa: E402
 from monailabel.tasks.activelearning.first import First  # noqa: E402
@@ -30,6 +29,8 @@ from seer.pipeline import build_pipeline, user_cache_dir  # noqa: E402
 from seer.reasoners import resolve_choice  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
+
+from lib.infers.seer import SEERInferTask  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

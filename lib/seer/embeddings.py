@@ -54,7 +54,7 @@ class SentenceEmbedder:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             vectors = model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-            for text, vector in zip(missing, vectors):
+            for text, vector in zip(missing, vectors, strict=True):
                 self._cache[text] = vector.astype(np.float32)
         return np.stack([self._cache[t] for t in texts])
 

@@ -51,7 +51,7 @@ def describe(views: SliceViews, shape, spacing, axcodes: str, affine: np.ndarray
     vmin, vmax = float(values.min()), float(values.max())
     air = float((values < -900).mean())
     is_ct = vmin <= -500 and p01 < -300 and vmax > 200
-    extent = tuple(float(n) * float(s) for n, s in zip(shape, spacing))
+    extent = tuple(float(n) * float(s) for n, s in zip(shape, spacing, strict=True))
     stats = {"min": vmin, "p01": p01, "median": p50, "p99": p99, "max": vmax, "air_fraction": round(air, 3)}
     if is_ct:
         region, cue, detail = _ct_region(views, extent, affine, stats)

@@ -68,10 +68,7 @@ def resample_isotropic(image: sitk.Image, spacing: float, smooth: bool = True, i
 def foreground_mask(image: sitk.Image, modality: str) -> sitk.Image:
     """Body (CT: > -500 HU) or object (MR: > 10 % of the 99th percentile) mask, holes filled."""
     array = sitk.GetArrayViewFromImage(image)
-    if modality == "CT":
-        threshold = -500.0
-    else:
-        threshold = 0.1 * float(np.percentile(array[::2, ::2, ::2], 99))
+    threshold = -500.0 if modality == "CT" else 0.1 * float(np.percentile(array[::2, ::2, ::2], 99))
     mask = sitk.Cast(image > threshold, sitk.sitkUInt8)
     mask = sitk.BinaryMorphologicalClosing(mask, [2, 2, 2])
     return sitk.BinaryFillhole(mask)

@@ -17,11 +17,14 @@ DEFAULT_SAMPLE_DATA = REPO_ROOT / "sample-data"
 
 # key: (type, default, help)
 KEYS: dict[str, tuple[type, object, str]] = {
-    "reasoner": (str, "auto", "auto | offline: which reasoner turns requests into targets (auto = offline until VLM weights are configured)"),
+    "reasoner": (str, "auto", "auto | offline: which reasoner turns requests into targets "
+                 "(auto = offline until VLM weights are configured)"),
     "backbone": (str, "atlas", "atlas: which segmentation backbone executes targets"),
-    "atlases": (str, "", "extra atlas folders (os.pathsep-separated), each holding <name>/image.nii.gz, labels.nii.gz, labels.json; sample-data/atlases is always included when present"),
+    "atlases": (str, "", "extra atlas folders (os.pathsep-separated), each holding <name>/image.nii.gz, labels.nii.gz, "
+                "labels.json; sample-data/atlases is always included when present"),
     "datastore_atlases": (bool, True, "use every datastore study with a final label as an atlas"),
-    "max_atlases": (int, 5, "at most this many atlases are registered per request (same modality and closest field of view first)"),
+    "max_atlases": (int, 5, "at most this many atlases are registered per request "
+                    "(same modality and closest field of view first)"),
     "deformable": (bool, True, "add a demons deformable stage after the affine one (same-modality atlases only)"),
     "affine_spacing": (float, 3.0, "mm grid of the affine registration"),
     "demons_spacing": (float, 2.0, "mm grid of the demons registration"),
@@ -79,7 +82,8 @@ class SeerSettings:
                 else:
                     values[key] = kind(raw)
             except (TypeError, ValueError):
-                raise BadRequest(f"Setting '{key}' must be a {kind.__name__}, got {raw!r}: {_help}.") from None
+                kind_name = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, "text")
+                raise BadRequest(f"Setting '{key}' must be {kind_name}, got {raw!r}: {_help}.") from None
         atlases = values.pop("atlases")
         values["atlases"] = tuple(p for p in str(atlases).split(os.pathsep) if p) if atlases else ()
         settings = cls(**values, unknown=tuple(sorted(conf)))

@@ -268,7 +268,7 @@ class Resolver:
             return None
         query = " ".join(([side] if side in (LEFT, RIGHT) else []) + list(parsed.tokens) + list(parsed.unknown))
         scores = self.embed(query, pool)
-        ranked = sorted(zip(scores, range(len(pool))), reverse=True)
+        ranked = sorted(zip(scores, range(len(pool)), strict=True), reverse=True)
         best_score, best_index = ranked[0]
         runner_up = ranked[1][0] if len(ranked) > 1 else -1.0
         if best_score >= self.embed_threshold and best_score - runner_up >= 0.02:

@@ -6,6 +6,7 @@ masks are written back on this grid. `key` is a content hash, so caches survive 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -52,7 +53,7 @@ class Volume:
 
     @property
     def extent_mm(self) -> tuple[float, float, float]:
-        return tuple(n * s for n, s in zip(self.shape, self.spacing))  # type: ignore[return-value]
+        return tuple(n * s for n, s in zip(self.shape, self.spacing, strict=True))  # type: ignore[return-value]
 
     def to_sitk(self):
         """The same voxels as a SimpleITK image (LPS physical space), built once."""
@@ -120,10 +121,8 @@ def _load_nifti(path: str, shown: str, data: bytes) -> Volume:
         ) from None
     array = _as_3d(array, shown)
     description = ""
-    try:
+    with contextlib.suppress(KeyError, ValueError):
         description = image.header["descrip"].tobytes().split(b"\x00")[0].decode("ascii", "ignore")
-    except (KeyError, ValueError):
-        pass
     affine = image.affine.astype(np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise UnreadableVolume(f"The study '{shown}' has an invalid voxel-to-world matrix; fix its header.")
