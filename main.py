@@ -74,8 +74,8 @@ def _settings_from_args(args: argparse.Namespace):
     conf = {"reasoner": args.reasoner}
     if getattr(args, "skills", None):
         conf["skills"] = args.skills
-    if getattr(args, "no_embeddings", False):
-        conf["embeddings"] = "false"
+    if getattr(args, "embeddings", False):
+        conf["embeddings"] = "true"
     if getattr(args, "backbone", None):
         conf["backbone"] = args.backbone
     if getattr(args, "atlases", None):
@@ -185,7 +185,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise SeerError(refusal.message) from None
     entry = outcome.entry
     t_write = time.perf_counter()
-    write_mask(outcome.mask.astype("uint16" if entry.id > 255 else "uint8") * entry.id, volume, args.output)
+    write_mask(outcome.mask, volume, args.output, value=entry.id)
     latencies = dict(outcome.latencies, write_s=round(time.perf_counter() - t_write, 4))
     latencies["total_s"] = round(time.perf_counter() - start, 4)
     trace = outcome.reasoning.trace
@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("--reasoner", default="auto", help="auto | offline")
         p.add_argument("--skills", help="skill bank JSONL (default: the starter skills)")
-        p.add_argument("--no-embeddings", action="store_true", help="resolve with the lexicon only")
+        p.add_argument("--embeddings", action="store_true",
+                       help="also try sentence embeddings when the lexicon finds no target (off by default)")
 
     reason = sub.add_parser("reason", help="turn a request into a target (JSON per request)")
     reason.add_argument("request", nargs="?", help="the free-text request")

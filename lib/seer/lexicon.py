@@ -60,6 +60,7 @@ class ParsedText:
     corrections: tuple[tuple[str, str], ...] = ()
     expansions: tuple[tuple[str, str], ...] = ()
     side_words: tuple[str, ...] = field(default=())
+    parts: tuple[str, ...] = ()  # part nouns (vein, duct, head, ...) not absorbed by a concept phrase
 
     @property
     def token_set(self) -> frozenset[str]:
@@ -83,6 +84,8 @@ class Lexicon:
         self.expansions: dict[str, str] = dict(data["token_expansions"])
         self.pathology_words = frozenset(data["pathology_words"])
         self.sequence_cues = frozenset(data.get("sequence_cues", []))
+        self.negations = frozenset(data.get("negation_words", []))
+        self.part_nouns = frozenset(data.get("part_nouns", []))
         self.concepts: dict[str, Concept] = {}
         # phrase (tuple of tokens) -> (concept, side or None)
         self.phrases: dict[tuple[str, ...], tuple[Concept, str | None]] = {}
@@ -210,7 +213,8 @@ class Parser:
             return None
         best: tuple[int, int, str] | None = None
         for word in self._correctable:
-            if abs(len(word) - len(token)) > budget or word[0] != token[0] and budget < 2:
+            # Typos rarely touch the first letter: 'infrarenal' must not become 'suprarenal'.
+            if abs(len(word) - len(token)) > budget or (word[0] != token[0] and word[:2] != token[1::-1]):
                 continue
             d = damerau_levenshtein(token, word, budget)
             if d <= budget:
@@ -249,12 +253,15 @@ class Parser:
             words.extend(expanded.split())
         words = _merge_crus(words)
 
+        words = _vertebral_levels(_drop_measurements(words))
         tokens: list[str] = []
         concepts: list[Concept] = []
         unknown: list[str] = []
         pathology: list[str] = []
+        parts: list[str] = []
         sides: list[str] = []
         side_words: list[str] = []
+        negated_until = -1
         i = 0
         while i < len(words):
             for n in range(min(lex.max_phrase, len(words) - i), 0, -1):
@@ -276,6 +283,11 @@ class Parser:
             else:
                 word = words[i]
                 i += 1
+                if word in lex.negations:
+                    negated_until = i + 3  # "no aneurysm", "without focal lesion": not a request for one
+                    continue
+                if word in lex.part_nouns and i > negated_until:
+                    parts.append(word)
                 side = lex.side_of(word)
                 if side is not None:
                     sides.append(side)
@@ -291,7 +303,8 @@ class Parser:
                 elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
                     tokens.append(word)
                 elif word in lex.pathology_words:
-                    pathology.append(word)
+                    if i > negated_until:
+                        pathology.append(word)
                 else:
                     unknown.append(word)
         side = _combine_sides(sides)
@@ -305,7 +318,44 @@ class Parser:
             corrections=tuple(corrections),
             expansions=tuple(expansions),
             side_words=tuple(side_words),
+            parts=tuple(dict.fromkeys(parts)),
         )
+
+
+_LEVEL_PREFIX = {"lumbar": "l", "thoracic": "t", "cervical": "c"}
+_UNITS = {"cm", "mm", "ml", "cc", "hu", "mg", "kg", "cm2", "cm3", "mm2", "mm3", "percent"}
+
+
+def _drop_measurements(words: list[str]) -> list[str]:
+    """'2.1 cm' -> nothing: numbers that are measurements are not vertebral or rib numbers."""
+    out = list(words)
+    for i, word in enumerate(words):
+        if word in _UNITS:
+            out[i] = ""
+            j = i - 1
+            while j >= 0 and words[j].isdigit():
+                out[j] = ""
+                j -= 1
+    return [w for w in out if w]
+
+
+def _vertebral_levels(words: list[str]) -> list[str]:
+    """'first lumbar' / 'lumbar 1' -> 'l1' (numbers were already normalised from ordinals and roman numerals)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _LEVEL_PREFIX and i + 1 < len(words) and words[i + 1].isdigit():
+            out.append(_LEVEL_PREFIX[word] + words[i + 1])
+            i += 2
+            continue
+        if word.isdigit() and i + 1 < len(words) and words[i + 1] in _LEVEL_PREFIX:
+            out.append(_LEVEL_PREFIX[words[i + 1]] + word)
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
 
 
 def _neighbours(words: list[str], index: int) -> set[str]:

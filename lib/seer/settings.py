@@ -31,7 +31,8 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "skills": (str, "", "skill bank JSONL; default <datastore>/.seer/skills.jsonl, seeded from the starter skills"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
     "skills_min_score": (float, 8.0, "minimum retrieval score for a skill to be shown to the reasoner"),
-    "embeddings": (bool, True, "use offline sentence embeddings when the lexicon does not know a request's words"),
+    "embeddings": (bool, False, "also try offline sentence embeddings when the lexicon finds no target "
+                   "(off by default: it lowered accuracy on bench/data/requests.jsonl)"),
     "max_request_chars": (int, 1000, "longest request accepted (characters)"),
     "dataset": (str, "", "dataset name used by skill retrieval (+3 for skills harvested from the same dataset)"),
 }
@@ -61,7 +62,7 @@ class SeerSettings:
     skills: str = ""
     skills_top_k: int = 3
     skills_min_score: float = 8.0
-    embeddings: bool = True
+    embeddings: bool = False
     max_request_chars: int = 1000
     dataset: str = ""
     unknown: tuple[str, ...] = field(default=())

@@ -240,6 +240,15 @@ class Resolver:
                 suggestions=names,
             )
         entry = top[0]
+        extra_parts = [p for p in parsed.parts if p not in entry.tokens]
+        if extra_parts:
+            return self._refuse(
+                "not_in_vocabulary",
+                parsed,
+                f"'{self._phrase(parsed)} {' '.join(extra_parts)}' (a part of or a vessel or duct beside "
+                f"'{entry.name}') is not in this backbone's vocabulary",
+                suggestions=[entry.name, *self.suggestions(parsed)],
+            )
         rivals = [e for e in sided if e is not entry and not e.tokens <= entry.tokens]
         if rivals:
             names = sorted({entry.name, *(e.name for e in rivals)})

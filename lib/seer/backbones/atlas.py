@@ -42,7 +42,7 @@ from ..registration import (
 )
 from ..targets import LabelEntry, LabelTable
 from ..views import take_views
-from ..volume import Volume, VolumeCache, array_to_sitk
+from ..volume import Volume, VolumeCache, array_to_sitk, load_labels
 from . import Progress, Segmentation
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class AtlasSettings:
 class LoadedAtlas:
     source: AtlasSource
     volume: Volume
-    labels: np.ndarray  # (I, J, K) integer label values
+    labels: np.ndarray  # (I, J, K) integer label values (uint8/uint16)
     evidence: ImageEvidence
     stamp: tuple
     prepared: Prepared | None = None
@@ -208,15 +208,14 @@ class AtlasBackbone:
                 return cached
         try:
             image = self.volumes.get(source.image_path, source.name)
-            labels_volume = self.volumes.get(source.label_path, source.name + " labels")
+            labels, _ = load_labels(source.label_path, source.name + " labels")
         except Exception as exc:  # noqa: BLE001 - an unreadable atlas is skipped, not fatal
             logger.warning("atlas %s skipped: %s", source.name, getattr(exc, "message", exc))
             return None
-        if labels_volume.shape != image.shape:
+        if labels.shape != image.shape:
             logger.warning("atlas %s skipped: label grid %s differs from image %s", source.name,
-                           labels_volume.shape, image.shape)
+                           labels.shape, image.shape)
             return None
-        labels = np.rint(labels_volume.array).astype(np.int32)
         views = take_views(image.array)
         evidence = describe(views, image.shape, image.spacing, image.axcodes, image.affine)
         atlas = LoadedAtlas(source, image, labels, evidence, stamp)

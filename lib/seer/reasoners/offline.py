@@ -81,6 +81,7 @@ def _answer(parsed: ParsedText, kept: list[Concept], dropped: list[Concept], fal
         words.append(concept.name)
         covered.update(concept.tokens)
     words += [t for t in parsed.tokens if t not in covered and t not in dropped_tokens]
+    words += [p for p in parsed.parts if p not in words]  # "pancreatic duct" must not become "pancreas"
     words += list(parsed.pathology)
     side = {LEFT: "left ", RIGHT: "right ", BOTH: "left and right "}.get(parsed.side or "", "")
     phrase = " ".join(words).strip()

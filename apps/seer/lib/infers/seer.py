@@ -95,8 +95,7 @@ class SEERInferTask(InferTask):
         t_write = time.perf_counter()
         name = f"{uuid.uuid4().hex}.nii.gz"
         proposal = self.proposals_dir / name
-        mask = outcome.mask.astype("uint16" if outcome.entry.id > 255 else "uint8") * outcome.entry.id
-        write_mask(mask, volume, proposal)
+        write_mask(outcome.mask, volume, proposal, value=outcome.entry.id)
         result = self.results_dir / name
         try:
             os.link(proposal, result)  # the endpoint deletes the result after replying; the proposal stays

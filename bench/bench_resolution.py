@@ -1,0 +1,134 @@
+"""Target-resolution accuracy of the offline reasoner on bench/data/requests.jsonl.
+
+The request set (129 requests over three label maps of ../shared/data, every style of the contract, 39 refusals)
+was written by a separate helper that did not see the lexicon. Each request is reasoned about with the study's
+image (for evidence and region) and resolved onto that study's label map. A target is correct when it is the
+expected entry; a refusal is correct when the request should be refused (its kind is reported separately).
+Run twice in one process: lexicon only, and lexicon + sentence embeddings (all-MiniLM-L6-v2, offline).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from _util import REPO, Timer, need_shared_data, save, table
+
+from seer.embeddings import SentenceEmbedder
+from seer.pipeline import SeerPipeline
+from seer.reasoners.offline import OfflineReasoner
+from seer.skills import STYLE_TO_TAG, SkillBank
+from seer.targets import LabelTable
+from seer.volume import load_volume
+
+SETS = {
+    "development": REPO / "bench" / "data" / "requests.jsonl",  # written by helper 1; the lexicon was fixed on it
+    "held-out": REPO / "bench" / "data" / "requests_holdout.jsonl",  # written later by helper 2, never tuned on
+}
+
+
+def side_of(name: str | None) -> str | None:
+    if not name:
+        return None
+    low = name.lower()
+    if low.endswith(("_l", "_left")) or "_left_" in low:
+        return "left"
+    if low.endswith(("_r", "_right")) or "_right_" in low:
+        return "right"
+    return None
+
+
+def evaluate(pipeline, rows, volumes, tables):
+    results = []
+    for row in rows:
+        reasoning = pipeline.reason(row["request"], volumes[row["dataset"]], tables[row["dataset"]])
+        got = reasoning.entry.name if reasoning.entry else None
+        refused_ok = row["expected"] is None and got is None
+        results.append({
+            **row,
+            "got": got,
+            "got_kind": reasoning.resolution.kind,
+            "method": reasoning.resolution.method,
+            "correct": got == row["expected"] if row["expected"] else refused_ok,
+            "kind_correct": refused_ok and reasoning.resolution.kind == row["kind"],
+            "flip": bool(got and row["expected"] and side_of(got) and side_of(row["expected"])
+                         and side_of(got) != side_of(row["expected"])),
+            "skill_tag": pipeline.skill_bank.skills[reasoning.trace.skill_ids[0]].tag if reasoning.trace.skill_ids else None,
+            "style_guess": reasoning.style,
+        })
+    return results
+
+
+def summarise(results):
+    n = len(results)
+    targets = [r for r in results if r["expected"]]
+    refusals = [r for r in results if not r["expected"]]
+    per_style = defaultdict(list)
+    for r in results:
+        per_style[r["style"]].append(r["correct"])
+    return {
+        "requests": n,
+        "accuracy": sum(r["correct"] for r in results) / n,
+        "target_accuracy": sum(r["correct"] for r in targets) / len(targets),
+        "refusal_accuracy": sum(r["correct"] for r in refusals) / len(refusals),
+        "refusal_kind_accuracy": sum(r["kind_correct"] for r in refusals) / len(refusals),
+        "wrong_target_given": sum(1 for r in results if r["got"] and r["got"] != r["expected"]),
+        "laterality_flips": sum(r["flip"] for r in results),
+        "style_guess_accuracy": sum(r["style_guess"] == r["style"] for r in results) / n,
+        "skills_retrieved": sum(r["skill_tag"] is not None for r in results) / n,
+        "top_skill_tag_matches_style_when_retrieved": (
+            sum(r["skill_tag"] == STYLE_TO_TAG[r["style"]] for r in results if r["skill_tag"])
+            / max(1, sum(r["skill_tag"] is not None for r in results))
+        ),
+        "per_style": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(per_style.items())},
+    }
+
+
+def main():
+    shared = need_shared_data()
+    for name, path in SETS.items():
+        if path.exists():
+            print(f"\n=== {name} set: {path.name} ===")
+            run_set(name, path, shared)
+
+
+def run_set(name, path, shared):
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    datasets = sorted({r["dataset"] for r in rows})
+    volumes = {d: load_volume(shared / d / "image.nii.gz") for d in datasets}
+    tables = {d: LabelTable(json.loads((shared / d / "labels.json").read_text())) for d in datasets}
+    report = {}
+    for label, embedder in (("lexicon only", None), ("lexicon + embeddings", SentenceEmbedder())):
+        pipeline = SeerPipeline(OfflineReasoner(), None, SkillBank.starter(), embedder=embedder)
+        evaluate(pipeline, rows[:3], volumes, tables)  # warm-up: evidence, embedding model load
+        with Timer() as t:
+            results = evaluate(pipeline, rows, volumes, tables)
+        summary = summarise(results)
+        summary["ms_per_request"] = 1000 * t.seconds / len(rows)
+        report[label] = {"summary": summary, "results": results}
+    base, emb = report["lexicon only"]["summary"], report["lexicon + embeddings"]["summary"]
+    keys = ["accuracy", "target_accuracy", "refusal_accuracy", "refusal_kind_accuracy", "wrong_target_given",
+            "laterality_flips", "style_guess_accuracy", "skills_retrieved", "top_skill_tag_matches_style_when_retrieved",
+            "ms_per_request"]
+    print(table([{"metric": k, "lexicon only": base[k], "+ embeddings": emb[k]} for k in keys],
+                ["metric", "lexicon only", "+ embeddings"]))
+    print(f"\naccuracy ratio (+embeddings / lexicon only): {emb['accuracy'] / base['accuracy']:.3f}x")
+    print("per style (lexicon only):", base["per_style"])
+    print("per style (+ embeddings):", emb["per_style"])
+    for label in report:
+        wrong = [r for r in report[label]["results"] if not r["correct"]]
+        print(f"\nmisses, {label} ({len(wrong)}):")
+        for r in wrong:
+            print(f"  [{r['dataset'][:8]}] {r['request'][:70]!r}: expected {r['expected'] or r['kind']}, "
+                  f"got {r['got'] or r['got_kind']} ({r['method'] or '-'})")
+    changed = [(a, b) for a, b in zip(report["lexicon only"]["results"], report["lexicon + embeddings"]["results"],
+                                      strict=True) if a["got"] != b["got"]]
+    print(f"\nrequests whose outcome the embeddings changed: {len(changed)}")
+    for a, b in changed:
+        print(f"  {a['request'][:70]!r}: {a['got'] or a['got_kind']} -> {b['got'] or b['got_kind']}"
+              f" (expected {a['expected'] or a['kind']})")
+    save(f"resolution-{name}", {k: v["summary"] for k, v in report.items()})
+
+
+if __name__ == "__main__":
+    main()
