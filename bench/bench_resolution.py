@@ -15,6 +15,7 @@ from collections import defaultdict
 from _util import REPO, Timer, need_shared_data, save, table
 
 from seer.embeddings import SentenceEmbedder
+from seer.errors import SeerError
 from seer.pipeline import SeerPipeline
 from seer.reasoners.offline import OfflineReasoner
 from seer.skills import STYLE_TO_TAG, SkillBank
@@ -41,7 +42,13 @@ def side_of(name: str | None) -> str | None:
 def evaluate(pipeline, rows, volumes, tables):
     results = []
     for row in rows:
-        reasoning = pipeline.reason(row["request"], volumes[row["dataset"]], tables[row["dataset"]])
+        try:
+            reasoning = pipeline.reason(row["request"], volumes[row["dataset"]], tables[row["dataset"]])
+        except SeerError as error:  # refused by request hygiene (empty, too long, markup only)
+            results.append({**row, "got": None, "got_kind": "empty", "method": "", "correct": row["expected"] is None,
+                            "kind_correct": row["kind"] == "empty", "flip": False, "skill_tag": None,
+                            "style_guess": None, "error": error.message})
+            continue
         got = reasoning.entry.name if reasoning.entry else None
         refused_ok = row["expected"] is None and got is None
         results.append({

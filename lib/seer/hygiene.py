@@ -80,9 +80,10 @@ def clean_request(raw: object, max_chars: int = DEFAULT_MAX_REQUEST_CHARS) -> Cl
     if not raw.strip():
         raise BadRequest("The request is empty: type the structure to segment, e.g. 'left hippocampus' or 'liver'.")
     if not re.search(r"[A-Za-z0-9]", text):
-        what = " and ".join(r for r in removed if r != "control") or "punctuation"
+        kinds = [r for r in removed if r != "control"] or ["punctuation"]
+        verb = "are" if len(kinds) > 1 or kinds == ["instructions"] else "is"
         raise BadRequest(
-            f"The request holds no target once {what} is set aside (request text is treated as data, not as "
-            "instructions); type the structure to segment, e.g. 'left hippocampus'."
+            f"The request holds no target once {' and '.join(kinds)} {verb} set aside (request text is treated as "
+            "data, not as instructions); type the structure to segment, e.g. 'left hippocampus'."
         )
     return CleanRequest(raw=raw, text=text, removed=tuple(removed))

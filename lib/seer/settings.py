@@ -32,7 +32,7 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "skills_top_k": (int, 3, "skills retrieved per request"),
     "skills_min_score": (float, 8.0, "minimum retrieval score for a skill to be shown to the reasoner"),
     "embeddings": (bool, False, "also try offline sentence embeddings when the lexicon finds no target "
-                   "(off by default: it lowered accuracy on bench/data/requests.jsonl)"),
+                   "(off by default: on the two request sets of bench/ it fixed 2 requests and broke 2)"),
     "max_request_chars": (int, 1000, "longest request accepted (characters)"),
     "dataset": (str, "", "dataset name used by skill retrieval (+3 for skills harvested from the same dataset)"),
 }

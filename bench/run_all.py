@@ -1,0 +1,17 @@
+"""Run every benchmark in turn (each prints its own table and writes bench/results/<name>.json)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["bench_resolution.py", "bench_reason_batch.py", "bench_atlas_quality.py", "bench_infer_latency.py"]
+
+if __name__ == "__main__":
+    failed = []
+    for script in SCRIPTS:
+        print(f"\n##### {script}", flush=True)
+        if subprocess.run([sys.executable, str(HERE / script)]).returncode != 0:
+            failed.append(script)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")

@@ -1,0 +1,44 @@
+import re
+
+import pytest
+
+from seer.errors import BadRequest
+from seer.settings import KEYS, SeerSettings
+
+from conftest import REPO
+
+
+def test_defaults_parse():
+    settings = SeerSettings.from_conf({})
+    assert settings.reasoner == "auto" and settings.backbone == "atlas" and settings.max_atlases == 5
+    assert settings.embeddings is False
+
+
+def test_values_are_typed_and_unknown_keys_are_kept_aside():
+    settings = SeerSettings.from_conf({"max_atlases": "2", "deformable": "no", "affine_spacing": "4", "models": "x"})
+    assert settings.max_atlases == 2 and settings.deformable is False and settings.affine_spacing == 4.0
+    assert settings.unknown == ("models",)
+
+
+@pytest.mark.parametrize(
+    "conf,message",
+    [
+        ({"max_atlases": "many"}, "'max_atlases' must be an integer"),
+        ({"deformable": "maybe"}, "'deformable' must be true or false"),
+        ({"reasoner": "gpt"}, "'reasoner' must be one of auto, offline"),
+        ({"backbone": "unet"}, "'backbone' must be one of atlas"),
+        ({"max_atlases": "0"}, "at least 1"),
+        ({"affine_spacing": "50"}, "between 0.5 and 10 mm"),
+    ],
+)
+def test_bad_values_name_the_key(conf, message):
+    with pytest.raises(BadRequest, match=message):
+        SeerSettings.from_conf(conf)
+
+
+def test_readme_configuration_table_matches_the_code():
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| \w+ \| `([^`]*)` \|", readme, re.MULTILINE))
+    assert set(rows) == set(KEYS)
+    for key, (_kind, default, _help) in KEYS.items():
+        assert rows[key] == str(default), key
