@@ -47,7 +47,7 @@ def studies(tmp_path_factory, sample_data):
 def server(studies, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("server-log") / "server.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MONAI_LABEL_DATASTORE_AUTO_RELOAD="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MONAI_LABEL_DATASTORE_AUTO_RELOAD="true")
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port)],
@@ -212,3 +212,25 @@ def test_every_request_lands_in_the_trace_log(server, studies, colin27):
     assert all(len(r.get("request") or "") <= 2000 for r in rows)
     proposal = next(r["proposal"] for r in rows if r.get("proposal"))
     assert os.path.exists(proposal)
+
+
+def test_a_label_copied_into_the_datastore_by_hand_becomes_an_atlas(server, studies, shared_data):
+    """No PUT: the file appears in labels/final; its values are read as ids of the app's label table."""
+    labels = requests.get(f"{server}/info/", timeout=10).json()["models"]["seer"]["labels"]
+    if "spleen" not in labels:
+        pytest.skip("needs the CT atlas saved by test_a_saved_final_label_becomes_an_atlas")
+    reference = nib.load(shared_data / "ct-abdomen-small" / "labels.nii.gz")
+    spleen_value = int({v: k for k, v in label_map(shared_data / "ct-abdomen-small").items()}["spleen"])
+    data = (np.asanyarray(reference.dataobj) == spleen_value).astype(np.uint8) * labels["spleen"]
+    nib.save(nib.Nifti1Image(data, reference.affine), str(studies / "labels" / "final" / "ct_small.nii.gz"))
+    deadline = time.time() + 30  # the datastore's file watcher notices the new label
+    while time.time() < deadline:
+        objects = requests.get(f"{server}/datastore/", params={"output": "all"}, timeout=10).json()["objects"]
+        if objects.get("ct_small", {}).get("labels", {}).get("final"):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the datastore did not pick up the copied label")
+    response = infer(server, "ct_pelvis", {"prompt": "spleen"}, output="json")
+    assert response.status_code == 200, response.text
+    assert response.json()["backbone"]["atlases"][0]["atlas"] == "datastore:ct_small"

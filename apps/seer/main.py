@@ -65,6 +65,7 @@ class SEERApp(MONAILabelApp):
         self.pipeline = build_pipeline(
             self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry
         )
+        self._atlas_signature = self._labels_signature()
         reasoner_name, why = resolve_choice(self.seer_settings.reasoner)
         logger.info("SEER Label: %s; backbone %s with %d targets; state in %s", why, self.pipeline.backbone.name,
                     len(self.pipeline.backbone.label_table()), self.state_dir)
@@ -98,6 +99,7 @@ class SEERApp(MONAILabelApp):
                     "lists them)."
                 )
             request = {**request, "image_id": image if not os.path.exists(image) else os.path.basename(image)}
+        self._refresh_atlases_if_labels_changed()
         try:
             return super().infer(request, datastore)
         except SeerError as exc:
@@ -108,11 +110,32 @@ class SEERApp(MONAILabelApp):
         super().on_save_label(image_id, label_id)
         try:
             self.pipeline.backbone.refresh()
+            self._atlas_signature = self._labels_signature()
         except Exception:  # noqa: BLE001 - saving must succeed even if an atlas is unreadable
             logger.exception("atlas refresh after saving %s failed", image_id)
         return {}
 
     # -- datastore atlases -------------------------------------------------------------------------------------
+    def _labels_signature(self) -> tuple:
+        datastore = self.datastore()
+        signature = []
+        for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL)):
+            path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
+            try:
+                signature.append((image_id, os.stat(path).st_mtime_ns))
+            except OSError:
+                continue
+        return tuple(signature)
+
+    def _refresh_atlases_if_labels_changed(self) -> None:
+        """Labels copied into labels/final by hand (no PUT) become atlases on the next request too."""
+        if not self.seer_settings.datastore_atlases:
+            return
+        signature = self._labels_signature()
+        if signature != self._atlas_signature:
+            self.pipeline.backbone.refresh()
+            self._atlas_signature = signature
+
     def _datastore_atlases(self) -> list[AtlasSource]:
         """Every datastore study with a final label, with the label's names (see `_label_names`)."""
         if not self.seer_settings.datastore_atlases:

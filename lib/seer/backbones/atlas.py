@@ -106,7 +106,7 @@ class AtlasBackbone:
         self._pair_locks: dict[tuple, threading.Lock] = {}
         self._atlases: dict[str, LoadedAtlas] = {}
         self._prepared = _LRU(6)
-        self._registrations = _LRU(24)
+        self._registrations = _LRU(8)  # ~20 MB each for a 1 mm brain; older ones come back from disk
         self._sources: list[AtlasSource] = []
         self._values: dict[str, dict[int, list[int]]] = {}
         self._table = LabelTable({})
