@@ -318,7 +318,7 @@ class Resolver:
         return [name for score, name in scored[:limit] if score > 0.3]
 
     def _refuse(self, kind: str, parsed: ParsedText, reason: str, suggestions: Iterable[str] | None = None) -> Resolution:
-        names = list(suggestions) if suggestions is not None else self.suggestions(parsed)
+        names = list(dict.fromkeys(suggestions)) if suggestions is not None else self.suggestions(parsed)
         if kind in ("not_in_vocabulary", "nonsense", "lesion_not_supported", "out_of_region") and names:
             reason = f"{reason}; nearest supported targets: {', '.join(names[:5])}"
         elif kind in ("not_in_vocabulary", "nonsense") and self.table.entries:
