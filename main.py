@@ -72,6 +72,10 @@ def _settings_from_args(args: argparse.Namespace):
     from seer.settings import SeerSettings
 
     conf = {"reasoner": args.reasoner}
+    for flag in ("model", "adapter", "device", "dtype", "endpoint", "endpoint_model", "max_new_tokens"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            conf[flag] = str(value)
     if getattr(args, "skills", None):
         conf["skills"] = args.skills
     if getattr(args, "embeddings", False):
@@ -100,7 +104,7 @@ def _reason_row(pipeline, request, image, labels, volumes, tables) -> dict:
     except _SeerError as exc:
         row.update(evidence=None, rationale=None, answer=None, label=None, label_id=None, rejected=True,
                    reason=exc.message, skill_ids=[], reasoner=pipeline.reasoner.name)
-        row["latency_s"] = round(time.perf_counter() - start, 4)
+        row.update(latency_s=round(time.perf_counter() - start, 4), format_valid=None, answer_source=None)
         return row
     resolution = reasoning.resolution
     trace = reasoning.trace
@@ -119,6 +123,8 @@ def _reason_row(pipeline, request, image, labels, volumes, tables) -> dict:
         skill_ids=trace.skill_ids,
         reasoner=trace.reasoner,
         latency_s=round(time.perf_counter() - start, 4),
+        format_valid=trace.format_valid,  # beyond the contract's fields: whether the model kept the SEER format
+        answer_source=trace.answer_source,
     )
     return row
 
@@ -202,6 +208,43 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- weights -----------------------------------------------------------------------------------------------------
+VOXTELL_REPO = "mrokuss/VoxTell"
+
+
+def cmd_download_weights(args: argparse.Namespace) -> int:
+    """Needs internet; HF_HUB_OFFLINE is not set for this command."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise SeerError("huggingface_hub is not installed; run make setup first.") from None
+    repos = [args.model, args.adapter] + ([VOXTELL_REPO] if args.voxtell else [])
+    for repo in repos:
+        print(f"downloading {repo} ...", file=sys.stderr, flush=True)
+        try:
+            path = snapshot_download(repo)
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SeerError(
+                f"Could not download {repo} from the Hugging Face Hub ({first}). This machine may have no internet "
+                "access; download on another machine and copy the folder, then pass it with --model / --adapter."
+            ) from None
+        print(json.dumps({"repo": repo, "path": path}))
+    return 0
+
+
+def cmd_merge_adapter(args: argparse.Namespace) -> int:
+    from seer.reasoners.qwen_vl import merge_adapter
+
+    try:
+        out = merge_adapter(args.model, args.adapter, args.output, dtype=args.dtype)
+    except (OSError, ValueError) as exc:
+        raise SeerError(f"Could not merge {args.adapter} into {args.model}: {str(exc).splitlines()[0][:200]}") from None
+    print(json.dumps({"output": str(out)}))
+    return 0
+
+
 # -- sample-data -------------------------------------------------------------------------------------------------
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from seer import sample_data
@@ -232,7 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     def common(p):
-        p.add_argument("--reasoner", default="auto", help="auto | offline")
+        p.add_argument("--reasoner", default="auto", help="auto | qwen-vl | openai | offline")
+        p.add_argument("--model", help="qwen-vl base model folder or hub id (default Qwen/Qwen3-VL-4B-Instruct)")
+        p.add_argument("--adapter", help="qwen-vl LoRA adapter folder or hub id (default Ztrura/SEER; 'none')")
+        p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+        p.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
+        p.add_argument("--endpoint", help="openai reasoner: base URL, e.g. http://host:8000/v1")
+        p.add_argument("--endpoint-model", dest="endpoint_model", help="openai reasoner: model name at the endpoint")
+        p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="tokens generated per request")
         p.add_argument("--skills", help="skill bank JSONL (default: the starter skills)")
         p.add_argument("--embeddings", action="store_true",
                        help="also try sentence embeddings when the lexicon finds no target (off by default)")
@@ -254,6 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     common(segment)
     segment.set_defaults(func=cmd_segment)
 
+    download = sub.add_parser("download-weights", help="fetch SEER v1.1, its base (and VoxTell) into the hub cache")
+    download.add_argument("--model", default="Qwen/Qwen3-VL-4B-Instruct")
+    download.add_argument("--adapter", default="Ztrura/SEER")
+    download.add_argument("--voxtell", action="store_true", help="also fetch the VoxTell weights")
+    download.set_defaults(func=cmd_download_weights)
+
+    merge = sub.add_parser("merge-adapter", help="write base + LoRA adapter as merged full weights")
+    merge.add_argument("--model", required=True, help="base model folder or hub id")
+    merge.add_argument("--adapter", required=True, help="adapter folder or hub id")
+    merge.add_argument("--output", required=True, help="folder for the merged model")
+    merge.add_argument("--dtype", default="bfloat16", help="bfloat16 | float16 | float32")
+    merge.set_defaults(func=cmd_merge_adapter)
+
     sample = sub.add_parser("sample-data", help="build sample-data/ from packages")
     sample.add_argument("--dest", default=str(DEFAULT_STUDIES))
     sample.add_argument("--force", action="store_true", help="rebuild even if present")
@@ -264,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = {"serve", "reason", "segment", "sample-data", "-h", "--help"}
+    commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "-h", "--help"}
     if not any(a in commands for a in argv):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)
@@ -273,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.command != "download-weights":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)
     except SeerError as exc:

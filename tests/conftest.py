@@ -3,9 +3,14 @@ reason when absent) and from the sample data built from packages."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +52,61 @@ def colin27(sample_data) -> Path:
 
 def label_map(folder: Path) -> dict:
     return json.loads((folder / "labels.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> Path:
+    """A tiny real Qwen3-VL saved with save_pretrained (real Qwen vocabulary, random weights)."""
+    from tiny_models import build_tiny_qwen
+
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_qwen, tmp_path_factory) -> Path:
+    from tiny_models import build_lora_adapter
+
+    return build_lora_adapter(tiny_qwen, tmp_path_factory.mktemp("tiny-seer-lora"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(studies: Path, log: Path, conf: dict | None = None, timeout_s: float = 180):
+    """`main.py serve` on a free port of 127.0.0.1; yields its URL; stopped by PID (process group) afterwards."""
+    import requests
+
+    port = free_port()
+    args = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port)]
+    for key, value in (conf or {}).items():
+        args += ["--conf", key, str(value)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MONAI_LABEL_DATASTORE_AUTO_RELOAD="true")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"server did not answer within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -7,10 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import nibabel as nib
@@ -20,15 +16,9 @@ import requests
 
 from seer.metrics import dice
 
-from conftest import REPO, SHARED_DATA, label_map
+from conftest import SHARED_DATA, label_map, running_server
 
 pytestmark = pytest.mark.server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,33 +35,8 @@ def studies(tmp_path_factory, sample_data):
 
 @pytest.fixture(scope="module")
 def server(studies, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server-log") / "server.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MONAI_LABEL_DATASTORE_AUTO_RELOAD="true")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO), start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{url}/info/", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"server did not answer within 180 s:\n{log.read_text()[-4000:]}")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    with running_server(studies, tmp_path_factory.mktemp("server-log") / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ import seer  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.pipeline import build_pipeline, user_cache_dir  # noqa: E402
-from seer.reasoners import resolve_choice  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
 
@@ -66,9 +65,9 @@ class SEERApp(MONAILabelApp):
             self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry
         )
         self._atlas_signature = self._labels_signature()
-        reasoner_name, why = resolve_choice(self.seer_settings.reasoner)
-        logger.info("SEER Label: %s; backbone %s with %d targets; state in %s", why, self.pipeline.backbone.name,
-                    len(self.pipeline.backbone.label_table()), self.state_dir)
+        reasoner_name = self.pipeline.reasoner.name
+        logger.info("SEER Label: reasoner %s; backbone %s with %d targets; state in %s", reasoner_name,
+                    self.pipeline.backbone.name, len(self.pipeline.backbone.label_table()), self.state_dir)
         return {
             "seer": SEERInferTask(
                 self.pipeline,

@@ -140,7 +140,15 @@ class SeerPipeline:
         )
         skills = self.skill_bank.retrieve(cue, resolver.parser, self.skills_top_k, self.skills_min_score)
         trace = self.reasoner.reason(
-            ReasoningInput(request, context.views if context else None, evidence, [s for s, _ in skills], resolver.parser)
+            ReasoningInput(
+                request,
+                context.views if context else None,
+                evidence,
+                [s for s, _ in skills],
+                resolver.parser,
+                study_key=volume.key if volume is not None else None,
+                bank_version=self.skill_bank.version,
+            )
         )
         resolution = resolver.resolve(trace.answer, region, required_side=parsed.side)
         if not resolution.ok and resolution.kind in _RETRY_WITH_REQUEST and trace.answer != request.text:
@@ -148,6 +156,10 @@ class SeerPipeline:
             if retry.ok or retry.kind not in _RETRY_WITH_REQUEST:
                 resolution = retry
         t2 = time.perf_counter()
+        latencies = {"views_s": round(t1 - t0, 4), "reasoning_s": round(t2 - t1, 4)}
+        detail = getattr(self.reasoner, "last_timings", None)
+        if detail:
+            latencies["reasoner"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in detail.items()}
         return Reasoning(
             request=request,
             trace=trace,
@@ -155,7 +167,7 @@ class SeerPipeline:
             skills=skills,
             style=cue.style,
             evidence=evidence,
-            latencies={"views_s": round(t1 - t0, 4), "reasoning_s": round(t2 - t1, 4)},
+            latencies=latencies,
         )
 
     def run(self, raw: object, volume: Volume, progress: Progress | None = None) -> Outcome:
@@ -244,9 +256,9 @@ def build_pipeline(
     from .reasoners import make_reasoner, resolve_choice
     from .registration import RegistrationSettings
 
-    name, why = resolve_choice(settings.reasoner)
+    name, why = resolve_choice(settings.reasoner, settings)
     logger.info("reasoner %s", why)
-    reasoner = make_reasoner(name)
+    reasoner = make_reasoner(name, settings)
     backbone = None
     if with_backbone:
         cls = backbone_class(settings.backbone)

@@ -17,8 +17,21 @@ DEFAULT_SAMPLE_DATA = REPO_ROOT / "sample-data"
 
 # key: (type, default, help)
 KEYS: dict[str, tuple[type, object, str]] = {
-    "reasoner": (str, "auto", "auto | offline: which reasoner turns requests into targets "
-                 "(auto = offline until VLM weights are configured)"),
+    "reasoner": (str, "auto", "auto | qwen-vl | openai | offline: which reasoner turns requests into targets "
+                 "(auto = qwen-vl when its weights are on this machine, else offline)"),
+    "model": (str, "Qwen/Qwen3-VL-4B-Instruct", "qwen-vl base model: local folder or hub id (full v1.0 or merged "
+              "weights too, with adapter none)"),
+    "adapter": (str, "Ztrura/SEER", "qwen-vl LoRA adapter (SEER v1.1): local folder or hub id; none for full weights"),
+    "processor": (str, "", "qwen-vl processor folder or hub id; default: the base model's"),
+    "device": (str, "auto", "qwen-vl device: auto (cuda when available) | cpu | cuda | cuda:N"),
+    "dtype": (str, "auto", "qwen-vl dtype: auto (bfloat16 on GPU, float32 on CPU) | bfloat16 | float16 | float32"),
+    "max_new_tokens": (int, 256, "tokens generated per request (the reference uses 256)"),
+    "reasoner_batch": (int, 1, "qwen-vl: requests waiting at the same time are generated together, up to this many"),
+    "reasoner_cache": (int, 512, "traces kept for identical (image, request, skills, model); emptied when the skill "
+                       "bank changes"),
+    "endpoint": (str, "", "openai reasoner: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1"),
+    "endpoint_model": (str, "seer", "openai reasoner: model name at the endpoint (served LoRA module or model)"),
+    "endpoint_timeout": (float, 60.0, "openai reasoner: seconds to wait for one reply"),
     "backbone": (str, "atlas", "atlas: which segmentation backbone executes targets"),
     "atlases": (str, "", "extra atlas folders (os.pathsep-separated), each holding <name>/image.nii.gz, labels.nii.gz, "
                 "labels.json; sample-data/atlases is always included when present"),
@@ -52,6 +65,17 @@ def _parse_bool(value: object) -> bool:
 @dataclass(frozen=True)
 class SeerSettings:
     reasoner: str = "auto"
+    model: str = "Qwen/Qwen3-VL-4B-Instruct"
+    adapter: str = "Ztrura/SEER"
+    processor: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    max_new_tokens: int = 256
+    reasoner_batch: int = 1
+    reasoner_cache: int = 512
+    endpoint: str = ""
+    endpoint_model: str = "seer"
+    endpoint_timeout: float = 60.0
     backbone: str = "atlas"
     atlases: tuple[str, ...] = ()
     datastore_atlases: bool = True
@@ -85,6 +109,8 @@ class SeerSettings:
             except (TypeError, ValueError):
                 kind_name = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, "text")
                 raise BadRequest(f"Setting '{key}' must be {kind_name}, got {raw!r}: {_help}.") from None
+        if str(values["adapter"]).lower() in ("none", "null", "-"):
+            values["adapter"] = ""
         atlases = values.pop("atlases")
         values["atlases"] = tuple(p for p in str(atlases).split(os.pathsep) if p) if atlases else ()
         settings = cls(**values, unknown=tuple(sorted(conf)))
@@ -99,7 +125,10 @@ class SeerSettings:
             raise BadRequest(f"Setting 'reasoner' must be one of {', '.join(CHOICES)}, got {self.reasoner!r}.")
         if self.backbone not in BACKBONES:
             raise BadRequest(f"Setting 'backbone' must be one of {', '.join(BACKBONES)}, got {self.backbone!r}.")
-        for key in ("max_atlases", "skills_top_k", "max_request_chars"):
+        if self.reasoner == "openai" and not self.endpoint:
+            raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
+        for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",
+                    "reasoner_cache"):
             if getattr(self, key) < 1:
                 raise BadRequest(f"Setting '{key}' must be at least 1.")
         for key in ("affine_spacing", "demons_spacing"):

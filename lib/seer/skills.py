@@ -155,17 +155,23 @@ class SkillBank:
             self.skills.setdefault(skill.skill_id, skill)
         self.path = Path(path) if path else None
         self._parsed: dict[str, ParsedText] = {}
+        self._version: str | None = None
 
     def __len__(self) -> int:
         return len(self.skills)
 
     @property
     def version(self) -> str:
-        """Content hash: changes whenever a skill is added, removed or edited."""
-        digest = hashlib.sha1()
-        for sid in sorted(self.skills):
-            digest.update(json.dumps(self.skills[sid].to_dict(), sort_keys=True).encode())
-        return digest.hexdigest()[:12]
+        """Content hash of the bank, computed once; call `touch()` after editing `skills` in place."""
+        if self._version is None:
+            digest = hashlib.sha1()
+            for sid in sorted(self.skills):
+                digest.update(json.dumps(self.skills[sid].to_dict(), sort_keys=True).encode())
+            self._version = digest.hexdigest()[:12]
+        return self._version
+
+    def touch(self) -> None:
+        self._version = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SkillBank:
