@@ -72,7 +72,9 @@ def _settings_from_args(args: argparse.Namespace):
     from seer.settings import SeerSettings
 
     conf = {"reasoner": args.reasoner}
-    for flag in ("model", "adapter", "device", "dtype", "endpoint", "endpoint_model", "max_new_tokens"):
+    for flag in ("model", "adapter", "device", "dtype", "endpoint", "endpoint_model", "max_new_tokens",
+                 "backbone_model", "backbone_device", "backbone_dtype", "sw_batch_size", "sw_overlap",
+                 "voxtell_embeddings"):
         value = getattr(args, flag, None)
         if value is not None:
             conf[flag] = str(value)
@@ -299,7 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--image", required=True)
     segment.add_argument("--prompt", required=True)
     segment.add_argument("--output", required=True)
-    segment.add_argument("--backbone", default="atlas", help="atlas")
+    segment.add_argument("--backbone", default="atlas", help="atlas | voxtell | bundle")
+    segment.add_argument("--backbone-model", dest="backbone_model", help="VoxTell model folder or MONAI bundle folder")
+    segment.add_argument("--backbone-device", dest="backbone_device", help="auto | cpu | cuda:N")
+    segment.add_argument("--backbone-dtype", dest="backbone_dtype", help="auto | bfloat16 | float16 | float32")
+    segment.add_argument("--sw-batch-size", dest="sw_batch_size", type=int, help="sliding-window patches per pass")
+    segment.add_argument("--sw-overlap", dest="sw_overlap", type=float, help="sliding-window overlap")
+    segment.add_argument("--voxtell-embeddings", dest="voxtell_embeddings", help="VoxTell text-embedding bank (.npz)")
     segment.add_argument("--atlases", nargs="*", help="extra atlas folders (besides sample-data/atlases)")
     common(segment)
     segment.set_defaults(func=cmd_segment)

@@ -110,3 +110,48 @@ def running_server(studies: Path, log: Path, conf: dict | None = None, timeout_s
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def tiny_voxtell(tmp_path_factory) -> Path:
+    """A VoxTell model folder (the smallest architecture VoxTell accepts, random weights, a small bank)."""
+    from tiny_models import build_tiny_voxtell
+
+    return build_tiny_voxtell(tmp_path_factory.mktemp("tiny-voxtell"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    from tiny_models import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
+
+
+@pytest.fixture(scope="session")
+def ct_crop(tmp_path_factory, shared_data) -> Path:
+    """A 48x48x60 crop of the pelvis CT (bladder, parts of both hips): small enough for VoxTell's sliding window
+    on a CPU (2 patches of 48^3), with the matching label crop."""
+    import nibabel as nib
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("ct-crop")
+    for name in ("image", "labels"):
+        image = nib.load(str(shared_data / "ct-abdomen-pelvis" / f"{name}.nii.gz"))
+        data = np.asanyarray(image.dataobj)[40:88, 20:68, 0:60]
+        affine = image.affine.copy()
+        affine[:3, 3] = image.affine[:3, :3] @ [40, 20, 0] + image.affine[:3, 3]
+        nib.save(nib.Nifti1Image(data, affine), str(folder / f"{name}.nii.gz"))
+    return folder
+
+
+def flipped_copy(path: Path, target: Path) -> Path:
+    """The same volume stored in LPS order (first two axes reversed), affine adjusted: same anatomy."""
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(str(path))
+    data = np.asanyarray(image.dataobj)[::-1, ::-1, :]
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), image.affine @ flip), str(target))
+    return target

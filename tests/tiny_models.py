@@ -114,3 +114,169 @@ def build_lora_adapter(base_folder: str | os.PathLike, folder: str | os.PathLike
     peft_model = get_peft_model(base, config)
     peft_model.save_pretrained(folder)
     return Path(folder)
+
+
+# -- VoxTell ------------------------------------------------------------------------------------------------------
+TINY_VOXTELL_PROMPTS = ["liver", "spleen", "left kidney", "right kidney", "left hip bone", "right hip bone", "brain"]
+
+
+def tiny_voxtell_plans(patch: int = 48) -> dict:
+    """The smallest architecture VoxTell's fixed sizes allow: 6 stages of 32..320 channels, one block each, and
+    strides that put stage 4 at 12^3 for a 48^3 patch (VoxTell's prompt decoder expects 12^3 there)."""
+    arch = {
+        "n_stages": 6,
+        "features_per_stage": [32, 64, 128, 256, 320, 320],
+        "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": [[3, 3, 3]] * 6,
+        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 1, 1], [1, 1, 1], [1, 1, 1]],
+        "n_blocks_per_stage": [1, 1, 1, 1, 1, 1],
+        "n_conv_per_stage_decoder": [1, 1, 1, 1, 1],
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+    return {"configurations": {"3d_fullres": {
+        "patch_size": [patch, patch, patch],
+        "architecture": {"network_class_name": "voxtell", "arch_kwargs": arch,
+                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+    }}}
+
+
+def build_tiny_voxtell(folder: str | os.PathLike, seed: int = 0, prompts=TINY_VOXTELL_PROMPTS,
+                       plans: dict | None = None) -> Path:
+    """A VoxTell model folder (plans.json, fold_0/checkpoint_final.pth, text_embeddings.npz) with random weights.
+
+    The checkpoint stores every tensor as a strided view of one 1M-float random pool, so the ~360M-parameter
+    state dict takes a few MB on disk; loading copies the values into a full network.
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    folder = Path(folder)
+    (folder / "fold_0").mkdir(parents=True, exist_ok=True)
+    plans = plans or tiny_voxtell_plans()
+    (folder / "plans.json").write_text(json.dumps(plans, indent=1))
+    import pydoc
+
+    from voxtell.model.voxtell_model import VoxTellModel  # the class seer.backbones.voxtell.load_network builds
+
+    arch = dict(plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"])
+    for key in ("conv_op", "norm_op", "nonlin"):
+        arch[key] = pydoc.locate(arch[key])
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VoxTellModel(
+            input_channels=1, **arch, decoder_layer=4, text_embedding_dim=2560, num_maskformer_stages=5,
+            num_heads=32, query_dim=2048, project_to_decoder_hidden_dim=2048, deep_supervision=False,
+        ).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.randn(1 << 20, generator=generator) * 0.05
+    state = {}
+    for index, (name, shape) in enumerate(shapes.items()):
+        if name == "pos_embed":  # VoxTell's fixed 3D positional encoding of the 12^3 prompt-decoder grid
+            from einops import rearrange
+            from positional_encodings.torch_encodings import PositionalEncoding3D
+
+            encoding = PositionalEncoding3D(2048)(torch.zeros(1, 12, 12, 12, 2048))
+            state[name] = rearrange(encoding, "b h w d c -> (h w d) b c").contiguous()
+            continue
+        n = int(np.prod(shape)) if len(shape) else 1
+        offset = (index * 7919) % (pool.numel() - 4096)
+        if len(shape) == 0:
+            state[name] = pool[offset].clone()
+        elif "norm" in name and name.endswith("weight"):
+            state[name] = torch.ones(shape)
+        elif n <= pool.numel() - offset:
+            state[name] = pool[offset:offset + n].view(shape)
+        else:  # larger than the pool: rows overlap inside it (a strided view, still one storage)
+            row = int(np.prod(shape[1:]))
+            stride_0 = max(1, (pool.numel() - offset - row) // shape[0])
+            state[name] = torch.as_strided(pool, shape, (stride_0, *torch.empty(shape[1:]).stride()), offset)
+    torch.save({"network_weights": state}, folder / "fold_0" / "checkpoint_final.pth")
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(len(prompts), 2560)).astype(np.float16)
+    np.savez(folder / "text_embeddings.npz", labels=np.array(prompts), embeddings=vectors)
+    return folder
+
+
+# -- MONAI bundle -------------------------------------------------------------------------------------------------
+BUNDLE_LABELS = {"0": "background", "1": "liver", "2": "spleen", "3": "kidney_left", "4": "kidney_right"}
+
+
+def build_tiny_bundle(folder: str | os.PathLike, seed: int = 0, class_prompt: bool = False) -> Path:
+    """A MONAI bundle folder: a small SegResNet with random weights, the usual preprocessing (RAS, 4 mm,
+    CT window), a sliding-window inferer and a label dictionary in metadata.json."""
+    import json
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    folder = Path(folder)
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    inference = {
+        "bundle_root": ".",
+        "device": "cpu",
+        "network_def": {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1,
+                        "out_channels": len(BUNDLE_LABELS), "init_filters": 8, "blocks_down": [1, 1],
+                        "blocks_up": [1]},
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+            {"_target_": "Spacingd", "keys": "image", "pixdim": [4.0, 4.0, 4.0], "mode": "bilinear"},
+            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -200, "a_max": 300, "b_min": 0.0,
+             "b_max": 1.0, "clip": True},
+            {"_target_": "EnsureTyped", "keys": "image"},
+        ]},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 32], "sw_batch_size": 2, "overlap": 0.25},
+    }
+    metadata = {
+        "version": "0.0.1",
+        "name": "tiny-abdomen-segresnet",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "format": "hounsfield", "num_channels": 1,
+                                 "spatial_shape": [32, 32, 32]}},
+            "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": len(BUNDLE_LABELS),
+                                 "channel_def": BUNDLE_LABELS}},
+        },
+    }
+    (folder / "configs" / "inference.json").write_text(json.dumps(inference, indent=1))
+    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=1))
+    torch.manual_seed(seed)
+    parser = ConfigParser(inference)
+    network = parser.get_parsed_content("network_def")
+    torch.save(network.state_dict(), folder / "models" / "model.pt")
+    return folder
+
+
+def build_tiny_text_encoder(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A Qwen3 text model with VoxTell's 2560-d output and a small word-level vocabulary, loadable with
+    AutoTokenizer / AutoModel like Qwen3-Embedding-4B (same instruction wrapping and last-token pooling apply)."""
+    import re
+
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    words = sorted(set(re.findall(r"[a-z0-9]+", (
+        "given an anatomical term query retrieve the precise anatomical entity and location it represents "
+        "instruct segment left right ventricle atrium heart liver spleen kidney hip bone brain lesion tumor "
+        "enhancing metastasis lung upper lower lobe vein artery aorta ").lower())))
+    vocab = {"<pad>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    model = Qwen3Model(Qwen3Config(vocab_size=len(vocab), hidden_size=2560, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                   max_position_embeddings=512)).eval()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

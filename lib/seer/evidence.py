@@ -50,7 +50,10 @@ def describe(views: SliceViews, shape, spacing, axcodes: str, affine: np.ndarray
     p01, p50, p99 = (float(v) for v in np.percentile(values, (1, 50, 99)))
     vmin, vmax = float(values.min()), float(values.max())
     air = float((values < -900).mean())
-    is_ct = vmin <= -500 and p01 < -300 and vmax > 200
+    negative = float((values < -50).mean())
+    # CT: air at -1000 HU, or (inside the body, e.g. a crop) a sizeable share of fat-range negatives on a
+    # Hounsfield-sized range; MR is non-negative or, when normalised, spans a few units only.
+    is_ct = (vmin <= -500 and p01 < -300 and vmax > 200) or (negative > 0.03 and p99 - p01 > 300 and vmax > 150)
     extent = tuple(float(n) * float(s) for n, s in zip(shape, spacing, strict=True))
     stats = {"min": vmin, "p01": p01, "median": p50, "p99": p99, "max": vmax, "air_fraction": round(air, 3)}
     if is_ct:

@@ -155,6 +155,7 @@ class SeerPipeline:
             retry = resolver.resolve(request.text, region)
             if retry.ok or retry.kind not in _RETRY_WITH_REQUEST:
                 resolution = retry
+        resolution = self._free_text(resolution, trace)
         t2 = time.perf_counter()
         latencies = {"views_s": round(t1 - t0, 4), "reasoning_s": round(t2 - t1, 4)}
         detail = getattr(self.reasoner, "last_timings", None)
@@ -169,6 +170,19 @@ class SeerPipeline:
             evidence=evidence,
             latencies=latencies,
         )
+
+    def _free_text(self, resolution: Resolution, trace: Trace) -> Resolution:
+        """A text-promptable backbone takes the answer as is where its vocabulary has no entry for it; lesions
+        included. Refusals that need no vocabulary (empty, out of region, laterality) stand."""
+        backbone = self.backbone
+        if resolution.ok or backbone is None or not getattr(backbone, "free_text", False):
+            return resolution
+        if resolution.kind not in ("not_in_vocabulary", "nonsense", "lesion_not_supported"):
+            return resolution
+        if trace.answer.lower().startswith("reject"):
+            return resolution
+        entry = backbone.free_text_entry(trace.answer)
+        return Resolution(kind="match", parsed=resolution.parsed, entry=entry, method="free text")
 
     def run(self, raw: object, volume: Volume, progress: Progress | None = None) -> Outcome:
         """The whole chain up to the mask; raises Refusal (with the reasoning in `details`) or BadRequest."""
@@ -260,7 +274,9 @@ def build_pipeline(
     logger.info("reasoner %s", why)
     reasoner = make_reasoner(name, settings)
     backbone = None
-    if with_backbone:
+    if with_backbone and settings.backbone != "atlas":
+        backbone = _network_backbone(settings, registry, state_dir)
+    elif with_backbone:
         cls = backbone_class(settings.backbone)
         registry = registry or LabelRegistry(state_dir / "label_table.json" if state_dir else None)
 
@@ -294,6 +310,27 @@ def build_pipeline(
         skills_min_score=settings.skills_min_score,
         dataset=settings.dataset,
     )
+
+
+def _network_backbone(settings, registry, state_dir):
+    """VoxTell or a MONAI bundle, configured from settings."""
+    from .atlases import LabelRegistry
+
+    if settings.backbone == "voxtell":
+        from .backbones.voxtell import VoxTellBackbone, VoxTellSettings
+
+        registry = registry or LabelRegistry(state_dir / "voxtell_labels.json" if state_dir else None)
+        return VoxTellBackbone(VoxTellSettings(
+            model_dir=settings.backbone_model, embeddings=settings.voxtell_embeddings,
+            text_encoder=settings.voxtell_text_encoder, device=settings.backbone_device, dtype=settings.backbone_dtype,
+            sw_batch_size=settings.sw_batch_size or 1, overlap=settings.sw_overlap if settings.sw_overlap >= 0 else 0.5,
+        ), registry)
+    from .backbones.monai_bundle import BundleBackbone, BundleSettings
+
+    return BundleBackbone(BundleSettings(
+        bundle_dir=settings.backbone_model, device=settings.backbone_device, sw_batch_size=settings.sw_batch_size,
+        overlap=settings.sw_overlap, dtype=settings.backbone_dtype,
+    ))
 
 
 def user_cache_dir() -> Path:

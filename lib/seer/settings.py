@@ -32,7 +32,19 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "endpoint": (str, "", "openai reasoner: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1"),
     "endpoint_model": (str, "seer", "openai reasoner: model name at the endpoint (served LoRA module or model)"),
     "endpoint_timeout": (float, 60.0, "openai reasoner: seconds to wait for one reply"),
-    "backbone": (str, "atlas", "atlas: which segmentation backbone executes targets"),
+    "backbone": (str, "atlas", "atlas | voxtell | bundle: which segmentation backbone executes targets"),
+    "backbone_model": (str, "", "voxtell: model folder (plans.json, fold_0/); bundle: MONAI bundle folder"),
+    "backbone_device": (str, "auto", "voxtell / bundle device: auto (cuda when available) | cpu | cuda:N"),
+    "backbone_dtype": (str, "auto", "voxtell / bundle precision: auto (bfloat16 autocast on GPU for voxtell, float32 "
+                       "otherwise) | bfloat16 | float16 | float32"),
+    "sw_batch_size": (int, 0, "sliding-window patches per forward pass; 0 = the backbone's default (voxtell 1, "
+                      "bundle: its inferer)"),
+    "sw_overlap": (float, -1.0, "sliding-window overlap (0-0.9); negative = the backbone's default (voxtell 0.5, "
+                   "bundle: its inferer)"),
+    "voxtell_embeddings": (str, "", "voxtell: text-embedding bank (.npz); default text_embeddings.npz in or beside "
+                           "the model folder"),
+    "voxtell_text_encoder": (str, "Qwen/Qwen3-Embedding-4B", "voxtell: text encoder for prompts missing from the "
+                             "bank, used only when it is on this machine"),
     "atlases": (str, "", "extra atlas folders (os.pathsep-separated), each holding <name>/image.nii.gz, labels.nii.gz, "
                 "labels.json; sample-data/atlases is always included when present"),
     "datastore_atlases": (bool, True, "use every datastore study with a final label as an atlas"),
@@ -77,6 +89,13 @@ class SeerSettings:
     endpoint_model: str = "seer"
     endpoint_timeout: float = 60.0
     backbone: str = "atlas"
+    backbone_model: str = ""
+    backbone_device: str = "auto"
+    backbone_dtype: str = "auto"
+    sw_batch_size: int = 0
+    sw_overlap: float = -1.0
+    voxtell_embeddings: str = ""
+    voxtell_text_encoder: str = "Qwen/Qwen3-Embedding-4B"
     atlases: tuple[str, ...] = ()
     datastore_atlases: bool = True
     max_atlases: int = 5
@@ -131,6 +150,13 @@ class SeerSettings:
                     "reasoner_cache"):
             if getattr(self, key) < 1:
                 raise BadRequest(f"Setting '{key}' must be at least 1.")
+        if self.backbone in ("voxtell", "bundle") and not self.backbone_model:
+            raise BadRequest(
+                f"Setting 'backbone' {self.backbone} needs 'backbone_model': the "
+                f"{'VoxTell model folder' if self.backbone == 'voxtell' else 'MONAI bundle folder'}."
+            )
+        if self.sw_overlap >= 0.95:
+            raise BadRequest("Setting 'sw_overlap' must be below 0.95.")
         for key in ("affine_spacing", "demons_spacing"):
             if not 0.5 <= getattr(self, key) <= 10:
                 raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")

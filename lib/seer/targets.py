@@ -41,6 +41,7 @@ class LabelEntry:
     id: int
     name: str
     parsed: ParsedText
+    prompt: str | None = None  # text handed to a text-promptable backbone, when it differs from `name`
 
     @property
     def tokens(self) -> frozenset[str]:

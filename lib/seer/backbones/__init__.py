@@ -4,6 +4,9 @@ Protocol:
 - `name`: the name used in conf, CLI flags and /info.
 - `label_table() -> LabelTable`: the targets it can segment, with the stable ids written into masks.
 - `segment(volume, entry, evidence, progress) -> Segmentation`: a mask on the volume's own grid, or a Refusal.
+- `refresh()`: re-read whatever defines the vocabulary (atlases); a no-op for fixed label tables.
+- optional `free_text` + `free_text_entry(answer)`: a text-promptable backbone that takes the SEER answer as is
+  when its vocabulary does not hold it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from ..volume import Volume
 
 BACKBONES = {
     "atlas": "seer.backbones.atlas:AtlasBackbone",
+    "voxtell": "seer.backbones.voxtell:VoxTellBackbone",
+    "bundle": "seer.backbones.monai_bundle:BundleBackbone",
 }
 
 Progress = Callable[[str], None]
