@@ -89,13 +89,19 @@ def _centroid(mask: sitk.Image) -> np.ndarray | None:
     return np.array(stats.GetCentroid(1))
 
 
-def _affine_method(moving_mask: sitk.Image, settings: RegistrationSettings, levels: list[int], iterations: int):
+def _mi_method(moving_mask: sitk.Image, settings: RegistrationSettings) -> sitk.ImageRegistrationMethod:
+    """Mattes MI (32 bins) on a random share of samples, restricted to the atlas mask."""
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(settings.sampling, settings.seed)
     method.SetMetricMovingMask(moving_mask)
     method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
+def _affine_method(moving_mask: sitk.Image, settings: RegistrationSettings, levels: list[int], iterations: int):
+    method = _mi_method(moving_mask, settings)
     method.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-3, iterations, relaxationFactor=0.7)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(levels)
@@ -201,12 +207,7 @@ def _slab_starts(fixed, moving, moving_mask, settings: RegistrationSettings, kee
     if all(len(p) == 1 for p in axes_positions):
         return {}
     mask_lo, mask_hi = _mask_bounds(moving_mask)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling, settings.seed)
-    method.SetMetricMovingMask(moving_mask)
-    method.SetInterpolator(sitk.sitkLinear)
+    method = _mi_method(moving_mask, settings)
     scored = []
     for x in axes_positions[0]:
         for y in axes_positions[1]:
