@@ -58,3 +58,16 @@ def test_backbone_needs_its_model_folder(tmp_path, sample_data):
     proc = subprocess.run([sys.executable, str(REPO / "main.py"), "serve", "--studies", str(tmp_path), "--conf",
                            "backbone", "voxtell"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "needs 'backbone_model'" in proc.stderr
+
+
+def test_an_unloadable_model_folder_stops_the_server_with_a_sentence(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "serve", "--studies", str(tmp_path), "--port",
+                           "8799", "--conf", "backbone", "bundle", "--conf", "backbone_model", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0
+    assert "is not a MONAI bundle" in proc.stdout + proc.stderr

@@ -61,9 +61,13 @@ class SEERApp(MONAILabelApp):
         self.state_dir = Path(root) / ".seer" if root else user_cache_dir() / "datastores" / _slug(self.studies)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = LabelRegistry(self.state_dir / "label_table.json")
-        self.pipeline = build_pipeline(
-            self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry
-        )
+        try:
+            self.pipeline = build_pipeline(
+                self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry
+            )
+        except SeerError as exc:  # a model folder or endpoint setting that cannot work: say so and stop
+            logger.error("SEER Label cannot start: %s", exc.message)
+            raise SystemExit(2) from None
         self._atlas_signature = self._labels_signature()
         reasoner_name = self.pipeline.reasoner.name
         logger.info("SEER Label: reasoner %s; backbone %s with %d targets; state in %s", reasoner_name,
