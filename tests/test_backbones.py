@@ -167,3 +167,50 @@ def test_left_hip_lands_on_the_patients_left_after_flipping_the_storage_order(sh
         assert (x_ras < 0) == (name == "hip_left")  # RAS: the patient's left has negative x
     shutil.rmtree(tmp_path / "cache")
     json.dumps(outcome.details)
+
+
+def test_a_network_and_label_table_given_in_settings(tiny_bundle, shared_data, tmp_path):
+    from seer.pipeline import build_pipeline
+    from seer.settings import SeerSettings
+
+    config = json.loads((tiny_bundle / "configs" / "inference.json").read_text())
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"0": "background", "1": "liver", "2": "spleen", "3": "kidney_left",
+                                  "4": "kidney_right"}))
+    settings = SeerSettings.from_conf({
+        "reasoner": "offline", "backbone": "bundle", "backbone_model": str(tiny_bundle / "models" / "model.pt"),
+        "bundle_network": json.dumps(config["network_def"]), "bundle_labels": str(labels), "bundle_roi": "32,32,32",
+        "bundle_preprocessing": json.dumps(config["preprocessing"]["transforms"][3:5]),
+    })
+    pipeline = build_pipeline(settings, None)
+    assert pipeline.backbone.label_table().names() == {"liver": 1, "spleen": 2, "kidney_left": 3, "kidney_right": 4}
+    volume = load_volume(shared_data / "ct-abdomen-pelvis" / "image.nii.gz")
+    outcome = pipeline.run("the liver", volume)
+    assert outcome.entry.name == "liver" and outcome.mask.shape == volume.shape and outcome.mask.any()
+    with pytest.raises(BadRequest, match="needs --conf bundle_labels"):
+        BundleBackbone(BundleSettings(bundle_dir=str(tiny_bundle / "models" / "model.pt"),
+                                      network=json.dumps(config["network_def"])))
+
+
+def test_vista3d_style_bundle_gets_the_label_as_class_prompt(tmp_path, shared_data):
+    from tiny_models import build_tiny_bundle
+
+    backbone = BundleBackbone(BundleSettings(bundle_dir=str(build_tiny_bundle(tmp_path / "vista", vista3d=True)),
+                                             device="cpu"))
+    assert backbone.class_prompt and backbone.sigmoid
+    seen = []
+    original = backbone.network.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("class_vector"))
+        return original(*args, **kwargs)
+
+    backbone.network.forward = spy
+    volume = load_volume(shared_data / "ct-abdomen-small" / "image.nii.gz")
+    entry = Resolver(backbone.label_table()).resolve("spleen").entry
+    try:
+        seg = backbone.segment(volume, entry, evidence_of(volume))
+        assert seg.mask.shape == volume.shape
+    except Refusal as refusal:  # random weights may predict nothing; the refusal must say so
+        assert refusal.kind == "empty_mask"
+    assert seen and all(v is not None and v.tolist() == [[entry.id]] for v in seen)

@@ -208,9 +208,10 @@ def build_tiny_voxtell(folder: str | os.PathLike, seed: int = 0, prompts=TINY_VO
 BUNDLE_LABELS = {"0": "background", "1": "liver", "2": "spleen", "3": "kidney_left", "4": "kidney_right"}
 
 
-def build_tiny_bundle(folder: str | os.PathLike, seed: int = 0, class_prompt: bool = False) -> Path:
-    """A MONAI bundle folder: a small SegResNet with random weights, the usual preprocessing (RAS, 4 mm,
-    CT window), a sliding-window inferer and a label dictionary in metadata.json."""
+def build_tiny_bundle(folder: str | os.PathLike, seed: int = 0, vista3d: bool = False) -> Path:
+    """A MONAI bundle folder: a small SegResNet (or, with `vista3d`, a class-prompted VISTA3D with an 8-wide
+    encoder) with random weights, the usual preprocessing (RAS, 4 mm, CT window), a sliding-window inferer and a
+    label dictionary in metadata.json."""
     import json
 
     import torch
@@ -246,6 +247,9 @@ def build_tiny_bundle(folder: str | os.PathLike, seed: int = 0, class_prompt: bo
                                  "channel_def": BUNDLE_LABELS}},
         },
     }
+    if vista3d:  # VISTA3D label ids are its class indices; the class prompt selects one
+        inference["network_def"] = {"_target_": "monai.networks.nets.vista3d132", "encoder_embed_dim": 8}
+        metadata["class_prompt"] = True
     (folder / "configs" / "inference.json").write_text(json.dumps(inference, indent=1))
     (folder / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=1))
     torch.manual_seed(seed)

@@ -329,7 +329,8 @@ def _network_backbone(settings, registry, state_dir):
 
     return BundleBackbone(BundleSettings(
         bundle_dir=settings.backbone_model, device=settings.backbone_device, sw_batch_size=settings.sw_batch_size,
-        overlap=settings.sw_overlap, dtype=settings.backbone_dtype,
+        overlap=settings.sw_overlap, dtype=settings.backbone_dtype, network=settings.bundle_network,
+        labels=settings.bundle_labels, roi_size=settings.bundle_roi, preprocessing=settings.bundle_preprocessing,
     ))
 
 

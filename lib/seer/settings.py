@@ -41,6 +41,12 @@ KEYS: dict[str, tuple[type, object, str]] = {
                       "bundle: its inferer)"),
     "sw_overlap": (float, -1.0, "sliding-window overlap (0-0.9); negative = the backbone's default (voxtell 0.5, "
                    "bundle: its inferer)"),
+    "bundle_network": (str, "", "bundle without a folder: MONAI network_def as JSON (backbone_model is then the "
+                       "weights file)"),
+    "bundle_labels": (str, "", "bundle without a folder: labels.json of the network's output channels"),
+    "bundle_roi": (str, "96,96,96", "bundle without a folder: sliding-window patch size"),
+    "bundle_preprocessing": (str, "", "bundle without a folder: JSON list of dictionary transforms after loading "
+                             "and RAS (default: z-score of non-zero voxels)"),
     "voxtell_embeddings": (str, "", "voxtell: text-embedding bank (.npz); default text_embeddings.npz in or beside "
                            "the model folder"),
     "voxtell_text_encoder": (str, "Qwen/Qwen3-Embedding-4B", "voxtell: text encoder for prompts missing from the "
@@ -94,6 +100,10 @@ class SeerSettings:
     backbone_dtype: str = "auto"
     sw_batch_size: int = 0
     sw_overlap: float = -1.0
+    bundle_network: str = ""
+    bundle_labels: str = ""
+    bundle_roi: str = "96,96,96"
+    bundle_preprocessing: str = ""
     voxtell_embeddings: str = ""
     voxtell_text_encoder: str = "Qwen/Qwen3-Embedding-4B"
     atlases: tuple[str, ...] = ()

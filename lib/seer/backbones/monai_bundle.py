@@ -1,4 +1,5 @@
-"""Label-indexed MONAI networks: any MONAI bundle folder (network definition + weights + label dictionary).
+"""Label-indexed MONAI networks: any MONAI bundle folder (network definition + weights + label dictionary), or a
+MONAI network definition + weights file + label table given in the settings (turned into the same configuration).
 
 The bundle's own `network_def`, `preprocessing` and `inferer` (configs/inference.json or .yaml) run as the bundle
 defines them; the label dictionary is `network_data_format.outputs.pred.channel_def` of configs/metadata.json.
@@ -31,8 +32,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BundleSettings:
-    bundle_dir: str
+    bundle_dir: str  # a bundle folder, or a weights file (.pt) when `network` is given
     device: str = "auto"
+    network: str = ""  # JSON network_def (MONAI config syntax), e.g. {"_target_": "SegResNet", ...}
+    labels: str = ""  # labels.json ({"1": "liver", ...}) for `network`
+    roi_size: str = "96,96,96"  # sliding-window patch for `network`
+    preprocessing: str = ""  # JSON list of dictionary transforms after loading; default: RAS + z-score
     sw_batch_size: int = 0  # 0: as the bundle's inferer says
     overlap: float = -1.0  # < 0: as the bundle's inferer says
     dtype: str = "auto"  # auto: float32 (bundles are trained in AMP; autocast on GPU when 'float16'/'bfloat16')
@@ -53,6 +58,38 @@ def _weights_file(folder: Path) -> Path | None:
     return None
 
 
+def _config_from_settings(settings: BundleSettings):
+    """(inference config, metadata, weights) for a network given in the settings instead of a bundle folder."""
+    weights = Path(settings.bundle_dir)
+    if not weights.is_file():
+        raise BadRequest(f"With --conf bundle_network, backbone_model must be the weights file; '{weights}' is not.")
+    try:
+        network = json.loads(settings.network)
+        extra = json.loads(settings.preprocessing) if settings.preprocessing else [
+            {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True}]
+        labels = json.loads(Path(settings.labels).read_text()) if settings.labels else None
+        roi = [int(v) for v in settings.roi_size.split(",")]
+    except (ValueError, OSError) as exc:
+        raise BadRequest(f"The network settings are not usable ({exc}); bundle_network and bundle_preprocessing "
+                         "are JSON, bundle_labels a labels.json file, bundle_roi like 96,96,96.") from None
+    if not labels:
+        raise BadRequest("A network given with --conf bundle_network needs --conf bundle_labels labels.json.")
+    inference = {
+        "network_def": network,
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+            *extra,
+            {"_target_": "EnsureTyped", "keys": "image"},
+        ]},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": 1, "overlap": 0.5,
+                    "mode": "gaussian"},
+    }
+    metadata = {"network_data_format": {"outputs": {"pred": {"channel_def": labels}}}}
+    return inference, metadata, weights
+
+
 class BundleBackbone:
     name = "bundle"
     free_text = False
@@ -64,24 +101,30 @@ class BundleBackbone:
         self.settings = settings
         self._torch = torch
         folder = Path(settings.bundle_dir)
-        inference = _config_file(folder, "inference")
-        metadata = _config_file(folder, "metadata")
-        weights = _weights_file(folder)
+        if settings.network:
+            inference, metadata, weights = _config_from_settings(settings)
+        else:
+            inference = _config_file(folder, "inference")
+            metadata = _config_file(folder, "metadata")
+            weights = _weights_file(folder)
         if inference is None or metadata is None or weights is None:
             raise BadRequest(
                 f"'{folder}' is not a MONAI bundle: it needs configs/inference.json (or .yaml), "
-                "configs/metadata.json and models/model.pt."
+                "configs/metadata.json and models/model.pt (or give a network with --conf bundle_network)."
             )
         self.device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if settings.device == "auto" else settings.device))
         started = time.perf_counter()
         parser = ConfigParser()
-        parser.read_config(str(inference))
-        parser.read_meta(str(metadata))
+        parser.read_config(inference if isinstance(inference, dict) else str(inference))
+        parser.read_meta(metadata if isinstance(metadata, dict) else str(metadata))
         parser["bundle_root"] = str(folder)
         parser["device"] = str(self.device)
         self.parser = parser
-        meta = json.loads(metadata.read_text()) if metadata.suffix == ".json" else parser.get("_meta_", {})
+        if isinstance(metadata, dict):
+            meta = metadata
+        else:
+            meta = json.loads(metadata.read_text()) if metadata.suffix == ".json" else parser.get("_meta_", {})
         outputs = meta.get("network_data_format", {}).get("outputs", {})
         pred = outputs.get("pred") or (next(iter(outputs.values())) if outputs else {})
         channel_def = pred.get("channel_def") or {}
@@ -92,7 +135,7 @@ class BundleBackbone:
         self.sigmoid = bool(meta.get("sigmoid", False)) or self.class_prompt
         try:
             self.network = parser.get_parsed_content("network_def", instantiate=True)
-            state = torch.load(weights, map_location="cpu", weights_only=False)
+            state = torch.load(str(weights), map_location="cpu", weights_only=False)
             if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
                 state = state["model"]
             self.network.load_state_dict(state)
