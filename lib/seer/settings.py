@@ -82,42 +82,44 @@ def _parse_bool(value: object) -> bool:
 
 @dataclass(frozen=True)
 class SeerSettings:
-    reasoner: str = "auto"
-    model: str = "Qwen/Qwen3-VL-4B-Instruct"
-    adapter: str = "Ztrura/SEER"
-    processor: str = ""
-    device: str = "auto"
-    dtype: str = "auto"
-    max_new_tokens: int = 256
-    reasoner_batch: int = 1
-    reasoner_cache: int = 512
-    endpoint: str = ""
-    endpoint_model: str = "seer"
-    endpoint_timeout: float = 60.0
-    backbone: str = "atlas"
-    backbone_model: str = ""
-    backbone_device: str = "auto"
-    backbone_dtype: str = "auto"
-    sw_batch_size: int = 0
-    sw_overlap: float = -1.0
-    bundle_network: str = ""
-    bundle_labels: str = ""
-    bundle_roi: str = "96,96,96"
-    bundle_preprocessing: str = ""
-    voxtell_embeddings: str = ""
-    voxtell_text_encoder: str = "Qwen/Qwen3-Embedding-4B"
-    atlases: tuple[str, ...] = ()
-    datastore_atlases: bool = True
-    max_atlases: int = 5
-    deformable: bool = True
-    affine_spacing: float = 3.0
-    demons_spacing: float = 2.0
-    skills: str = ""
-    skills_top_k: int = 3
-    skills_min_score: float = 8.0
-    embeddings: bool = False
-    max_request_chars: int = 1000
-    dataset: str = ""
+    """Built by `from_conf` only: every default lives in `KEYS`."""
+
+    reasoner: str
+    model: str
+    adapter: str
+    processor: str
+    device: str
+    dtype: str
+    max_new_tokens: int
+    reasoner_batch: int
+    reasoner_cache: int
+    endpoint: str
+    endpoint_model: str
+    endpoint_timeout: float
+    backbone: str
+    backbone_model: str
+    backbone_device: str
+    backbone_dtype: str
+    sw_batch_size: int
+    sw_overlap: float
+    bundle_network: str
+    bundle_labels: str
+    bundle_roi: str
+    bundle_preprocessing: str
+    voxtell_embeddings: str
+    voxtell_text_encoder: str
+    atlases: tuple[str, ...]
+    datastore_atlases: bool
+    max_atlases: int
+    deformable: bool
+    affine_spacing: float
+    demons_spacing: float
+    skills: str
+    skills_top_k: int
+    skills_min_score: float
+    embeddings: bool
+    max_request_chars: int
+    dataset: str
     unknown: tuple[str, ...] = field(default=())
 
     @classmethod
