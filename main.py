@@ -90,7 +90,6 @@ def _settings_from_args(args: argparse.Namespace):
 
 
 def _reason_row(pipeline, request, image, labels, volumes, tables) -> dict:
-    from seer.errors import SeerError as _SeerError
     from seer.targets import LabelTable
 
     start = time.perf_counter()
@@ -103,7 +102,7 @@ def _reason_row(pipeline, request, image, labels, volumes, tables) -> dict:
                 tables[labels] = LabelTable.from_json(labels)
             table = tables[labels]
         reasoning = pipeline.reason(request, volume, table if table is not None else LabelTable({}))
-    except _SeerError as exc:
+    except SeerError as exc:
         row.update(evidence=None, rationale=None, answer=None, label=None, label_id=None, rejected=True,
                    reason=exc.message, skill_ids=[], reasoner=pipeline.reasoner.name)
         row.update(latency_s=round(time.perf_counter() - start, 4), format_valid=None, answer_source=None)

@@ -25,18 +25,17 @@ from _util import SHARED_DATA, Timer, need_sample_data, save, table
 from seer.atlases import AtlasSource, LabelRegistry, bundled_atlases
 from seer.backbones.atlas import AtlasBackbone, AtlasSettings
 from seer.errors import Refusal
-from seer.evidence import describe
+from seer.evidence import describe_volume
 from seer.metrics import dice
 from seer.registration import RegistrationSettings
 from seer.targets import Resolver
-from seer.views import take_views
 from seer.volume import load_volume
 
 MRICRON = Path("/usr/share/mricron/templates")
 
 
 def evidence(volume):
-    return describe(take_views(volume.array), volume.shape, volume.spacing, volume.axcodes, volume.affine)
+    return describe_volume(volume)
 
 
 def backbone(sources, deformable: bool, cache: Path):

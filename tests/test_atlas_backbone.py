@@ -10,10 +10,9 @@ import pytest
 from seer.atlases import AtlasSource, LabelRegistry, bundled_atlases
 from seer.backbones.atlas import AtlasBackbone
 from seer.errors import Refusal
-from seer.evidence import describe
+from seer.evidence import describe_volume
 from seer.metrics import dice
 from seer.targets import Resolver
-from seer.views import take_views
 from seer.volume import load_volume
 
 from conftest import label_map
@@ -22,7 +21,7 @@ MRICRON = "/usr/share/mricron/templates"
 
 
 def evidence_of(volume):
-    return describe(take_views(volume.array), volume.shape, volume.spacing, volume.axcodes, volume.affine)
+    return describe_volume(volume)
 
 
 @pytest.fixture(scope="module")

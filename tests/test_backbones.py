@@ -16,20 +16,19 @@ from seer.backbones.atlas import AtlasBackbone
 from seer.backbones.monai_bundle import BundleBackbone, BundleSettings
 from seer.backbones.voxtell import VoxTellBackbone, VoxTellSettings, from_network_layout, to_network_layout
 from seer.errors import BadRequest, Refusal
-from seer.evidence import describe
+from seer.evidence import describe_volume
 from seer.metrics import dice
 from seer.pipeline import SeerPipeline
 from seer.reasoners.offline import OfflineReasoner
 from seer.skills import SkillBank
 from seer.targets import Resolver
-from seer.views import take_views
 from seer.volume import load_volume
 
 from conftest import flipped_copy, label_map
 
 
 def evidence_of(volume):
-    return describe(take_views(volume.array), volume.shape, volume.spacing, volume.axcodes, volume.affine)
+    return describe_volume(volume)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 import pytest
 
-from seer.evidence import describe
-from seer.views import take_views
+from seer.evidence import describe_volume
 from seer.volume import load_volume
 
 
@@ -17,7 +16,7 @@ from seer.volume import load_volume
 )
 def test_modality_and_region_from_the_image(shared_data, folder, modality, region):
     volume = load_volume(shared_data / folder / "image.nii.gz")
-    evidence = describe(take_views(volume.array), volume.shape, volume.spacing, volume.axcodes, volume.affine)
+    evidence = describe_volume(volume)
     assert evidence.modality == modality
     assert evidence.region == region
     assert f"{modality}-like volume" in evidence.text and "field of view" in evidence.text

@@ -86,6 +86,14 @@ def describe(views: SliceViews, shape, spacing, axcodes: str, affine: np.ndarray
     )
 
 
+def describe_volume(volume, views: SliceViews | None = None) -> ImageEvidence:
+    """describe() for a seer.volume.Volume, taking its 8 slices unless `views` already holds them."""
+    from .views import take_views
+
+    views = views if views is not None else take_views(volume.array)
+    return describe(views, volume.shape, volume.spacing, volume.axcodes, volume.affine)
+
+
 def _ct_region(views: SliceViews, extent, affine, stats) -> tuple[str | None, str, str]:
     body_fat, body_bone, body_sizes = [], [], []
     for sl in views.slices:

@@ -21,7 +21,7 @@ import numpy as np
 from .backbones import Backbone, Progress
 from .embeddings import SentenceEmbedder
 from .errors import Refusal
-from .evidence import ImageEvidence, describe
+from .evidence import ImageEvidence, describe_volume
 from .hygiene import CleanRequest, clean_request
 from .reasoners import Reasoner, ReasoningInput
 from .skills import Skill, SkillBank
@@ -92,7 +92,7 @@ class SeerPipeline:
         self.skills_min_score = skills_min_score
         self.dataset = dataset
         self._contexts: OrderedDict[str, StudyContext] = OrderedDict()
-        self._resolvers: dict[int, tuple[LabelTable, Resolver]] = {}
+        self._resolver: Resolver | None = None  # for the last label table asked about
         self._lock = threading.Lock()
 
     # -- shared pieces -------------------------------------------------------------------------------------------
@@ -103,8 +103,7 @@ class SeerPipeline:
                 self._contexts.move_to_end(volume.key)
                 return cached
         views = take_views(volume.array)
-        evidence = describe(views, volume.shape, volume.spacing, volume.axcodes, volume.affine)
-        context = StudyContext(views, evidence)
+        context = StudyContext(views, describe_volume(volume, views))
         with self._lock:
             self._contexts[volume.key] = context
             while len(self._contexts) > 16:
@@ -113,13 +112,10 @@ class SeerPipeline:
 
     def resolver(self, table: LabelTable) -> Resolver:
         with self._lock:
-            cached = self._resolvers.get(id(table))
-            if cached is not None and cached[0] is table:
-                return cached[1]
-            scorer = self.embedder.scorer() if self.embedder is not None else None
-            resolver = Resolver(table, embed=scorer)
-            self._resolvers = {id(table): (table, resolver)}
-            return resolver
+            if self._resolver is None or self._resolver.table is not table:
+                scorer = self.embedder.scorer() if self.embedder is not None else None
+                self._resolver = Resolver(table, embed=scorer)
+            return self._resolver
 
     # -- steps ---------------------------------------------------------------------------------------------------
     def reason(self, raw: object, volume: Volume | None = None, table: LabelTable | None = None) -> Reasoning:

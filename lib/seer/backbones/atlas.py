@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from ..atlases import AtlasSource, LabelRegistry
 from ..errors import Refusal
-from ..evidence import ImageEvidence, describe
+from ..evidence import ImageEvidence, describe_volume
 from ..registration import (
     Prepared,
     Registration,
@@ -41,7 +41,6 @@ from ..registration import (
     save_registration,
 )
 from ..targets import LabelEntry, LabelTable
-from ..views import take_views
 from ..volume import Volume, VolumeCache, array_to_sitk, load_labels
 from . import Progress, Segmentation
 
@@ -216,9 +215,7 @@ class AtlasBackbone:
             logger.warning("atlas %s skipped: label grid %s differs from image %s", source.name,
                            labels.shape, image.shape)
             return None
-        views = take_views(image.array)
-        evidence = describe(views, image.shape, image.spacing, image.axcodes, image.affine)
-        atlas = LoadedAtlas(source, image, labels, evidence, stamp)
+        atlas = LoadedAtlas(source, image, labels, describe_volume(image), stamp)
         with self._lock:
             self._atlases[source.name] = atlas
         return atlas
