@@ -44,7 +44,7 @@ class SEERApp(MONAILabelApp):
             raise SystemExit(2) from None
         if self.seer_settings.unknown:
             logger.warning("ignoring unknown conf keys: %s", ", ".join(self.seer_settings.unknown))
-        self.volumes = VolumeCache(capacity=8)
+        self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -63,7 +63,8 @@ class SEERApp(MONAILabelApp):
         self.registry = LabelRegistry(self.state_dir / "label_table.json")
         try:
             self.pipeline = build_pipeline(
-                self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry
+                self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry,
+                volumes=self.volumes,
             )
         except SeerError as exc:  # a model folder or endpoint setting that cannot work: say so and stop
             logger.error("SEER Label cannot start: %s", exc.message)

@@ -252,13 +252,14 @@ class SeerPipeline:
 
 
 def build_pipeline(
-    settings, state_dir: Path | None, extra_atlases=None, with_backbone: bool = True, registry=None
+    settings, state_dir: Path | None, extra_atlases=None, with_backbone: bool = True, registry=None, volumes=None
 ) -> SeerPipeline:
     """Wire reasoner, backbone, skill bank, trace log and embeddings from typed settings.
 
     state_dir: the datastore's `.seer` folder (label registry, registrations cache, skill bank, trace log);
     None for one-off CLI use (registrations then go to the user cache, nothing is logged).
     extra_atlases: callable returning more AtlasSource (the app passes the datastore's labelled studies).
+    volumes: a VolumeCache to share with the caller, so a labelled study is not held twice (as study and atlas).
     """
     from .atlases import LabelRegistry, bundled_atlases
     from .backbones import backbone_class
@@ -288,7 +289,8 @@ def build_pipeline(
                 deformable=settings.deformable,
             ),
         )
-        backbone = cls(sources, registry, cache_dir=state_dir or user_cache_dir(), settings=atlas_settings)
+        backbone = cls(sources, registry, cache_dir=state_dir or user_cache_dir(), settings=atlas_settings,
+                       volumes=volumes)
     if settings.skills:
         bank = SkillBank.load(settings.skills)
     elif state_dir:
