@@ -5,6 +5,10 @@
   python main.py reason --batch FILE.jsonl [...]
   python main.py segment --image VOL --prompt "REQUEST" --output MASK.nii.gz [--backbone NAME] [--atlases DIR ...]
   python main.py sample-data [--dest DIR] [--force]
+  python main.py skills list|show ID|diff A B --studies DIR [--json]
+  python main.py traces --studies DIR [--study ID] [--json]
+  python main.py export-traces --studies DIR --output DIR
+  python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
 
 Bad input exits with code 2 and one sentence on stderr.
 """
@@ -255,6 +259,124 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- what the annotation loop learned --------------------------------------------------------------------------------
+def cmd_skills(args: argparse.Namespace) -> int:
+    from seer import learned
+
+    rounds = learned.open_rounds(args.studies)
+    if args.action == "list":
+        report = learned.list_skills(rounds, learned.open_ledger(args.studies), args.round)
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False))
+            return 0
+        print(f"skill round {report['round']} (active: {report['active_round']}): {report['size']} skills, "
+              f"{report['rewards']} rewards so far")
+        print(_table(report["skills"], ["skill_id", "tag", "canonical", "origin", "created_round", "uses", "utility",
+                                        "dice_gain"]))
+        return 0
+    if args.action == "show":
+        if len(args.ids) != 1:
+            raise SeerError("Give one skill id: main.py skills show SKILL_ID --studies DIR.")
+        skill = learned.show_skill(rounds, args.ids[0])
+        if args.json:
+            print(json.dumps(skill, ensure_ascii=False))
+            return 0
+        for key in ("skill_id", "tag", "canonical", "aliases", "content", "origin", "created_round", "uses",
+                    "utility", "dice_gain", "score_hint", "gain_sum", "drop_sum", "studies", "fate"):
+            print(f"{key:>13}: {skill[key]}")
+        print("   provenance:")
+        for item in skill["provenance"]:
+            print(f"      round {item.get('round')} {item.get('how')}: {item.get('study')} '{item.get('request')}' "
+                  f"Dice {item.get('dice')} gain {item.get('gain')}")
+        return 0
+    if len(args.ids) != 2 or not all(str(i).isdigit() for i in args.ids):
+        raise SeerError("Give two round numbers: main.py skills diff ROUND_A ROUND_B --studies DIR.")
+    diff = learned.diff_rounds(rounds, int(args.ids[0]), int(args.ids[1]))
+    if args.json:
+        print(json.dumps(diff, ensure_ascii=False))
+        return 0
+    print(f"rounds {diff['from']} -> {diff['to']}: {diff['size'][0]} -> {diff['size'][1]} skills")
+    for item in diff["added"]:
+        print(f"  + {item['skill_id']} {item['tag']} '{item['canonical']}' aliases {item['aliases']}")
+    for item in diff["removed"]:
+        print(f"  - {item['skill_id']} {item['tag']} '{item['canonical']}': {item['why']}")
+    for item in diff["changed"]:
+        changes = ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in item.items() if isinstance(v, list) and
+                            k != "aliases_added")
+        extra = f"; aliases + {item['aliases_added']}" if item["aliases_added"] else ""
+        print(f"  ~ {item['skill_id']} '{item['canonical']}': {changes}{extra}")
+    return 0
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    from seer import learned
+
+    ledger = learned.open_ledger(args.studies)
+    rows = learned.trace_rows(ledger, args.study)
+    if args.json:
+        rounds = learned.open_rounds(args.studies)
+        print(json.dumps({"round": rounds.active()[0], "rewards": ledger.reward_count(), "traces": rows},
+                         ensure_ascii=False))
+        return 0
+    shown = [dict(r, request=str(r["request"])[:40]) for r in rows]
+    print(_table(shown, ["study", "request", "target", "reward_status", "dice", "raw_dice", "gain"]))
+    return 0
+
+
+def cmd_export_traces(args: argparse.Namespace) -> int:
+    from seer import learned
+    from seer.export import export_traces
+
+    report = export_traces(learned.open_ledger(args.studies), args.output,
+                           progress=lambda m: print(m, file=sys.stderr) if args.verbose else None)
+    for item in report["skipped"]:
+        print(f"skipped {item['trace_id']}: {item['reason']}", file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from seer import evaluate
+    from seer.pipeline import build_pipeline
+
+    cases, problems = evaluate.read_manifest(args.manifest)
+    for problem in problems:
+        print(f"skipped: {problem['reason']}", file=sys.stderr)
+    if not cases:
+        raise SeerError(f"No row of {args.manifest} can run ({len(problems)} skipped); see the reasons above.")
+    pipeline = build_pipeline(_settings_from_args(args), None)
+    total = sum(len(c.requests) for c in cases)
+    with tqdm(total=total, desc="evaluate", unit="request", file=sys.stderr, disable=args.no_progress) as bar:
+        rows, more = evaluate.run_cases(pipeline, cases, progress=bar.update)
+    for problem in more:
+        print(f"skipped: {problem['reason']}", file=sys.stderr)
+    problems += more
+    if not rows:
+        raise SeerError(f"No row of {args.manifest} could run ({len(problems)} skipped); see the reasons above.")
+    summary = evaluate.summarize(rows)
+    paths = evaluate.write_outputs(args.output, summary, rows, problems)
+    print(evaluate.table(summary))
+    print(f"\n{len(rows)} requests on {len({(r['dataset'], r['case_id']) for r in rows})} cases; "
+          f"{len(problems)} row(s) skipped; written {paths['summary']}, {paths['cases']}, {paths['plot']}")
+    return 0
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value):
+        if value is None:
+            return "-"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
 # -- parser ------------------------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own exit code is 2 as well; keep one sentence
@@ -324,6 +446,36 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--dtype", default="bfloat16", help="bfloat16 | float16 | float32")
     merge.set_defaults(func=cmd_merge_adapter)
 
+    skills = sub.add_parser("skills", help="the skill bank per round: list | show ID | diff ROUND_A ROUND_B")
+    skills.add_argument("action", choices=["list", "show", "diff"])
+    skills.add_argument("ids", nargs="*", help="show: a skill id; diff: two round numbers")
+    skills.add_argument("--studies", default=str(DEFAULT_STUDIES), help="studies folder the server runs on")
+    skills.add_argument("--round", type=int, help="list: this round instead of the active one")
+    skills.add_argument("--json", action="store_true", help="one JSON object (stable field names)")
+    skills.set_defaults(func=cmd_skills)
+
+    traces = sub.add_parser("traces", help="the trace log with rewards (dice, raw_dice, gain)")
+    traces.add_argument("--studies", default=str(DEFAULT_STUDIES))
+    traces.add_argument("--study", help="only this study")
+    traces.add_argument("--json", action="store_true", help="one JSON object (stable field names)")
+    traces.set_defaults(func=cmd_traces)
+
+    export = sub.add_parser("export-traces", help="rewarded traces as SEER-Trace rows plus the 8 slice PNGs")
+    export.add_argument("--studies", default=str(DEFAULT_STUDIES))
+    export.add_argument("--output", required=True, help="folder for seer_traces.jsonl and slices/")
+    export.set_defaults(func=cmd_export_traces)
+
+    evaluate = sub.add_parser("evaluate", help="Dice robustness across request wordings, SEER against raw")
+    evaluate.add_argument("manifest", help="JSONL of cases (or SEER-Trace rows from export-traces)")
+    evaluate.add_argument("--output", required=True, help="folder for summary.json, cases.jsonl, dice_spread.png")
+    evaluate.add_argument("--backbone", default="atlas", help="atlas | voxtell | bundle")
+    evaluate.add_argument("--backbone-model", dest="backbone_model", help="VoxTell model folder or MONAI bundle")
+    evaluate.add_argument("--backbone-device", dest="backbone_device", help="auto | cpu | cuda:N")
+    evaluate.add_argument("--atlases", nargs="*", help="extra atlas folders (besides sample-data/atlases)")
+    evaluate.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    common(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
     sample = sub.add_parser("sample-data", help="build sample-data/ from packages")
     sample.add_argument("--dest", default=str(DEFAULT_STUDIES))
     sample.add_argument("--force", action="store_true", help="rebuild even if present")
@@ -334,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "-h", "--help"}
+    commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "skills", "traces",
+                "export-traces", "evaluate", "-h", "--help"}
     if not any(a in commands for a in argv):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)

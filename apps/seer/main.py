@@ -23,9 +23,11 @@ from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
 import seer  # noqa: E402
+from seer.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.pipeline import build_pipeline, user_cache_dir  # noqa: E402
+from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info, label_stamp  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
 
@@ -69,10 +71,14 @@ class SEERApp(MONAILabelApp):
         except SeerError as exc:  # a model folder or endpoint setting that cannot work: say so and stop
             logger.error("SEER Label cannot start: %s", exc.message)
             raise SystemExit(2) from None
-        self._atlas_signature = self._labels_signature()
+        self._labels_seen = self._labels_signature()
+        self.pipeline.warm()
+        self.annotation = self._annotation_loop() if self.seer_settings.rewards else None
         reasoner_name = self.pipeline.reasoner.name
-        logger.info("SEER Label: reasoner %s; backbone %s with %d targets; state in %s", reasoner_name,
-                    self.pipeline.backbone.name, len(self.pipeline.backbone.label_table()), self.state_dir)
+        round_number, bank = self.pipeline.skill_rounds.active()
+        logger.info("SEER Label: reasoner %s; backbone %s with %d targets; skill round %d (%d skills); state in %s",
+                    reasoner_name, self.pipeline.backbone.name, len(self.pipeline.backbone.label_table()),
+                    round_number, len(bank), self.state_dir)
         return {
             "seer": SEERInferTask(
                 self.pipeline,
@@ -80,8 +86,75 @@ class SEERApp(MONAILabelApp):
                 results_dir=self.state_dir / "results",
                 proposals_dir=self.state_dir / "proposals",
                 volumes=self.volumes,
+                on_proposal=self._on_proposal,
             )
         }
+
+    def _annotation_loop(self) -> AnnotationLoop:
+        """Rewards from saved labels and skill rounds, on a background worker started now (it first finishes
+        what a crash or restart left pending)."""
+        pipeline = self.pipeline
+        rounds = pipeline.skill_rounds
+
+        def skill_tag(skill_id: str) -> str | None:
+            skill = rounds.active()[1].skills.get(skill_id)
+            return skill.tag if skill else None
+
+        def on_round(number, bank):
+            pipeline.warm(bank)  # the new bank's retrieval index is built here, not by the next request
+            pipeline.skill_bank = bank  # the reasoner's trace cache empties with the bank version
+
+        loop = AnnotationLoop(
+            TraceLedger(pipeline.trace_log),
+            rounds,
+            Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, skill_tag, self.seer_settings.dataset),
+            final_label=self._final_label,
+            labelled=lambda: list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL)),
+            on_round=on_round,
+            after_job=pipeline.warm,  # a saved label may have changed the vocabulary the index is built for
+            queue_size=self.seer_settings.reward_queue,
+        )
+        loop.start()
+        return loop
+
+    def _final_label(self, image_id: str) -> FinalLabel | None:
+        datastore = self.datastore()
+        path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
+        image = datastore.get_image_uri(image_id)
+        if not (path and image and os.path.isfile(path) and os.path.isfile(image)):
+            return None
+        info = datastore.get_label_info(image_id, DefaultLabelTag.FINAL)
+        return FinalLabel(image_id, image, path, label_names_from_info(info), label_stamp(path))
+
+    def _on_proposal(self, study: str) -> None:
+        """A proposal on a study that already has a final label is rewarded right away."""
+        if self.annotation is not None and study in self._labels_seen:
+            self.annotation.submit(study)
+
+    def _sync_skill_bank(self) -> None:
+        """Another process on this datastore may have closed a round: use its bank (a stat call when not)."""
+        rounds = self.pipeline.skill_rounds
+        if rounds is not None:
+            _, bank = rounds.active()
+            if bank is not self.pipeline.skill_bank:
+                self.pipeline.skill_bank = bank
+
+    def info(self):
+        meta = super().info()
+        if getattr(self, "pipeline", None) is not None:
+            number, bank = self.pipeline.skill_rounds.active()
+            loop = self.annotation
+            meta["seer"] = {
+                "reasoner": self.pipeline.reasoner.name,
+                "backbone": self.pipeline.backbone.name,
+                "round": number,
+                "skills": len(bank),
+                "rewards": loop.ledger.reward_count() if loop else 0,
+                "round_size": self.seer_settings.skill_round,
+                "rewards_enabled": loop is not None,
+                "rewards_queued": loop.status()["queued"] if loop else 0,
+            }
+        return meta
 
     def init_strategies(self):
         return {"random": Random(), "first": First()}
@@ -103,42 +176,51 @@ class SEERApp(MONAILabelApp):
                     "lists them)."
                 )
             request = {**request, "image_id": image if not os.path.exists(image) else os.path.basename(image)}
-        self._refresh_atlases_if_labels_changed()
+        self._notice_label_changes()
+        self._sync_skill_bank()
         try:
             return super().infer(request, datastore)
         except SeerError as exc:
             raise HTTPException(exc.status, exc.message) from None
 
     def on_save_label(self, image_id, label_id):
-        """A saved final label makes its study an atlas: refresh the backbone's atlas list and label table."""
+        """A saved final label makes its study an atlas (refresh the backbone's atlas list and label table) and
+        queues the rewards of its proposals (computed in the background: the save returns at once)."""
         super().on_save_label(image_id, label_id)
         try:
             self.pipeline.backbone.refresh()
-            self._atlas_signature = self._labels_signature()
         except Exception:  # noqa: BLE001 - saving must succeed even if an atlas is unreadable
             logger.exception("atlas refresh after saving %s failed", image_id)
+        self._labels_seen = self._labels_signature()
+        if self.annotation is not None:
+            self.annotation.submit(image_id)
         return {}
 
-    # -- datastore atlases -------------------------------------------------------------------------------------
-    def _labels_signature(self) -> tuple:
+    # -- datastore atlases and rewards ---------------------------------------------------------------------------
+    def _labels_signature(self) -> dict[str, int]:
+        """study -> mtime (ns) of its final label file."""
         datastore = self.datastore()
-        signature = []
-        for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL)):
+        signature = {}
+        for image_id in datastore.get_labeled_images(DefaultLabelTag.FINAL):
             path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
             try:
-                signature.append((image_id, os.stat(path).st_mtime_ns))
+                signature[image_id] = os.stat(path).st_mtime_ns
             except OSError:
                 continue
-        return tuple(signature)
+        return signature
 
-    def _refresh_atlases_if_labels_changed(self) -> None:
-        """Labels copied into labels/final by hand (no PUT) become atlases on the next request too."""
-        if not self.seer_settings.datastore_atlases:
-            return
+    def _notice_label_changes(self) -> None:
+        """Labels copied into labels/final by hand (no PUT) become atlases and earn rewards on the next request."""
         signature = self._labels_signature()
-        if signature != self._atlas_signature:
+        if signature == self._labels_seen:
+            return
+        changed = [s for s, stamp in signature.items() if self._labels_seen.get(s) != stamp]
+        self._labels_seen = signature
+        if self.seer_settings.datastore_atlases:
             self.pipeline.backbone.refresh()
-            self._atlas_signature = signature
+        if self.annotation is not None:
+            for study in changed:
+                self.annotation.submit(study)
 
     def _datastore_atlases(self) -> list[AtlasSource]:
         """Every datastore study with a final label, with the label's names (see `_label_names`)."""
@@ -157,22 +239,10 @@ class SEERApp(MONAILabelApp):
         return sources
 
     def _label_names(self, info: dict) -> dict[int, str]:
-        """Label value -> name, from the saved label's params: `label_names` ({name: value}, as SEER returns it)
-        or `label_info` ([{"name", "idx"}], as the Slicer plugin sends it); otherwise the values are taken to be
-        ids of this app's label table (a SEER proposal saved as is)."""
-        info = info or {}
-        params = info.get("params") if isinstance(info.get("params"), dict) else {}
-        label_names = info.get("label_names") or params.get("label_names")
-        if isinstance(label_names, dict):
-            return {int(v): str(k) for k, v in label_names.items() if str(v).lstrip("-").isdigit() and int(v) != 0}
-        label_info = info.get("label_info") or params.get("label_info")
-        if isinstance(label_info, list):
-            out = {}
-            for item in label_info:
-                if isinstance(item, dict) and "name" in item and str(item.get("idx", "")).isdigit():
-                    out[int(item["idx"])] = str(item["name"])
-            return out
-        return self.registry.table()
+        """Label value -> name, from the saved label's params (`label_names` or Slicer's `label_info`); otherwise
+        the values are taken to be ids of this app's label table (a SEER proposal saved as is). Rewards never make
+        that guess (seer.rewards)."""
+        return label_names_from_info(info) or self.registry.table()
 
 
 def _slug(text: str) -> str:

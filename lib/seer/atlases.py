@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from filelock import FileLock
@@ -77,6 +78,17 @@ def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def structure_key(name: str) -> tuple:
+    """What a label name means, independent of its spelling style: ("hip_left", "Hip_L", "left hipbone") share one
+    key (canonical tokens, side); a name the lexicon cannot read keys on its lowercase text."""
+    vocabulary = default_lexicon().words(name)
+    parsed = Parser(default_lexicon(), vocabulary).parse(name, correct_typos=False)
+    if not parsed.tokens:
+        return ("name", name.lower())
+    return (frozenset(parsed.tokens), parsed.side)
+
+
 class LabelRegistry:
     """Stable target ids. `path` None keeps the registry in memory (CLI use without a datastore)."""
 
@@ -94,11 +106,7 @@ class LabelRegistry:
                 logger.warning("label registry %s unreadable (%s); starting a new one", self.path, exc)
 
     def _key(self, name: str) -> tuple:
-        vocabulary = default_lexicon().words(name)
-        parsed = Parser(default_lexicon(), vocabulary).parse(name, correct_typos=False)
-        if not parsed.tokens:
-            return ("name", name.lower())
-        return (frozenset(parsed.tokens), parsed.side)
+        return structure_key(name)
 
     def _add(self, name: str, value: int) -> None:
         self._ids[name] = value

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 
 LEFT, RIGHT, BOTH = "left", "right", "both"
@@ -62,7 +64,7 @@ class ParsedText:
     side_words: tuple[str, ...] = field(default=())
     parts: tuple[str, ...] = ()  # part nouns (vein, duct, head, ...) not absorbed by a concept phrase
 
-    @property
+    @cached_property
     def token_set(self) -> frozenset[str]:
         return frozenset(self.tokens)
 
@@ -179,6 +181,24 @@ def typo_budget(word: str) -> int:
     return 3
 
 
+_PARSE_CACHES: OrderedDict[tuple, dict] = OrderedDict()
+_PARSE_CACHES_LOCK = threading.Lock()
+
+
+def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> dict:
+    """One parse cache per (lexicon, label vocabulary), shared by every parser built for them: a label table
+    rebuilt with the same words (an atlas refresh) keeps its parses. The 8 most recent vocabularies are kept."""
+    key = (lexicon, vocabulary)  # the lexicon object by identity (it is kept alive here)
+    with _PARSE_CACHES_LOCK:
+        cache = _PARSE_CACHES.get(key)
+        if cache is None:
+            cache = _PARSE_CACHES[key] = {}
+            while len(_PARSE_CACHES) > 8:
+                _PARSE_CACHES.popitem(last=False)
+        _PARSE_CACHES.move_to_end(key)
+        return cache
+
+
 class Parser:
     """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
 
@@ -191,7 +211,7 @@ class Parser:
             (self.content_vocabulary | lex.side_vocabulary | lex.pathology_words | {w for w in lex.filler if len(w) >= 5})
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
-        self._cache: dict[tuple[str, bool], ParsedText] = {}
+        self._cache = _parse_cache(self.lexicon, self.label_vocabulary)
 
     def known(self, token: str) -> bool:
         lex = self.lexicon

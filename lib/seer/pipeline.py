@@ -91,6 +91,7 @@ class SeerPipeline:
         self.skills_top_k = skills_top_k
         self.skills_min_score = skills_min_score
         self.dataset = dataset
+        self.skill_rounds = None  # seer.skill_rounds.SkillRounds when the pipeline serves a datastore
         self._contexts: OrderedDict[str, StudyContext] = OrderedDict()
         self._resolver: Resolver | None = None  # for the last label table asked about
         self._lock = threading.Lock()
@@ -117,6 +118,12 @@ class SeerPipeline:
                 self._resolver = Resolver(table, embed=scorer)
             return self._resolver
 
+    def warm(self, bank: SkillBank | None = None) -> None:
+        """Build the retrieval index of `bank` (default: the bank in use) for the backbone's current vocabulary, so
+        that no request pays for it (about a second at 10,000 skills)."""
+        if self.backbone is not None:
+            (bank or self.skill_bank).index(self.resolver(self.backbone.label_table()).parser)
+
     # -- steps ---------------------------------------------------------------------------------------------------
     def reason(self, raw: object, volume: Volume | None = None, table: LabelTable | None = None) -> Reasoning:
         """Hygiene, evidence, retrieval, reasoning and resolution; never raises for a refusal (see resolution)."""
@@ -131,10 +138,11 @@ class SeerPipeline:
         evidence = context.evidence if context else None
         region = evidence.region if evidence else None
         parsed = resolver.parse(request.text)
-        cue = self.skill_bank.cue(
+        bank = self.skill_bank  # read once: a round close may swap it while this request runs
+        cue = bank.cue(
             request.text, parsed, evidence.vis_cue if evidence else "GENERIC_MEDICAL_IMAGE", region, self.dataset
         )
-        skills = self.skill_bank.retrieve(cue, resolver.parser, self.skills_top_k, self.skills_min_score)
+        skills = bank.retrieve(cue, resolver.parser, self.skills_top_k, self.skills_min_score)
         trace = self.reasoner.reason(
             ReasoningInput(
                 request,
@@ -143,7 +151,7 @@ class SeerPipeline:
                 [s for s, _ in skills],
                 resolver.parser,
                 study_key=volume.key if volume is not None else None,
-                bank_version=self.skill_bank.version,
+                bank_version=bank.version,
             )
         )
         resolution = resolver.resolve(trace.answer, region, required_side=parsed.side)
@@ -216,7 +224,7 @@ class SeerPipeline:
         """Append one SEER-Trace row to the trace log (when there is one) and return it."""
         if self.trace_log is None:
             return None
-        row: dict = {"id": uuid.uuid4().hex, "study": study}
+        row: dict = {"type": "trace", "id": uuid.uuid4().hex, "study": study}
         if reasoning is not None:
             trace = reasoning.trace
             entry = reasoning.entry
@@ -234,6 +242,7 @@ class SeerPipeline:
                 skill_ids=trace.skill_ids,
                 reasoner=trace.reasoner,
                 target={"id": entry.id, "name": entry.name, "method": reasoning.resolution.method} if entry else None,
+                target_phrase=entry.describe() if entry else None,
                 vis_cue=reasoning.evidence.vis_cue if reasoning.evidence else None,
             )
         else:
@@ -291,13 +300,15 @@ def build_pipeline(
         )
         backbone = cls(sources, registry, cache_dir=state_dir or user_cache_dir(), settings=atlas_settings,
                        volumes=volumes)
-    if settings.skills:
+    rounds = None
+    if state_dir:
+        rounds = open_skill_rounds(settings, state_dir)
+        bank = rounds.active()[1]
+    elif settings.skills:
         bank = SkillBank.load(settings.skills)
-    elif state_dir:
-        bank = SkillBank.open(state_dir / "skills.jsonl")
     else:
         bank = SkillBank.starter()
-    return SeerPipeline(
+    pipeline = SeerPipeline(
         reasoner=reasoner,
         backbone=backbone,
         skill_bank=bank,
@@ -308,6 +319,22 @@ def build_pipeline(
         skills_min_score=settings.skills_min_score,
         dataset=settings.dataset,
     )
+    pipeline.skill_rounds = rounds
+    return pipeline
+
+
+def open_skill_rounds(settings, state_dir: Path):
+    """The datastore's skill rounds; round 0 is seeded from the `skills` setting's file, else the starter skills."""
+    from .skill_rounds import SkillRounds
+    from .skills import EvolutionSettings
+
+    rules = EvolutionSettings(
+        penalty=settings.skill_penalty, harvest_min_dice=settings.skill_harvest_dice,
+        harvest_min_gain=settings.skill_harvest_gain, merge_keep=settings.skill_merge_keep,
+        cap_fraction=settings.skill_cap_fraction, cap_min=settings.skill_cap_min,
+    )
+    seed = (lambda: SkillBank.load(settings.skills)) if settings.skills else SkillBank.starter
+    return SkillRounds(state_dir, seed=seed, round_size=settings.skill_round, settings=rules, dataset=settings.dataset)
 
 
 def _network_backbone(settings, registry, state_dir):

@@ -62,6 +62,19 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "skills": (str, "", "skill bank JSONL; default <datastore>/.seer/skills.jsonl, seeded from the starter skills"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
     "skills_min_score": (float, 8.0, "minimum retrieval score for a skill to be shown to the reasoner"),
+    "rewards": (bool, True, "score every proposal against the final label saved for its study (background worker) "
+                "and evolve the skill bank from those rewards"),
+    "reward_queue": (int, 256, "studies waiting for rewards at most; beyond that they are found by the next scan"),
+    "skill_round": (int, 20, "rewards per skill round: the bank in use is frozen until this many new rewards close "
+                    "the round"),
+    "skill_penalty": (float, 2.0, "utility = sum of Dice gains - penalty x sum of Dice drops where a skill was used; "
+                      "below zero the skill retires"),
+    "skill_harvest_dice": (float, 0.5, "a rewarded trace becomes a new skill at this Dice or more (and the gain below)"),
+    "skill_harvest_gain": (float, 0.3, "... and at this Dice gain over the raw request or more (format valid)"),
+    "skill_merge_keep": (int, 10, "skills kept per (dataset, tag, target); the others' aliases go to the best"),
+    "skill_cap_fraction": (float, 0.05, "the bank keeps at most max(skill_cap_min, fraction x rewarded requests) "
+                           "skills, best first"),
+    "skill_cap_min": (int, 50, "floor of that cap (the contract's is 1, which empties a young team's bank)"),
     "embeddings": (bool, False, "also try offline sentence embeddings when the lexicon finds no target "
                    "(off by default: on the two request sets of bench/ it fixed 2 requests and broke 2)"),
     "max_request_chars": (int, 1000, "longest request accepted (characters)"),
@@ -117,6 +130,15 @@ class SeerSettings:
     skills: str
     skills_top_k: int
     skills_min_score: float
+    rewards: bool
+    reward_queue: int
+    skill_round: int
+    skill_penalty: float
+    skill_harvest_dice: float
+    skill_harvest_gain: float
+    skill_merge_keep: int
+    skill_cap_fraction: float
+    skill_cap_min: int
     embeddings: bool
     max_request_chars: int
     dataset: str
@@ -159,7 +181,7 @@ class SeerSettings:
         if self.reasoner == "openai" and not self.endpoint:
             raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
         for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",
-                    "reasoner_cache"):
+                    "reasoner_cache", "reward_queue", "skill_round", "skill_merge_keep", "skill_cap_min"):
             if getattr(self, key) < 1:
                 raise BadRequest(f"Setting '{key}' must be at least 1.")
         if self.backbone in ("voxtell", "bundle") and not self.backbone_model:
@@ -167,6 +189,13 @@ class SeerSettings:
                 f"Setting 'backbone' {self.backbone} needs 'backbone_model': the "
                 f"{'VoxTell model folder' if self.backbone == 'voxtell' else 'MONAI bundle folder'}."
             )
+        if self.skill_penalty < 0:
+            raise BadRequest("Setting 'skill_penalty' must be 0 or more.")
+        for key in ("skill_harvest_dice", "skill_cap_fraction"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise BadRequest(f"Setting '{key}' must be between 0 and 1.")
+        if not -1 <= self.skill_harvest_gain <= 1:
+            raise BadRequest("Setting 'skill_harvest_gain' must be between -1 and 1.")
         if self.sw_overlap >= 0.95:
             raise BadRequest("Setting 'sw_overlap' must be below 0.95.")
         for key in ("affine_spacing", "demons_spacing"):

@@ -79,34 +79,52 @@ def render_output(evidence: str, rationale: str, answer: str) -> str:
 
 class TraceLog:
     """Append-only JSONL of SEER-Trace rows. Each append is one write + fsync under a file lock, so a crash
-    leaves every earlier row readable (a torn last line is skipped by `read`)."""
+    leaves every earlier row readable (a torn last line is skipped by readers, and the next append starts on a
+    new line). Rows carry a `type`: "trace" (one request; rows written before types existed have none) or what
+    the annotation loop adds ("reward", "reward_skipped")."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock")
+        self.lock = FileLock(str(self.path) + ".lock")
 
     def append(self, row: dict) -> dict:
         row = {"ts": round(time.time(), 3), **row}
-        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-        with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        line = (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        with self.lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, line.encode("utf-8"))
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # the previous writer died mid-line: keep its fragment apart
+                os.write(fd, line)
                 os.fsync(fd)
             finally:
                 os.close(fd)
         return row
 
     def read(self) -> Iterator[dict]:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as fp:
-            for line in fp:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+        rows, _ = self.read_from(0)
+        yield from rows
+
+    def read_from(self, offset: int) -> tuple[list[dict], int]:
+        """Rows in complete lines after byte `offset`, and the offset after the last complete line (a line still
+        being written is left for the next call)."""
+        try:
+            with open(self.path, "rb") as fp:
+                fp.seek(offset)
+                data = fp.read()
+        except FileNotFoundError:
+            return [], offset
+        end = data.rfind(b"\n") + 1
+        rows = []
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows, offset + end

@@ -140,12 +140,7 @@ def _load_itk(path: str, shown: str) -> Volume:
     if image.GetDimension() != 3:
         raise UnreadableVolume(f"The study '{shown}' is {image.GetDimension()}D; SEER segments 3D volumes.")
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-    spacing = np.array(image.GetSpacing())
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * spacing
-    lps[:3, 3] = image.GetOrigin()
-    affine = _LPS @ lps
+    affine = _itk_affine(image)
     array = np.ascontiguousarray(array, dtype=np.float32)
     return Volume(path=path, key=content_key(array, affine), array=array, affine=affine)
 
@@ -169,10 +164,13 @@ def _as_3d(array: np.ndarray, shown: str) -> np.ndarray:
 
 
 def load_labels(path: str | os.PathLike, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """An integer label map (I, J, K) and its affine, without a float copy; errors as for load_volume."""
+    """An integer label map (I, J, K) and its voxel -> RAS affine, without a float copy; NIfTI through nibabel,
+    NRRD / MHA (what Slicer saves) through SimpleITK. Errors as for load_volume."""
     shown = name or os.path.basename(str(path))
     if not os.path.exists(path):
         raise StudyNotFound(f"The label map '{shown}' does not exist.")
+    if str(path).lower().endswith(ITK_SUFFIXES):
+        return _load_itk_labels(str(path), shown)
     try:
         image = nib.load(str(path))
         array = np.asanyarray(image.dataobj)
@@ -180,6 +178,31 @@ def load_labels(path: str | os.PathLike, name: str | None = None) -> tuple[np.nd
         raise UnreadableVolume(f"The label map '{shown}' is not a readable NIfTI volume ({_short(exc)}).") from None
     array = _as_3d_labels(array, shown)
     return array, image.affine.astype(np.float64)
+
+
+def _load_itk_labels(path: str, shown: str) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as exc:
+        raise UnreadableVolume(f"The label map '{shown}' could not be read by ITK ({_short(exc)}).") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UnreadableVolume(f"The label map '{shown}' has several components per voxel; expected one label map.")
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0) if image.GetDimension() == 3 else None
+    if array is None:
+        raise UnreadableVolume(f"The label map '{shown}' is {image.GetDimension()}D; expected a 3D label map.")
+    return _as_3d_labels(np.ascontiguousarray(array), shown), _itk_affine(image)
+
+
+def _itk_affine(image) -> np.ndarray:
+    """voxel (i, j, k) -> RAS mm of a SimpleITK image (which is in LPS)."""
+    spacing = np.array(image.GetSpacing())
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = image.GetOrigin()
+    return _LPS @ lps
 
 
 def _as_3d_labels(array: np.ndarray, shown: str) -> np.ndarray:
