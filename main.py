@@ -269,7 +269,7 @@ def cmd_skills(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report, ensure_ascii=False))
             return 0
-        print(f"skill round {report['round']} (active: {report['active_round']}): {report['size']} skills, "
+        print(f"skill round {report['listed_round']} (active: {report['round']}): {report['size']} skills, "
               f"{report['rewards']} rewards so far")
         print(_table(report["skills"], ["skill_id", "tag", "canonical", "origin", "created_round", "uses", "utility",
                                         "dice_gain"]))

@@ -25,10 +25,17 @@ CONTRACT = REPO.parent / "shared" / "SEER-MODEL-CONTRACT.md"
 SAMPLE_DATA = REPO / "sample-data"
 
 
+def missing_fixture(reason: str):
+    """Skip with the reason; under CI (`CI` set) fail instead, so that no test is skipped silently there."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: a missing fixture is a failure, not a skip)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "ct-abdomen-pelvis" / "image.nii.gz").exists():
-        pytest.skip(f"real volumes not available: {SHARED_DATA} is absent (see README, 'Test data')")
+        missing_fixture(f"real volumes not available: {SHARED_DATA} is absent (see README, 'Test data')")
     return SHARED_DATA
 
 
@@ -46,7 +53,7 @@ def sample_data() -> Path:
 def colin27(sample_data) -> Path:
     path = sample_data / "colin27_t1.nii.gz"
     if not path.exists():
-        pytest.skip("Colin27 needs Debian's mricron-data package (sudo apt-get install mricron-data)")
+        missing_fixture("Colin27 needs Debian's mricron-data package (sudo apt-get install mricron-data)")
     return path
 
 

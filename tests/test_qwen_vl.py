@@ -33,7 +33,7 @@ from seer.settings import SeerSettings
 from seer.skills import SkillBank
 from seer.views import take_views
 
-from conftest import CONTRACT, REPO
+from conftest import CONTRACT, REPO, missing_fixture
 
 PAD = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -56,7 +56,7 @@ def _inputs(views, text="rt hip bone pls", skills=(), version="v1", key="study-1
 
 def _contract_block(start: str) -> str:
     if not CONTRACT.exists():
-        pytest.skip(f"{CONTRACT} not available")
+        missing_fixture(f"{CONTRACT} not available")
     block = next(b for b in re.findall(r"```\n(.*?)\n```", CONTRACT.read_text(), re.DOTALL) if b.startswith(start))
     return block.replace("\\n", "\n")
 

@@ -179,11 +179,14 @@ def test_every_request_lands_in_the_trace_log(server, studies, colin27):
     assert os.path.exists(proposal)
 
 
-def test_a_label_copied_into_the_datastore_by_hand_becomes_an_atlas(server, studies, shared_data):
-    """No PUT: the file appears in labels/final; its values are read as ids of the app's label table."""
+def test_a_label_copied_into_the_datastore_by_hand_becomes_an_atlas(server, client, studies, shared_data):
+    """No PUT: the file appears in labels/final; its values are read as ids of the app's label table (for the atlas;
+    a reward needs names, so the proposal on that study earns none and the trace log says why)."""
+    names = label_map(shared_data / "ct-abdomen-pelvis")
+    client.save_label("ct_pelvis", str(shared_data / "ct-abdomen-pelvis" / "labels.nii.gz"), tag="final",
+                      params={"label_names": {name: int(value) for value, name in names.items()}})
     labels = requests.get(f"{server}/info/", timeout=10).json()["models"]["seer"]["labels"]
-    if "spleen" not in labels:
-        pytest.skip("needs the CT atlas saved by test_a_saved_final_label_becomes_an_atlas")
+    assert infer(server, "ct_small", {"prompt": "liver"}).status_code == 200  # a proposal on the study
     reference = nib.load(shared_data / "ct-abdomen-small" / "labels.nii.gz")
     spleen_value = int({v: k for k, v in label_map(shared_data / "ct-abdomen-small").items()}["spleen"])
     data = (np.asanyarray(reference.dataobj) == spleen_value).astype(np.uint8) * labels["spleen"]
@@ -199,3 +202,14 @@ def test_a_label_copied_into_the_datastore_by_hand_becomes_an_atlas(server, stud
     response = infer(server, "ct_pelvis", {"prompt": "spleen"}, output="json")
     assert response.status_code == 200, response.text
     assert response.json()["backbone"]["atlases"][0]["atlas"] == "datastore:ct_small"
+    deadline = time.time() + 30  # the request noticed the new label; the worker tried to reward ct_small
+    while time.time() < deadline:
+        rows = [json.loads(line) for line in (studies / ".seer" / "traces.jsonl").read_text().splitlines()]
+        skipped = [r for r in rows if r.get("type") == "reward_skipped" and r["study"] == "ct_small"]
+        if skipped:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("no reward_skipped row for the nameless hand-copied label")
+    assert "carries no label names" in skipped[0]["reason"]
+    assert not [r for r in rows if r.get("type") == "reward" and r["study"] == "ct_small"]

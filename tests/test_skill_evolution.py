@@ -167,7 +167,7 @@ def test_evolution_is_deterministic():
 def test_rounds_freeze_the_bank_until_round_size_rewards_and_keep_every_round(tmp_path):
     rounds = SkillRounds(tmp_path, round_size=3)
     starter = SkillBank.starter()
-    assert rounds.rounds() == [0] and rounds.active()[1].version == starter.version
+    assert rounds.rounds() == [0] and rounds.active()[1].payload() == starter.payload()
     assert (tmp_path / "skills.jsonl").read_bytes() == starter.payload()
     rewards = [reward(i, 0.9, 0.0, request=f"lt kidney {i}", target="left kidney") for i in range(2)]
     assert rounds.close_due(rewards) == [] and rounds.active()[0] == 0  # 2 < 3: frozen
@@ -193,9 +193,9 @@ def test_a_second_reader_sees_a_round_closed_by_another_process(tmp_path):
 def test_the_seed_is_round_zero_only_once(tmp_path):
     seed = SkillBank([skill(1)])
     rounds = SkillRounds(tmp_path, seed=lambda: seed)
-    assert rounds.active()[1].version == seed.version
+    assert rounds.active()[1].payload() == seed.payload()
     again = SkillRounds(tmp_path, seed=SkillBank.starter)  # rounds exist: the seed is not read again
-    assert again.active()[1].version == seed.version
+    assert again.active()[1].payload() == seed.payload()
 
 
 def test_read_only_rounds_need_an_existing_state(tmp_path):
@@ -207,7 +207,7 @@ def test_a_bank_from_before_rounds_becomes_round_zero(tmp_path):
     old = SkillBank([skill(7)])
     old.save(tmp_path / "skills.jsonl")
     rounds = SkillRounds(tmp_path)
-    assert rounds.active()[1].version == old.version
+    assert rounds.active()[1].payload() == old.payload()
 
 
 # -- retrieval index -----------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     bank = SkillBank.starter()
     path = bank.save(tmp_path / "bank.jsonl")
     again = SkillBank.load(path)
-    assert again.version == bank.version
+    assert again.payload() == bank.payload()
+    assert SkillBank(again.skills.values()).version == again.version  # the file's hash is the content's
     assert not list(tmp_path.glob("*.tmp-*"))
 
 

@@ -1,12 +1,10 @@
 import json
 import re
 
-import pytest
-
 from seer import prompts
 from seer.trace import TraceLog, has_valid_format, parse_output, render_output
 
-from conftest import CONTRACT
+from conftest import CONTRACT, missing_fixture
 
 
 def test_valid_output_is_parsed():
@@ -71,7 +69,7 @@ def test_trace_log_appends_durably_and_skips_a_torn_last_line(tmp_path):
 
 def _contract_blocks() -> list[str]:
     if not CONTRACT.exists():
-        pytest.skip(f"{CONTRACT} not available")
+        missing_fixture(f"{CONTRACT} not available")
     return re.findall(r"```\n(.*?)\n```", CONTRACT.read_text(), re.DOTALL)
 
 

@@ -128,7 +128,7 @@ class SEERApp(MONAILabelApp):
 
     def _on_proposal(self, study: str) -> None:
         """A proposal on a study that already has a final label is rewarded right away."""
-        if self.annotation is not None and study in self._labels_seen:
+        if getattr(self, "annotation", None) is not None and study in self._labels_seen:
             self.annotation.submit(study)
 
     def _sync_skill_bank(self) -> None:
@@ -143,7 +143,7 @@ class SEERApp(MONAILabelApp):
         meta = super().info()
         if getattr(self, "pipeline", None) is not None:
             number, bank = self.pipeline.skill_rounds.active()
-            loop = self.annotation
+            loop = getattr(self, "annotation", None)
             meta["seer"] = {
                 "reasoner": self.pipeline.reasoner.name,
                 "backbone": self.pipeline.backbone.name,

@@ -66,8 +66,8 @@ def list_skills(rounds: SkillRounds, ledger: TraceLedger | None = None, number: 
         bank = rounds.bank(number)
     skills = sorted(bank.skills.values(), key=lambda s: (-s.dice_gain, -s.uses, s.skill_id))
     return {
-        "round": active if number is None else number,
-        "active_round": active,
+        "round": active,
+        "listed_round": active if number is None else number,
         "rounds": rounds.rounds(),
         "size": len(bank),
         "rewards": ledger.reward_count() if ledger else None,

@@ -105,6 +105,11 @@ def label_stamp(path: str) -> str:
     return f"{stat.st_mtime_ns}-{stat.st_size}"
 
 
+# What the ledger keeps of a trace row (rewards, `traces`, `export-traces`); model text and timings stay on disk.
+_TRACE_FIELDS = ("type", "id", "ts", "study", "request", "request_clean", "style", "evidence", "rationale", "answer",
+                 "format_valid", "skill_ids", "reasoner", "target", "target_phrase", "vis_cue", "refused", "proposal")
+
+
 class TraceLedger:
     """The trace log read incrementally into an index: trace rows by id, proposals per study, the reward of each
     proposal (the first reward row wins) in log order, and the newest skip per proposal. Thread-safe."""
@@ -131,7 +136,7 @@ class TraceLedger:
         if not trace_id:
             return
         if kind == "trace":
-            self.traces[trace_id] = row
+            self.traces[trace_id] = {k: row[k] for k in _TRACE_FIELDS if k in row}
             if row.get("proposal") and not row.get("refused") and row.get("target"):
                 self.proposals_by_study.setdefault(str(row.get("study")), []).append(trace_id)
         elif kind == "reward" and trace_id not in self.rewards:

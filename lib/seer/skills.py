@@ -254,7 +254,9 @@ class SkillBank:
             if not isinstance(row, dict):
                 raise BadRequest(f"Skill bank {path} line {number} is not a JSON object.")
             skills.append(Skill.from_dict(row, f"{path.name}:{number}"))
-        return cls(skills, path)
+        bank = cls(skills, path)
+        bank._version = _digest(data)  # the file is what `payload()` wrote: no need to serialize it again
+        return bank
 
     @classmethod
     def starter(cls) -> SkillBank:
