@@ -19,7 +19,6 @@ from seer.rewards import (
     Rewarder,
     TraceLedger,
     label_names_from_info,
-    label_stamp,
     naive_entry,
 )
 from seer.targets import LabelTable
@@ -103,7 +102,7 @@ def _final(setting, names, label_path=None) -> FinalLabel:
     if label_path is None:
         source = nib.load(str(setting["study"]))
         nib.save(nib.Nifti1Image(setting["truth"].astype(np.uint8), source.affine), path)
-    return FinalLabel("s1", str(setting["study"]), path, names, label_stamp(path))
+    return FinalLabel.of("s1", str(setting["study"]), path, names)
 
 
 def test_reward_is_dice_against_the_same_target_found_by_the_labels_own_names(setting):
@@ -124,6 +123,17 @@ def test_reward_is_dice_against_the_same_target_found_by_the_labels_own_names(se
     assert liver_pls["raw_target"] == "liver" and liver_pls["raw_dice"] == liver_pls["dice"] and liver_pls["gain"] == 0
     assert kidney["reference"] == "left kidney" and kidney["dice"] == 1.0 and kidney["label_values"] == [KIDNEY_LEFT]
     assert kidney["target_phrase"] == "left kidney" and kidney["dataset"] == "test"
+
+
+def test_each_proposal_has_its_own_baseline_when_the_raw_request_names_its_target(setting):
+    """Two proposals for "liver" rewarded together: each one's raw baseline is its own mask, not the other's."""
+    truth = setting["truth"]
+    poor = np.zeros_like(truth, dtype=bool)
+    poor[np.argwhere(truth == LIVER)[:50].T.tolist()] = True  # a sliver of liver
+    rows = [_proposal(setting, "liver", poor, "liver"), _proposal(setting, "liver", truth == LIVER, "liver ")]
+    out, _ = _rewarder(setting).rows(_final(setting, {LIVER: "liver"}), rows)
+    assert out[0]["dice"] < 0.2 and out[1]["dice"] == 1.0
+    assert [r["raw_dice"] for r in out] == [r["dice"] for r in out] and [r["gain"] for r in out] == [0.0, 0.0]
 
 
 def test_raw_baseline_of_another_target_runs_the_real_backbone(setting):
@@ -190,6 +200,17 @@ def test_ledger_rewards_a_proposal_once_and_retries_a_skip_only_for_a_new_label(
     assert other.rewards["t0"]["dice"] == 0.9
     assert sum(1 for line in (tmp_path / "traces.jsonl").read_text().splitlines()
                if json.loads(line).get("type") == "reward") == 1
+
+
+def test_a_proposal_is_judged_by_the_first_label_saved_after_it(tmp_path):
+    log = TraceLog(tmp_path / "traces.jsonl")
+    log.append({"type": "trace", "id": "early", "study": "s", "target": {"id": 1, "name": "liver"}, "proposal": "/a"})
+    saved_at = log.append({"type": "trace", "id": "x", "study": "other"})["ts"] + 0.0005
+    late = log.append({"type": "trace", "id": "late", "study": "s", "target": {"id": 1, "name": "liver"},
+                       "proposal": "/b", "ts": saved_at + 5})
+    ledger = TraceLedger(log)
+    assert [r["id"] for r in ledger.pending("s", "v1", saved_at)] == ["early"]  # "late" waits for the next save
+    assert [r["id"] for r in ledger.pending("s", "v2", late["ts"] + 1)] == ["early", "late"]
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_row_survives(tmp_path):

@@ -14,6 +14,7 @@ from seer.skill_rounds import SkillRounds
 from seer.skills import (
     STYLE_TO_TAG,
     EvolutionSettings,
+    RequestCue,
     RewardedTrace,
     Skill,
     SkillBank,
@@ -224,17 +225,21 @@ def test_the_retrieval_index_ranks_exactly_as_the_linear_scan():
         style = rng.choice(styles)
         content = f"{target} {rng.choice(['pls', 'rt', 'lt', 'contour', 'findings'])}->Segment the {target}."
         skills.append(Skill(skill_id=skill_id_for(f"k{i}", content), source_key=f"k{i}", tag=STYLE_TO_TAG[style],
-                            content=content, audit="", dataset=rng.choice(["a", "b", ""]), style_bucket=style,
+                            content=content, audit="", dataset=rng.choice(["a", "b", ""]),
+                            style_bucket=rng.choice([style, style, style, "", "odd_style"]),
                             canonical=target if rng.random() < 0.8 else "", aliases=[rng.choice(targets)],
-                            vis_cue=rng.choice(cues), score_hint=round(rng.random(), 2)))
+                            vis_cue=rng.choice(cues + [""]), score_hint=round(rng.random(), 2)))
     bank = SkillBank(skills + list(SkillBank.starter().skills.values()))
     requests = ["rt kidney", "liver pls", "Findings: mass near the sacrum", "lt hip bone", "contour the aorta",
                 "hipocampus lft", "asdf", "white matter", "spleen", "the left kidney for planning"]
     for raw in requests:
-        for cue in cues:
+        for cue in cues + [""]:
             for dataset in ("", "a"):
                 request_cue = bank.cue(raw, parser.parse(raw), cue, None, dataset)
+                odd = RequestCue(**{**request_cue.__dict__, "style": "odd_style"})  # no such style bucket
                 for k, threshold in ((3, 8.0), (5, 0.0), (1, 15.0)):
+                    assert ([s.skill_id for s, _ in bank.retrieve(odd, parser, k, threshold)]
+                            == [s.skill_id for s, _ in bank.retrieve_scan(odd, parser, k, threshold)])
                     indexed = [(s.skill_id, score) for s, score in bank.retrieve(request_cue, parser, k, threshold)]
                     scanned = [(s.skill_id, score) for s, score in bank.retrieve_scan(request_cue, parser, k, threshold)]
                     assert indexed == scanned, (raw, cue, dataset, k)

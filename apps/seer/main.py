@@ -27,7 +27,7 @@ from seer.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.pipeline import build_pipeline, user_cache_dir  # noqa: E402
-from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info, label_stamp  # noqa: E402
+from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
 
@@ -86,7 +86,6 @@ class SEERApp(MONAILabelApp):
                 results_dir=self.state_dir / "results",
                 proposals_dir=self.state_dir / "proposals",
                 volumes=self.volumes,
-                on_proposal=self._on_proposal,
             )
         }
 
@@ -124,17 +123,13 @@ class SEERApp(MONAILabelApp):
         if not (path and image and os.path.isfile(path) and os.path.isfile(image)):
             return None
         info = datastore.get_label_info(image_id, DefaultLabelTag.FINAL)
-        return FinalLabel(image_id, image, path, label_names_from_info(info), label_stamp(path))
-
-    def _on_proposal(self, study: str) -> None:
-        """A proposal on a study that already has a final label is rewarded right away."""
-        if getattr(self, "annotation", None) is not None and study in self._labels_seen:
-            self.annotation.submit(study)
+        return FinalLabel.of(image_id, image, path, label_names_from_info(info))
 
     def _sync_skill_bank(self) -> None:
-        """Another process on this datastore may have closed a round: use its bank (a stat call when not)."""
+        """Without the annotation loop (which does this on its worker), pick up a round that another process on
+        this datastore closed (a stat call when there is none)."""
         rounds = self.pipeline.skill_rounds
-        if rounds is not None:
+        if rounds is not None and self.annotation is None:
             _, bank = rounds.active()
             if bank is not self.pipeline.skill_bank:
                 self.pipeline.skill_bank = bank
@@ -176,9 +171,9 @@ class SEERApp(MONAILabelApp):
                     "lists them)."
                 )
             request = {**request, "image_id": image if not os.path.exists(image) else os.path.basename(image)}
-        self._notice_label_changes()
-        self._sync_skill_bank()
         try:
+            self._notice_label_changes()
+            self._sync_skill_bank()
             return super().infer(request, datastore)
         except SeerError as exc:
             raise HTTPException(exc.status, exc.message) from None
@@ -215,9 +210,13 @@ class SEERApp(MONAILabelApp):
         if signature == self._labels_seen:
             return
         changed = [s for s, stamp in signature.items() if self._labels_seen.get(s) != stamp]
-        self._labels_seen = signature
         if self.seer_settings.datastore_atlases:
-            self.pipeline.backbone.refresh()
+            try:
+                self.pipeline.backbone.refresh()
+            except Exception:  # noqa: BLE001 - the request goes on with the atlases it had; retried next time
+                logger.exception("atlas refresh after a label change failed")
+                return
+        self._labels_seen = signature
         if self.annotation is not None:
             for study in changed:
                 self.annotation.submit(study)
@@ -242,7 +241,11 @@ class SEERApp(MONAILabelApp):
         """Label value -> name, from the saved label's params (`label_names` or Slicer's `label_info`); otherwise
         the values are taken to be ids of this app's label table (a SEER proposal saved as is). Rewards never make
         that guess (seer.rewards)."""
-        return label_names_from_info(info) or self.registry.table()
+        info = info or {}
+        params = info.get("params") if isinstance(info.get("params"), dict) else {}
+        if any(key in source for key in ("label_names", "label_info") for source in (info, params)):
+            return label_names_from_info(info) or {}  # names given but none usable: not an atlas
+        return self.registry.table()
 
 
 def _slug(text: str) -> str:

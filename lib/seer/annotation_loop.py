@@ -59,12 +59,14 @@ class AnnotationLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
+        self._bank_seen: SkillBank | None = None
 
     # -- control -------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker; its first job is a scan for rewards and rounds left pending by a crash or restart."""
         if self._thread is not None:
             return
+        self._bank_seen = self.rounds.active()[1]  # the bank the pipeline starts with
         self._rescan.set()
         self._idle.clear()
         self._thread = threading.Thread(target=self._run, name="seer-rewards", daemon=True)
@@ -118,8 +120,8 @@ class AnnotationLoop:
             try:
                 study = self._queue.get(timeout=0.2)
             except queue.Empty:
-                if not self._rescan.is_set():
-                    self._idle.set()
+                self._guard(self.sync_round)
+                self._set_idle_if_done()
                 continue
             with self._mutex:
                 self._queued.discard(study)
@@ -127,7 +129,11 @@ class AnnotationLoop:
             self._guard(self.close_rounds)
             if self.after_job is not None:
                 self._guard(self.after_job)
-            if self._queue.empty() and not self._rescan.is_set():
+            self._set_idle_if_done()
+
+    def _set_idle_if_done(self) -> None:
+        with self._mutex:  # submit() queues and clears `_idle` under the same mutex
+            if self._queue.empty() and not self._queued and not self._rescan.is_set():
                 self._idle.set()
 
     def _guard(self, job: Callable[[], object]) -> None:
@@ -138,11 +144,12 @@ class AnnotationLoop:
             logger.exception("annotation loop: a job failed")
 
     def scan(self) -> None:
-        """Reward every labelled study that has unrewarded proposals, then close due rounds."""
+        """Reward every labelled study that has unrewarded proposals, then close due rounds (one failing study
+        does not stop the others)."""
         labelled = set(self.labelled())
         for study in self.ledger.studies_with_pending():
             if study in labelled:
-                self.process(study)
+                self._guard(lambda s=study: self.process(s))
         self.close_rounds()
 
     def process(self, study: str) -> int:
@@ -150,7 +157,7 @@ class AnnotationLoop:
         final = self.final_label(study)
         if final is None:
             return 0
-        pending = self.ledger.pending(study, final.stamp)
+        pending = self.ledger.pending(study, final.stamp, final.saved_at)
         if not pending:
             return 0
         started = time.perf_counter()
@@ -177,7 +184,14 @@ class AnnotationLoop:
         number, _ = self.rounds.active()
         if self.ledger.reward_count() - self.rounds.consumed(number) < self.rounds.round_size:
             return
-        reports = self.rounds.close_due(self.ledger.rewarded_traces())
-        if reports and self.on_round is not None:
-            number, bank = self.rounds.active()
-            self.on_round(number, bank)
+        self.rounds.close_due(self.ledger.rewarded_traces())
+        self.sync_round()
+
+    def sync_round(self) -> None:
+        """Hand the active round's bank to `on_round` when it changed: closed here, or by another process on the
+        same datastore (a stat call when nothing changed)."""
+        number, bank = self.rounds.active()
+        if bank is not self._bank_seen:
+            if self._bank_seen is not None and self.on_round is not None:
+                self.on_round(number, bank)
+            self._bank_seen = bank

@@ -83,7 +83,7 @@ def structure_key(name: str) -> tuple:
     """What a label name means, independent of its spelling style: ("hip_left", "Hip_L", "left hipbone") share one
     key (canonical tokens, side); a name the lexicon cannot read keys on its lowercase text."""
     vocabulary = default_lexicon().words(name)
-    parsed = Parser(default_lexicon(), vocabulary).parse(name, correct_typos=False)
+    parsed = Parser(default_lexicon(), vocabulary, shared_cache=False).parse(name, correct_typos=False)
     if not parsed.tokens:
         return ("name", name.lower())
     return (frozenset(parsed.tokens), parsed.side)

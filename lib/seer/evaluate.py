@@ -121,7 +121,11 @@ def run_cases(pipeline, cases: list[Case], progress: Callable[[int], None] | Non
                              f"occur in the label map {case.label}"})
             _advance(progress, len(case.requests))
             continue
-        rows += _run_case(pipeline, case, volume, reference, progress)
+        try:
+            rows += _run_case(pipeline, case, volume, reference, progress)
+        except Exception as exc:  # noqa: BLE001 - one case that breaks the backbone must not lose the others
+            problems.append({"line": case.line, "reason": f"line {case.line}: the case failed "
+                             f"({type(exc).__name__}: {str(exc)[:200]})"})
     return rows, problems
 
 
@@ -142,6 +146,8 @@ class _Masks:
                 mask, why = self.backbone.segment(self.volume, entry, evidence).mask, None
             except Refusal as refusal:
                 mask, why = None, refusal.message
+            except SeerError as error:  # the backbone could not run on this target: a failed request
+                mask, why = None, f"the backbone failed: {error.message}"
             self.masks[key] = (mask, time.perf_counter() - started, why)
         return self.masks[key]
 

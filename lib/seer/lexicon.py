@@ -187,13 +187,13 @@ _PARSE_CACHES_LOCK = threading.Lock()
 
 def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> dict:
     """One parse cache per (lexicon, label vocabulary), shared by every parser built for them: a label table
-    rebuilt with the same words (an atlas refresh) keeps its parses. The 8 most recent vocabularies are kept."""
+    rebuilt with the same words (an atlas refresh) keeps its parses. The 16 most recent vocabularies are kept."""
     key = (lexicon, vocabulary)  # the lexicon object by identity (it is kept alive here)
     with _PARSE_CACHES_LOCK:
         cache = _PARSE_CACHES.get(key)
         if cache is None:
             cache = _PARSE_CACHES[key] = {}
-            while len(_PARSE_CACHES) > 8:
+            while len(_PARSE_CACHES) > 16:
                 _PARSE_CACHES.popitem(last=False)
         _PARSE_CACHES.move_to_end(key)
         return cache
@@ -202,7 +202,8 @@ def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> dict:
 class Parser:
     """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
 
-    def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = ()):
+    def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = (), shared_cache: bool = True):
+        """shared_cache: share parses with other parsers of the same vocabulary (False for throwaway parsers)."""
         self.lexicon = lexicon or default_lexicon()
         self.label_vocabulary = frozenset(extra_vocabulary)
         lex = self.lexicon
@@ -211,7 +212,7 @@ class Parser:
             (self.content_vocabulary | lex.side_vocabulary | lex.pathology_words | {w for w in lex.filler if len(w) >= 5})
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
-        self._cache = _parse_cache(self.lexicon, self.label_vocabulary)
+        self._cache = _parse_cache(self.lexicon, self.label_vocabulary) if shared_cache else {}
 
     def known(self, token: str) -> bool:
         lex = self.lexicon

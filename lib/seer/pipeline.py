@@ -333,7 +333,7 @@ def open_skill_rounds(settings, state_dir: Path):
         harvest_min_gain=settings.skill_harvest_gain, merge_keep=settings.skill_merge_keep,
         cap_fraction=settings.skill_cap_fraction, cap_min=settings.skill_cap_min,
     )
-    seed = (lambda: SkillBank.load(settings.skills)) if settings.skills else SkillBank.starter
+    seed = (lambda: SkillBank.load(settings.skills)) if settings.skills else None
     return SkillRounds(state_dir, seed=seed, round_size=settings.skill_round, settings=rules, dataset=settings.dataset)
 
 

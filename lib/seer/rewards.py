@@ -89,20 +89,20 @@ def raw_baseline_entry(raw: str, backbone) -> tuple[LabelEntry | None, str]:
 
 @dataclass(frozen=True)
 class FinalLabel:
-    """A study's final label: where it is, the names of its values (None: it has none), and a stamp that changes
-    whenever the file changes."""
+    """A study's final label: where it is, the names of its values (None: it has none), a stamp that changes
+    whenever the file changes, and when it was saved (the file's mtime, seconds since the epoch)."""
 
     study: str
     image_path: str
     label_path: str
     names: dict[int, str] | None
     stamp: str
+    saved_at: float = float("inf")
 
-
-def label_stamp(path: str) -> str:
-    """mtime (ns) and size of a label file: a new save gives a new stamp."""
-    stat = os.stat(path)
-    return f"{stat.st_mtime_ns}-{stat.st_size}"
+    @classmethod
+    def of(cls, study: str, image_path: str, label_path: str, names: dict[int, str] | None) -> FinalLabel:
+        stat = os.stat(label_path)
+        return cls(study, image_path, label_path, names, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_mtime)
 
 
 # What the ledger keeps of a trace row (rewards, `traces`, `export-traces`); model text and timings stay on disk.
@@ -145,13 +145,14 @@ class TraceLedger:
         elif kind == "reward_skipped":
             self.skipped[trace_id] = row
 
-    def pending(self, study: str, stamp: str | None = None) -> list[dict]:
-        """Proposals on `study` without a reward (and not already skipped for this label version)."""
+    def pending(self, study: str, stamp: str | None = None, saved_at: float = float("inf")) -> list[dict]:
+        """Proposals on `study` without a reward, made before the label was saved (`saved_at`, epoch seconds: a
+        proposal is judged by the first final label saved after it), not already skipped for this label version."""
         with self._lock:
             self.refresh()
             out = []
             for trace_id in self.proposals_by_study.get(study, []):
-                if trace_id in self.rewards:
+                if trace_id in self.rewards or float(self.traces[trace_id].get("ts") or 0) > saved_at:
                     continue
                 skip = self.skipped.get(trace_id)
                 if skip is not None and stamp is not None and skip.get("label_stamp") == stamp:
@@ -252,6 +253,10 @@ class Rewarder:
                 out.append(self._reward(final, row, volume, labels, table, keys, baselines))
             except SeerError as exc:
                 out.append(self._skip(final, row, exc.message))
+            except Exception as exc:  # noqa: BLE001 - one failing proposal must not stop the others
+                logger.exception("reward of %s failed", row.get("id"))
+                out.append(self._skip(final, row, f"the reward could not be computed ({type(exc).__name__}: "
+                                                  f"{str(exc)[:160]})"))
         return out, ""
 
     def _reward(self, final, row, volume, labels, table, keys, baselines) -> dict:
@@ -277,16 +282,17 @@ class Rewarder:
         if proposal.shape != labels.shape:
             return self._skip(final, row, "the proposal is on another grid than the final label")
         proposal = proposal > 0
-        score = dice(proposal, reference)
+        score = round(dice(proposal, reference), 6)
         raw_dice, raw_target, raw_method = self._baseline(row, volume, reference, proposal, baselines)
+        raw_dice = round(raw_dice, 6)
         retrieved = [str(i) for i in row.get("skill_ids") or []]
         tags = {sid: tag for sid in retrieved if (tag := self.skill_tag(sid))}
         return {
             "type": "reward",
             "trace_id": row["id"],
             "study": final.study,
-            "dice": round(score, 6),
-            "raw_dice": round(raw_dice, 6),
+            "dice": score,
+            "raw_dice": raw_dice,
             "gain": round(score - raw_dice, 6),
             "reference": reference_name,
             "corrected_to": corrected_to,
@@ -310,24 +316,22 @@ class Rewarder:
         }
 
     def _baseline(self, row, volume, reference, proposal, cache) -> tuple[float, str | None, str]:
-        raw = str(row.get("request") or "")
-        if raw in cache:
-            mask, name, method = cache[raw]
-        else:
-            entry, method = raw_baseline_entry(raw, self.backbone)
-            name = entry.name if entry is not None else None
-            if entry is None:
-                mask = None
-            elif entry.id == row["target"].get("id") and entry.name == row["target"].get("name"):
-                mask = proposal  # the raw request names the proposed target: the same backbone output
-            else:
-                try:
-                    evidence = self.context(volume).evidence
-                    mask = self.backbone.segment(volume, entry, evidence).mask
-                except Refusal as refusal:
-                    mask, method = None, f"{method}; refused: {refusal.message}"
-            cache[raw] = (mask, name, method)
-        return (dice(mask, reference) if mask is not None else 0.0), name, method
+        """(raw Dice, raw target name, how). `cache`: masks the backbone made for this study, by entry."""
+        entry, method = raw_baseline_entry(str(row.get("request") or ""), self.backbone)
+        if entry is None:
+            return 0.0, None, method
+        if entry.id == row["target"].get("id") and entry.name == row["target"].get("name"):
+            return dice(proposal, reference), entry.name, method  # the proposed target: this proposal's mask
+        key = (entry.id, entry.name, entry.prompt)
+        if key not in cache:
+            try:
+                cache[key] = (self.backbone.segment(volume, entry, self.context(volume).evidence).mask, None)
+            except Refusal as refusal:
+                cache[key] = (None, refusal.message)
+        mask, refused = cache[key]
+        if mask is None:
+            return 0.0, entry.name, f"{method}; refused: {refused}"
+        return dice(mask, reference), entry.name, method
 
     @staticmethod
     def _skip(final: FinalLabel, row: dict, why: str) -> dict:

@@ -59,7 +59,8 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "deformable": (bool, True, "add a demons deformable stage after the affine one (same-modality atlases only)"),
     "affine_spacing": (float, 3.0, "mm grid of the affine registration"),
     "demons_spacing": (float, 2.0, "mm grid of the demons registration"),
-    "skills": (str, "", "skill bank JSONL; default <datastore>/.seer/skills.jsonl, seeded from the starter skills"),
+    "skills": (str, "", "skill bank JSONL that seeds round 0 of a datastore's skill rounds (read once, when no round "
+               "exists yet); default: the starter skills"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
     "skills_min_score": (float, 8.0, "minimum retrieval score for a skill to be shown to the reasoner"),
     "rewards": (bool, True, "score every proposal against the final label saved for its study (background worker) "

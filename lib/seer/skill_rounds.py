@@ -42,8 +42,9 @@ class SkillRounds:
         dataset: str = "",
         create: bool = True,
     ):
-        """seed: the round-0 bank when no round exists yet (default: the starter skills); create False: only read
-        rounds that exist (the CLI), raising BadRequest when there are none."""
+        """seed: the round-0 bank when no round exists yet (an explicit bank file); without it, an existing
+        <state>/skills.jsonl from before rounds existed, else the starter skills. create False: only read rounds
+        that exist (the CLI), raising BadRequest when there are none."""
         self.state_dir = Path(state_dir)
         self.folder = self.state_dir / "skills"
         self.latest_path = self.state_dir / "skills.jsonl"
@@ -56,7 +57,7 @@ class SkillRounds:
         self._stamp: tuple | None = None
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._ensure_seed(seed or SkillBank.starter)
+            self._ensure_seed(seed)
         elif not self.rounds():
             raise BadRequest(
                 f"No skill rounds in {self.folder}: start the server on this studies folder first (it seeds round 0)."
@@ -109,18 +110,24 @@ class SkillRounds:
         return int(self.report(number).get("reward_end", 0))
 
     # -- writing -------------------------------------------------------------------------------------------------
-    def _ensure_seed(self, seed: Callable[[], SkillBank]) -> None:
+    def _ensure_seed(self, seed: Callable[[], SkillBank] | None) -> None:
         with self._lock:
             numbers = self.rounds()
             if numbers:
                 self._repair_latest(numbers[-1])
+                if seed is not None:
+                    logger.warning("skill bank: rounds already exist in %s, so the `skills` setting (the round-0 seed) "
+                                   "is not read; move that folder away to start again from it", self.folder)
                 return
-            if self.latest_path.exists():  # a datastore from before rounds: its bank is round 0
+            if seed is not None:
+                bank = seed()
+                origin = str(bank.path) if bank.path else "the given bank"
+            elif self.latest_path.exists():  # a datastore from before rounds: its bank is round 0
                 bank = SkillBank.load(self.latest_path)
                 origin = str(self.latest_path)
             else:
-                bank = seed()
-                origin = str(bank.path) if bank.path else "starter skills"
+                bank = SkillBank.starter()
+                origin = "starter skills"
             payload = bank.payload()
             report = {"round": 0, "rewards": 0, "reward_start": 0, "reward_end": 0, "seed": origin,
                       "skills_after": len(bank)}

@@ -124,8 +124,9 @@ class Skill:
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"Skill bank row {where} has a non-numeric statistic ({exc}).") from None
         values["provenance"] = [p for p in values.get("provenance") or [] if isinstance(p, dict)]
-        for key in ("source_key", "audit", "dataset", "style_bucket", "canonical", "vis_cue"):
+        for key in ("source_key", "audit", "dataset", "style_bucket", "canonical"):
             values[key] = str(values.get(key) or "")
+        values["vis_cue"] = str(values.get("vis_cue") or "GENERIC_MEDICAL_IMAGE")
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -378,18 +379,23 @@ def _content_words(skill: Skill) -> set[str]:
 
 _WORD_IDS: dict[str, int] = {}  # every content word seen, numbered (shared by all banks' indexes)
 _CONTENT_WORD_IDS: dict[str, tuple[int, ...]] = {}  # content + tag -> its word ids, cached across banks
+_WORD_IDS_LOCK = threading.Lock()
 
 
 def _content_word_ids(skill: Skill) -> tuple[int, ...]:
     text = skill.content + " " + skill.tag
     found = _CONTENT_WORD_IDS.get(text)
     if found is None:
-        if len(_CONTENT_WORD_IDS) > 200_000:
-            _CONTENT_WORD_IDS.clear()
-        found = _CONTENT_WORD_IDS[text] = tuple(
-            _WORD_IDS.setdefault(w, len(_WORD_IDS)) for w in sorted(words(text))
-        )
+        with _WORD_IDS_LOCK:  # two indexes built at once must not number two words alike
+            if len(_CONTENT_WORD_IDS) > 200_000:
+                _CONTENT_WORD_IDS.clear()
+            found = _CONTENT_WORD_IDS[text] = tuple(
+                _WORD_IDS.setdefault(w, len(_WORD_IDS)) for w in sorted(words(text))
+            )
     return found
+
+
+_UNKNOWN = "\x00unknown style"  # a style outside STYLE_TO_TAG: `score` compares it as None == None
 
 
 class RetrievalIndex:
@@ -407,7 +413,7 @@ class RetrievalIndex:
         n = len(self.skills)
         self._codes: dict[str, int] = {}
         self.dataset = np.array([self._code(s.dataset) for s in self.skills], dtype=np.int64)
-        self.tag = np.array([self._code(STYLE_TO_TAG.get(s.style_bucket, "") if s.style_bucket else "")
+        self.tag = np.array([self._code(STYLE_TO_TAG.get(s.style_bucket, _UNKNOWN)) if s.style_bucket else -1
                              for s in self.skills], dtype=np.int64)
         self.cue_code = np.array([self._code(s.vis_cue) for s in self.skills], dtype=np.int64)
         self.hint = np.array([s.score_hint for s in self.skills], dtype=np.float64)
@@ -443,8 +449,7 @@ class RetrievalIndex:
         score = np.zeros(n, dtype=np.float64)
         code = self._codes.get(cue.dataset, -2) if cue.dataset else -2
         score += np.where(self.dataset == code, 3.0, 0.0)
-        tag = STYLE_TO_TAG.get(cue.style)
-        code = self._codes.get(tag, -2) if tag else -2
+        code = self._codes.get(STYLE_TO_TAG.get(cue.style, _UNKNOWN), -2)
         score += np.where(self.tag == code, 4.0, 0.0)
         if cue.target_tokens:
             rows = self.canonical.get((cue.target_tokens, cue.side or None))
@@ -458,8 +463,7 @@ class RetrievalIndex:
                     if tokens <= cue.target_tokens:
                         hit[row] = 3.0
             score += hit
-        code = self._codes.get(cue.vis_cue, -2) if cue.vis_cue else -2
-        score += np.where(self.cue_code == code, 2.0, 0.0)
+        score += np.where(self.cue_code == self._codes.get(cue.vis_cue, -2), 2.0, 0.0)
         shared = np.zeros(n, dtype=np.int64)
         for word in cue.words:
             span = self.word_slices.get(_WORD_IDS.get(word, -1))
@@ -544,7 +548,8 @@ class RewardedTrace:
 
     @property
     def gain(self) -> float:
-        return self.dice - self.raw_dice
+        """dice - raw_dice to 6 decimals, as the reward row stores it (0.7 - 0.4 is 0.3, not 0.29999...)."""
+        return round(self.dice - self.raw_dice, 6)
 
 
 @dataclass

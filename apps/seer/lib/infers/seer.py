@@ -33,11 +33,8 @@ class SEERInferTask(InferTask):
         results_dir: Path,
         proposals_dir: Path,
         volumes: VolumeCache,
-        on_proposal=None,
     ):
-        """on_proposal(study): called after a proposal is recorded (the app rewards it when the study is labelled)."""
         self.pipeline = pipeline
-        self.on_proposal = on_proposal
         self.reasoner_name = reasoner_name
         self.backbone_name = pipeline.backbone.name
         self.results_dir = Path(results_dir)
@@ -115,8 +112,6 @@ class SEERInferTask(InferTask):
             details=outcome.details,
             latencies=latencies,
         )
-        if self.on_proposal is not None:
-            self.on_proposal(study)
         entry = outcome.entry
         params = {
             "label_names": {entry.name: entry.id},
