@@ -26,6 +26,7 @@ from filelock import FileLock
 
 from .errors import BadRequest
 from .lexicon import ParsedText, Parser, coarse_region
+from .settings import KEYS
 
 TAGS = (
     "ABBR_DISAMBIGUATE",
@@ -519,12 +520,12 @@ class EvolutionSettings:
     provenance_keep: newest provenance entries kept per skill besides the one that made it.
     """
 
-    penalty: float = 2.0
-    harvest_min_dice: float = 0.5
-    harvest_min_gain: float = 0.3
-    merge_keep: int = 10
-    cap_fraction: float = 0.05
-    cap_min: int = 50
+    penalty: float = KEYS["skill_penalty"][1]  # the defaults are the settings' (seer.settings.KEYS)
+    harvest_min_dice: float = KEYS["skill_harvest_dice"][1]
+    harvest_min_gain: float = KEYS["skill_harvest_gain"][1]
+    merge_keep: int = KEYS["skill_merge_keep"][1]
+    cap_fraction: float = KEYS["skill_cap_fraction"][1]
+    cap_min: int = KEYS["skill_cap_min"][1]
     provenance_keep: int = 20
 
 
