@@ -56,6 +56,25 @@ def test_naive_resolution_is_exact_or_substring_label_name(raw, expected, why):
     assert (entry.name if entry else None, method) == (expected, why)
 
 
+def test_a_text_promptable_backbone_gets_the_raw_request_as_its_prompt(tiny_voxtell, tmp_path):
+    from tiny_models import build_tiny_text_encoder
+
+    from seer.backbones.voxtell import VoxTellBackbone, VoxTellSettings
+    from seer.rewards import raw_baseline_entry
+
+    registry = LabelRegistry()
+    backbone = VoxTellBackbone(VoxTellSettings(model_dir=str(tiny_voxtell), device="cpu",
+                                               text_encoder=str(build_tiny_text_encoder(tmp_path / "encoder"))),
+                               registry)
+    assert backbone.free_text
+    before = registry.table()
+    entry, method = raw_baseline_entry("  lt  kidney pls ", backbone)
+    assert (entry.prompt, entry.id, method) == ("lt kidney pls", 0, "raw request as the backbone's text prompt")
+    assert registry.table() == before  # a baseline is not a target: nothing registered
+    assert backbone.embed([entry.prompt]).shape == (1, 1, 2560)  # the raw text goes through the text encoder
+    assert raw_baseline_entry("   ", backbone) == (None, "empty request")
+
+
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory, shared_data):
     """A study (ct-abdomen-small, stored one HU brighter so that it is not its own atlas), its true labels, and an

@@ -81,9 +81,15 @@ def naive_entry(raw: str, table: LabelTable) -> tuple[LabelEntry | None, str]:
 
 
 def raw_baseline_entry(raw: str, backbone) -> tuple[LabelEntry | None, str]:
-    """What the backbone would segment for the raw request without SEER (see the module docstring)."""
+    """What the backbone would segment for the raw request without SEER (see the module docstring). A
+    text-promptable backbone's entry carries the raw text as its prompt and id 0: it is never written into a mask
+    or registered as a target."""
     if getattr(backbone, "free_text", False):
-        return backbone.free_text_entry(raw), "raw request as the backbone's text prompt"
+        text = " ".join(str(raw or "").split())
+        if not text:
+            return None, "empty request"
+        parsed = backbone.label_table().parser.parse(text, correct_typos=False)
+        return LabelEntry(0, text, parsed, prompt=text), "raw request as the backbone's text prompt"
     return naive_entry(raw, backbone.label_table())
 
 
