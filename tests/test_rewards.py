@@ -155,6 +155,20 @@ def test_each_proposal_has_its_own_baseline_when_the_raw_request_names_its_targe
     assert [r["raw_dice"] for r in out] == [r["dice"] for r in out] and [r["gain"] for r in out] == [0.0, 0.0]
 
 
+def test_a_label_saved_as_nrrd_as_slicer_does_scores_the_same(setting, tmp_path):
+    import SimpleITK as sitk
+
+    truth = setting["truth"]
+    row = _proposal(setting, "kidney_left", truth == KIDNEY_LEFT, "lt kidney")
+    study = sitk.ReadImage(str(setting["study"]))
+    label = sitk.GetImageFromArray(np.ascontiguousarray(truth.astype(np.uint8).transpose(2, 1, 0)))
+    label.CopyInformation(study)  # the study's grid, in ITK's LPS terms
+    nrrd = tmp_path / "final.nrrd"
+    sitk.WriteImage(label, str(nrrd))
+    out, why = _rewarder(setting).rows(_final(setting, {KIDNEY_LEFT: "kidney_left"}, nrrd), [row])
+    assert why == "" and out[0]["type"] == "reward" and out[0]["dice"] == 1.0
+
+
 def test_raw_baseline_of_another_target_runs_the_real_backbone(setting):
     """SEER proposed the liver for a request the naive baseline reads as 'spleen': the baseline is the backbone's
     spleen, scored against the liver the annotator kept."""
