@@ -262,6 +262,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 # -- what the annotation loop learned --------------------------------------------------------------------------------
 def cmd_skills(args: argparse.Namespace) -> int:
     from seer import learned
+    from seer.files import text_table
 
     rounds = learned.open_rounds(args.studies)
     if args.action == "list":
@@ -271,7 +272,7 @@ def cmd_skills(args: argparse.Namespace) -> int:
             return 0
         print(f"skill round {report['listed_round']} (active: {report['round']}): {report['size']} skills, "
               f"{report['rewards']} rewards so far")
-        print(_table(report["skills"], ["skill_id", "tag", "canonical", "origin", "created_round", "uses", "utility",
+        print(text_table(report["skills"], ["skill_id", "tag", "canonical", "origin", "created_round", "uses", "utility",
                                         "dice_gain"]))
         return 0
     if args.action == "show":
@@ -310,6 +311,7 @@ def cmd_skills(args: argparse.Namespace) -> int:
 
 def cmd_traces(args: argparse.Namespace) -> int:
     from seer import learned
+    from seer.files import text_table
 
     ledger = learned.open_ledger(args.studies)
     rows = learned.trace_rows(ledger, args.study)
@@ -319,7 +321,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
                          ensure_ascii=False))
         return 0
     shown = [dict(r, request=str(r["request"])[:40]) for r in rows]
-    print(_table(shown, ["study", "request", "target", "reward_status", "dice", "raw_dice", "gain"]))
+    print(text_table(shown, ["study", "request", "target", "reward_status", "dice", "raw_dice", "gain"]))
     return 0
 
 
@@ -361,20 +363,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"\n{len(rows)} requests on {len({(r['dataset'], r['case_id']) for r in rows})} cases; "
           f"{len(problems)} row(s) skipped; written {paths['summary']}, {paths['cases']}, {paths['plot']}")
     return 0
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    def cell(value):
-        if value is None:
-            return "-"
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
 
 
 # -- parser ------------------------------------------------------------------------------------------------------

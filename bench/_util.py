@@ -40,17 +40,9 @@ class Timer:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
-    line = "  ".join(c.ljust(widths[c]) for c in columns)
-    out = [line, "  ".join("-" * widths[c] for c in columns)]
-    out += ["  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(out)
+    from seer.files import text_table
 
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "" if value is None else str(value)
+    return text_table(rows, columns)
 
 
 def save(name: str, payload: dict) -> Path:

@@ -29,6 +29,11 @@ def test_values_are_typed_and_unknown_keys_are_kept_aside():
         ({"backbone": "unet"}, "'backbone' must be one of atlas"),
         ({"max_atlases": "0"}, "at least 1"),
         ({"affine_spacing": "50"}, "between 0.5 and 10 mm"),
+        ({"skill_round": "0"}, "'skill_round' must be at least 1"),
+        ({"rewards": "sometimes"}, "'rewards' must be true or false"),
+        ({"skill_penalty": "-1"}, "'skill_penalty' must be 0 or more"),
+        ({"skill_cap_fraction": "2"}, "'skill_cap_fraction' must be between 0 and 1"),
+        ({"skill_harvest_gain": "1.5"}, "'skill_harvest_gain' must be between -1 and 1"),
     ],
 )
 def test_bad_values_name_the_key(conf, message):

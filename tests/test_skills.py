@@ -26,12 +26,6 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
-def test_open_seeds_a_missing_bank(tmp_path):
-    bank = SkillBank.open(tmp_path / "state" / "skills.jsonl")
-    assert (tmp_path / "state" / "skills.jsonl").exists()
-    assert len(bank) == len(SkillBank.starter())
-
-
 def test_bad_rows_are_reported_with_their_line(tmp_path):
     path = tmp_path / "bank.jsonl"
     path.write_text(json.dumps(SkillBank.starter().skills.popitem()[1].to_dict()) + "\n{oops\n")

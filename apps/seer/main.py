@@ -26,7 +26,7 @@ import seer  # noqa: E402
 from seer.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
-from seer.pipeline import build_pipeline, user_cache_dir  # noqa: E402
+from seer.pipeline import build_pipeline, datastore_state_dir  # noqa: E402
 from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
@@ -60,7 +60,7 @@ class SEERApp(MONAILabelApp):
     def init_infers(self):
         datastore = self.datastore()
         root = getattr(datastore, "_datastore_path", None)
-        self.state_dir = Path(root) / ".seer" if root else user_cache_dir() / "datastores" / _slug(self.studies)
+        self.state_dir = datastore_state_dir(self.studies, root)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = LabelRegistry(self.state_dir / "label_table.json")
         try:
@@ -241,13 +241,5 @@ class SEERApp(MONAILabelApp):
         """Label value -> name, from the saved label's params (`label_names` or Slicer's `label_info`); otherwise
         the values are taken to be ids of this app's label table (a SEER proposal saved as is). Rewards never make
         that guess (seer.rewards)."""
-        info = info or {}
-        params = info.get("params") if isinstance(info.get("params"), dict) else {}
-        if any(key in source for key in ("label_names", "label_info") for source in (info, params)):
-            return label_names_from_info(info) or {}  # names given but none usable: not an atlas
-        return self.registry.table()
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text)[-80:]
-
+        names = label_names_from_info(info)
+        return names if names is not None else self.registry.table()  # {}: names given, none usable: no atlas

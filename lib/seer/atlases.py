@@ -20,6 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .files import write_atomic
 from .lexicon import Parser, default_lexicon
 
 logger = logging.getLogger(__name__)
@@ -143,9 +144,6 @@ class LabelRegistry:
     def _save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"labels": self._ids}, indent=1, ensure_ascii=False)
+        payload = json.dumps({"labels": self._ids}, indent=1, ensure_ascii=False).encode("utf-8")
         with FileLock(str(self.path) + ".lock"):
-            tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
-            tmp.write_text(payload, encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_atomic(self.path, payload)

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadRequest, Refusal, SeerError
+from .files import text_table, write_atomic
 from .metrics import dice
 from .rewards import raw_baseline_entry
-from .skills import write_atomic
 from .volume import load_labels, load_volume
 
 
@@ -278,21 +278,9 @@ def plot_dice_spread(rows: list[dict], path: Path) -> None:
 
 
 def table(summary: list[dict]) -> str:
-    columns = [("dataset", "dataset"), ("target", "target"), ("cases", "cases"), ("requests", "requests"),
-               ("mean_dice_seer", "Dice SEER"), ("mean_dice_raw", "Dice raw"), ("std_across_variants", "std SEER"),
-               ("std_across_variants_raw", "std raw"), ("worst_case_dice", "worst SEER"),
-               ("worst_case_dice_raw", "worst raw"), ("refusals", "refused"), ("reasoning_overhead", "overhead")]
-    cells = [[_cell(item.get(key)) for key, _ in columns] for item in summary]
-    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
-    lines = ["  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    return text_table(summary, [
+        ("dataset", "dataset"), ("target", "target"), ("cases", "cases"), ("requests", "requests"),
+        ("mean_dice_seer", "Dice SEER"), ("mean_dice_raw", "Dice raw"), ("std_across_variants", "std SEER"),
+        ("std_across_variants_raw", "std raw"), ("worst_case_dice", "worst SEER"),
+        ("worst_case_dice_raw", "worst raw"), ("refusals", "refused"), ("reasoning_overhead", "overhead"),
+    ])

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import BadRequest, SeerError
+from .files import write_atomic
 from .rewards import TraceLedger
-from .skills import write_atomic
 from .trace import render_output
 from .views import take_views
 from .volume import load_volume

@@ -16,15 +16,12 @@ from .trace import TraceLog
 
 def state_dir_for(studies: str) -> Path:
     """Where a studies folder (or DICOMweb URL) keeps SEER's state: <studies>/.seer, as the app writes it."""
-    if studies.startswith(("http://", "https://")):
-        from .pipeline import user_cache_dir
+    from .pipeline import datastore_state_dir
 
-        slug = "".join(ch if ch.isalnum() else "_" for ch in studies)[-80:]
-        return user_cache_dir() / "datastores" / slug
-    folder = Path(studies)
-    if not folder.is_dir():
+    remote = studies.startswith(("http://", "https://"))
+    if not remote and not Path(studies).is_dir():
         raise BadRequest(f"The studies folder '{studies}' does not exist.")
-    state = folder / ".seer"
+    state = datastore_state_dir(studies, None if remote else studies)
     if not state.is_dir():
         raise BadRequest(f"'{studies}' holds no SEER state (.seer); start the server on it first.")
     return state

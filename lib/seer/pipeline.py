@@ -9,6 +9,7 @@ embedding model are built once and reused.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -359,8 +360,15 @@ def _network_backbone(settings, registry, state_dir):
     ))
 
 
-def user_cache_dir() -> Path:
-    import os
+def datastore_state_dir(studies: str, local_root: str | os.PathLike | None = None) -> Path:
+    """Where SEER keeps a datastore's state: <folder>/.seer for a local studies folder (`local_root`), else a folder
+    of the user cache named after the DICOMweb URL."""
+    if local_root:
+        return Path(local_root) / ".seer"
+    slug = "".join(ch if ch.isalnum() else "_" for ch in studies)[-80:]
+    return user_cache_dir() / "datastores" / slug
 
+
+def user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "seer-label"

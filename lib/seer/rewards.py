@@ -39,13 +39,13 @@ logger = logging.getLogger(__name__)
 
 def label_names_from_info(info: dict | None) -> dict[int, str] | None:
     """Label value -> structure name from a saved label's params: `label_names` ({name: value}, as SEER returns
-    it) or `label_info` ([{"name", "idx"}], as the Slicer plugin sends it). None when the label carries no names."""
+    it) or `label_info` ([{"name", "idx"}], as the Slicer plugin sends it). None when the label carries neither;
+    {} when it does but no entry is usable."""
     info = info or {}
     params = info.get("params") if isinstance(info.get("params"), dict) else {}
     label_names = info.get("label_names") or params.get("label_names")
     if isinstance(label_names, dict):
-        names = {int(v): str(k) for k, v in label_names.items() if str(v).lstrip("-").isdigit() and int(v) != 0}
-        return names or None
+        return {int(v): str(k) for k, v in label_names.items() if str(v).lstrip("-").isdigit() and int(v) != 0}
     label_info = info.get("label_info") or params.get("label_info")
     if isinstance(label_info, list):
         names = {}
@@ -53,7 +53,7 @@ def label_names_from_info(info: dict | None) -> dict[int, str] | None:
             idx = str(item.get("idx", "")) if isinstance(item, dict) else ""
             if idx.isdigit() and int(idx) != 0 and "name" in item:
                 names[int(idx)] = str(item["name"])
-        return names or None
+        return names
     return None
 
 

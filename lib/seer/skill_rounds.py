@@ -25,7 +25,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from .errors import BadRequest
-from .skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve, write_atomic
+from .files import write_atomic
+from .skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ term is computed from request-time estimates instead of the evaluation row's gro
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import heapq
 import json
@@ -25,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from .errors import BadRequest
+from .files import write_atomic
 from .lexicon import ParsedText, Parser, coarse_region
 from .settings import KEYS
 
@@ -268,16 +268,6 @@ class SkillBank:
         bank.path = None
         return bank
 
-    @classmethod
-    def open(cls, path: str | os.PathLike) -> SkillBank:
-        """The bank at `path`, seeded from the starter set (and written) when the file does not exist yet."""
-        path = Path(path)
-        if path.exists():
-            return cls.load(path)
-        bank = cls(cls.starter().skills.values(), path)
-        bank.save()
-        return bank
-
     def save(self, path: str | os.PathLike | None = None) -> Path:
         target = Path(path or self.path or "")
         if not str(target):
@@ -348,26 +338,6 @@ class SkillBank:
 
 def _digest(payload: bytes) -> str:
     return hashlib.sha1(payload).hexdigest()[:12]
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write `payload` to a temp file beside `path`, fsync it, then rename over `path` (the caller holds the lock).
-
-    A crash before the rename leaves the previous file untouched; the stray temp file is ignored by readers.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as fp:
-        fp.write(payload)
-        fp.flush()
-        os.fsync(fp.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _alias_tokens(alias: str, parser: Parser) -> frozenset[str]:

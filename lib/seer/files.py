@@ -1,0 +1,46 @@
+"""Small file and text helpers shared by the core: atomic writes and plain-text tables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, payload: bytes) -> None:
+    """Write `payload` to a temp file beside `path`, fsync it, then rename over `path` (the caller holds the lock).
+
+    A crash before the rename leaves the previous file untouched; the stray temp file is ignored by readers.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as fp:
+        fp.write(payload)
+        fp.flush()
+        os.fsync(fp.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def text_table(rows: list[dict], columns: list[str] | list[tuple[str, str]]) -> str:
+    """Rows as an aligned plain-text table. columns: keys, or (key, title) pairs; floats to 3 decimals, None as -."""
+    pairs = [c if isinstance(c, tuple) else (c, c) for c in columns]
+    cells = [[_cell(row.get(key)) for key, _ in pairs] for row in rows]
+    widths = [max([len(title)] + [len(r[i]) for r in cells]) for i, (_, title) in enumerate(pairs)]
+    lines = ["  ".join(title.ljust(w) for (_, title), w in zip(pairs, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
