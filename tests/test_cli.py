@@ -97,3 +97,28 @@ def test_segment_refusal_exits_2(sample_data):
     proc = run("segment", "--image", str(sample_data / "mni152_t1.nii.gz"), "--prompt", "rt hip bone",
                "--output", "/tmp/never.nii.gz", check=False)
     assert proc.returncode == 2 and "Out of region" in proc.stderr
+
+
+def test_learning_commands_on_bad_state_exit_2_with_a_sentence(tmp_path):
+    """skills / traces / export-traces on a folder the server never ran on, unknown ids and rounds, nothing to
+    export: exit 2 and one sentence each."""
+    from seer.skill_rounds import SkillRounds
+
+    never = tmp_path / "never"
+    never.mkdir()
+    served = tmp_path / "served"
+    SkillRounds(served / ".seer")  # what the server leaves on start-up: round 0, no trace log yet
+    cases = [
+        (["skills", "list", "--studies", str(never)], "holds no SEER state (.seer); start the server on it first"),
+        (["traces", "--studies", str(tmp_path / "missing")], "does not exist"),
+        (["skills", "show", "seer:nope", "--studies", str(served)], "No skill 'seer:nope' in any round"),
+        (["skills", "show", "--studies", str(served)], "Give one skill id"),
+        (["skills", "diff", "0", "9", "--studies", str(served)], "There is no skill round 9"),
+        (["skills", "diff", "0", "x", "--studies", str(served)], "Give two round numbers"),
+        (["export-traces", "--studies", str(served), "--output", str(tmp_path / "out")], "No rewarded traces"),
+    ]
+    for args, message in cases:
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    listed = json.loads(run("skills", "list", "--studies", str(served), "--json").stdout)
+    assert listed["round"] == 0 and listed["rewards"] == 0 and len(listed["skills"]) == 14
