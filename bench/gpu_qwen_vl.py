@@ -86,19 +86,24 @@ def main():
 
     result = {"device": torch.cuda.get_device_name(0), "params_billion": round(params, 2), "new_tokens": NEW_TOKENS,
               "attention": model.config._attn_implementation, "prompt_tokens": int(batch_inputs(1)["input_ids"].shape[1])}
+    print(json.dumps(result), flush=True)
     one = batch_inputs(1)
     timed_generate(model, one, repeats=1)  # warm-up
     result["no_lora_s"] = timed_generate(model, one)
+    print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
     peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj",
                                                                                         "o_proj"],
                                                   init_lora_weights=False)).eval()
     timed_generate(peft_model, one, repeats=1)
     result["lora_unmerged_s"] = timed_generate(peft_model, one)
+    print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
     merged = peft_model.merge_and_unload()
     result["lora_merged_s"] = timed_generate(merged, one)
+    print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
     for n in (1, 4, 8):
         seconds = timed_generate(merged, batch_inputs(n), repeats=2)
         result[f"batch{n}_requests_per_s"] = n / seconds
+        print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
     result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     result["lora_overhead"] = result["lora_unmerged_s"] / result["no_lora_s"]
     result["batch8_vs_batch1"] = result["batch8_requests_per_s"] / result["batch1_requests_per_s"]
