@@ -42,7 +42,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from seer.settings import SeerSettings
 
     conf = _conf_args(args.conf)
-    SeerSettings.from_conf(conf)  # fail here, with the sentence, before the server starts
+    settings = SeerSettings.from_conf(conf)  # fail here, with the sentence, before the server starts
+    if settings.state_db:  # a shared state database that cannot be reached: say so now, not after loading models
+        from seer.study_state import StudyState
+
+        StudyState(settings.state_db).close()
     studies = args.studies
     if not studies.startswith(("http://", "https://")):
         if Path(studies).resolve() == DEFAULT_STUDIES.resolve():

@@ -162,3 +162,82 @@ def flipped_copy(path: Path, target: Path) -> Path:
     flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
     nib.save(nib.Nifti1Image(np.ascontiguousarray(data), image.affine @ flip), str(target))
     return target
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A PostgreSQL server of Debian's `postgresql` package started for this test session on 127.0.0.1 (its own
+    cluster in a temporary folder, run as the `postgres` user when we are root), stopped by PID afterwards.
+    `SEER_TEST_POSTGRES` (a URL) uses a server that is already running instead."""
+    if os.environ.get("SEER_TEST_POSTGRES"):
+        yield os.environ["SEER_TEST_POSTGRES"]
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        missing_fixture("PostgreSQL is not installed (sudo apt-get install postgresql)")
+    folder = tmp_path_factory.mktemp("postgres")
+    data = folder / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        import shutil
+
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+        folder.chmod(0o755)
+        for parent in folder.parents:  # the postgres user must be able to reach the folder
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "seer", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    port = free_port()
+    log = folder / "postgres.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k",
+             str(folder), "-c", "fsync=off"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"postgresql://seer@127.0.0.1:{port}/postgres"
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        deadline = time.time() + 60
+        while True:
+            try:
+                with engine.connect():
+                    break
+            except sqlalchemy.exc.OperationalError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"PostgreSQL did not start (exit {server.poll()}); see {log}")
+                time.sleep(0.3)
+        engine.dispose()
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGINT)  # fast shutdown
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url):
+    """A new, empty database on the session's PostgreSQL server; its URL."""
+    import uuid
+
+    import sqlalchemy
+
+    name = "seer_" + uuid.uuid4().hex[:10]
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + "/" + name

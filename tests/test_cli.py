@@ -62,6 +62,10 @@ def test_batch_keeps_order_and_reports_bad_lines_as_rejected(tmp_path, shared_da
          "does not exist"),
         (["segment", "--image", "x.nii.gz", "--prompt", "liver", "--output", "/tmp/x.png"], "--output must end"),
         (["serve", "--conf", "max_atlases", "many"], "Setting 'max_atlases' must be an integer"),
+        (["serve", "--conf", "state_db", "postgresql://seer:secret@127.0.0.1:9/none"],
+         "The state database postgresql://seer:***@127.0.0.1:9/none cannot be opened"),
+        (["serve", "--conf", "state_db", "mysql://x"], "Setting 'state_db' must be a postgresql://"),
+        (["serve", "--conf", "lease_s", "0"], "Setting 'lease_s' must be between"),
         (["no-such-command-flag", "--bogus"], "unrecognized arguments"),
     ],
 )

@@ -23,15 +23,21 @@ from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
 import seer  # noqa: E402
+from seer.active_learning import ActiveLearning  # noqa: E402
 from seer.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.pipeline import build_pipeline, datastore_state_dir  # noqa: E402
 from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
+from seer.study_scoring import ScoringSettings, StudyScorer  # noqa: E402
+from seer.study_state import StudyState  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
 
+from lib.activelearning.seer import SeerStrategy  # noqa: E402
 from lib.infers.seer import SEERInferTask  # noqa: E402
+from lib.routes import install as install_routes  # noqa: E402
+from lib.scoring.seer import SeerScoring  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class SEERApp(MONAILabelApp):
         if self.seer_settings.unknown:
             logger.warning("ignoring unknown conf keys: %s", ", ".join(self.seer_settings.unknown))
         self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
+        self.active_learning: ActiveLearning | None = None
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -55,6 +62,9 @@ class SEERApp(MONAILabelApp):
             description="Free-text 3D segmentation: SEER reasoning over the image, then a segmentation backbone.",
             version=seer.__version__,
         )
+        # Stock auto-scoring starts every scoring method in a subprocess holding a second copy of the app after
+        # each next-sample; `seer` scores in this process's background worker instead (ActiveLearning).
+        self._auto_update_scoring = False
 
     # -- MONAI Label hooks -------------------------------------------------------------------------------------
     def init_infers(self):
@@ -73,6 +83,12 @@ class SEERApp(MONAILabelApp):
             raise SystemExit(2) from None
         self._labels_seen = self._labels_signature()
         self.pipeline.warm()
+        try:
+            self.study_state = StudyState.for_datastore(self.seer_settings.state_db, self.state_dir)
+        except SeerError as exc:
+            logger.error("SEER Label cannot start: %s", exc.message)
+            raise SystemExit(2) from None
+        self.active_learning = self._active_learning()
         self.annotation = self._annotation_loop() if self.seer_settings.rewards else None
         reasoner_name = self.pipeline.reasoner.name
         round_number, bank = self.pipeline.skill_rounds.active()
@@ -102,19 +118,81 @@ class SEERApp(MONAILabelApp):
         def on_round(number, bank):
             pipeline.warm(bank)  # the new bank's retrieval index is built here, not by the next request
             pipeline.skill_bank = bank  # the reasoner's trace cache empties with the bank version
+            if self.active_learning is not None:
+                self.active_learning.trigger(f"skill round {number} closed")
+
+        ledger = TraceLedger(pipeline.trace_log)
+
+        def after_job():
+            pipeline.warm()  # a saved label may have changed the vocabulary the index is built for
+            if self.active_learning is not None:
+                self.study_state.set_reward_counts(ledger.reward_counts())
 
         loop = AnnotationLoop(
-            TraceLedger(pipeline.trace_log),
+            ledger,
             rounds,
             Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, skill_tag, self.seer_settings.dataset),
             final_label=self._final_label,
             labelled=lambda: list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL)),
             on_round=on_round,
-            after_job=pipeline.warm,  # a saved label may have changed the vocabulary the index is built for
+            after_job=after_job,
             queue_size=self.seer_settings.reward_queue,
         )
         loop.start()
         return loop
+
+    def _active_learning(self) -> ActiveLearning:
+        """Strategy and scoring method `seer` over this datastore's state database (started in on_init_complete)."""
+        settings = self.seer_settings
+        scorer = StudyScorer(self.pipeline, ScoringSettings(phrasings=settings.al_phrasings,
+                                                            use_backbone=settings.al_backbone,
+                                                            covered_gain=settings.skill_harvest_gain))
+        trace_cache: dict = {}
+
+        def trace_rows() -> list[dict]:
+            """The trace log's rows, re-read only when the file changed."""
+            log = self.pipeline.trace_log
+            if log is None or not log.path.exists():
+                return []
+            stat = log.path.stat()
+            key = (stat.st_size, stat.st_mtime_ns)
+            if trace_cache.get("key") != key:
+                trace_cache.update(key=key, rows=list(log.read_from(0)[0]))
+            return trace_cache["rows"]
+
+        def load_volume(study: str):
+            return self.volumes.get(self.datastore().get_image_uri(study), study)
+
+        return ActiveLearning(
+            self.study_state, scorer, list_studies=self._list_studies, load_volume=load_volume,
+            trace_rows=trace_rows, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
+        )
+
+    def _list_studies(self) -> tuple[dict[str, str], list[str]]:
+        """Every study with its image stamp (size and mtime of a local file; the id for remote studies), and the
+        studies with a final label."""
+        datastore = self.datastore()
+        local = getattr(datastore, "_datastore_path", None)
+        studies: dict[str, str] = {}
+        for image_id in datastore.list_images():
+            stamp = image_id
+            if local:
+                try:
+                    stat = os.stat(datastore.get_image_uri(image_id))
+                    stamp = f"{stat.st_size}-{stat.st_mtime_ns}"
+                except OSError:
+                    continue
+            studies[image_id] = stamp
+        return studies, list(datastore.get_labeled_images(DefaultLabelTag.FINAL))
+
+    def init_scoring_methods(self):
+        return {"seer": SeerScoring(self.active_learning)} if self.active_learning is not None else {}
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        install_routes(self)
+        if self.active_learning is not None:
+            self.active_learning.start()
 
     def _final_label(self, image_id: str) -> FinalLabel | None:
         datastore = self.datastore()
@@ -149,10 +227,15 @@ class SEERApp(MONAILabelApp):
                 "rewards_enabled": loop is not None,
                 "rewards_queued": loop.status()["queued"] if loop else 0,
             }
+            if self.active_learning is not None:
+                meta["seer"]["active_learning"] = self.active_learning.status()
         return meta
 
     def init_strategies(self):
-        return {"random": Random(), "first": First()}
+        strategies = {"random": Random(), "first": First()}
+        if self.active_learning is not None:
+            strategies = {"seer": SeerStrategy(self.active_learning), **strategies}
+        return strategies
 
     def infer(self, request, datastore=None):
         """Stock inference with SEER's errors mapped onto HTTP 4xx (never a 500 for bad input)."""
@@ -187,6 +270,8 @@ class SEERApp(MONAILabelApp):
         except Exception:  # noqa: BLE001 - saving must succeed even if an atlas is unreadable
             logger.exception("atlas refresh after saving %s failed", image_id)
         self._labels_seen = self._labels_signature()
+        if self.active_learning is not None and image_id in self._labels_seen:  # a final label (not a draft)
+            self.active_learning.on_saved(image_id)
         if self.annotation is not None:
             self.annotation.submit(image_id)
         return {}

@@ -191,6 +191,14 @@ class TraceLedger:
         with self._lock:
             return len(self.reward_order)
 
+    def reward_counts(self) -> dict[str, int]:
+        """study -> rewards earned by its proposals."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for row in self.rewards.values():
+                counts[str(row.get("study"))] = counts.get(str(row.get("study")), 0) + 1
+            return counts
+
 
 def rewarded_trace(row: dict) -> RewardedTrace:
     return RewardedTrace(

@@ -76,6 +76,16 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "skill_cap_fraction": (float, 0.05, "the bank keeps at most max(skill_cap_min, fraction x rewarded requests) "
                            "skills, best first"),
     "skill_cap_min": (int, 50, "floor of that cap (the contract's is 1, which empties a young team's bank)"),
+    "campaign": (str, "", "what the team is labelling, for active learning: requests separated by ';' (or ','), "
+                 "e.g. 'left hip bone; right hip bone; sacrum'; default: the 3 most frequent targets in the trace log"),
+    "state_db": (str, "", "study state (scores, leases, reward counts): a postgresql:// URL that several servers "
+                 "share; default: SQLite at <datastore>/.seer/state.db"),
+    "lease_s": (float, 1800.0, "strategy seer: a study handed to one annotator is not handed to another for this "
+                "many seconds, unless saved or released first"),
+    "al_phrasings": (int, 4, "scoring seer: phrasings reasoned per campaign request (the request, its skill-bank "
+                     "aliases, requests from the trace log that resolved to the same target)"),
+    "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
+                    "and field-of-view evidence (slower; off = reasoning parts only)"),
     "embeddings": (bool, False, "also try offline sentence embeddings when the lexicon finds no target "
                    "(off by default: on the two request sets of bench/ it fixed 2 requests and broke 2)"),
     "max_request_chars": (int, 1000, "longest request accepted (characters)"),
@@ -140,6 +150,11 @@ class SeerSettings:
     skill_merge_keep: int
     skill_cap_fraction: float
     skill_cap_min: int
+    campaign: str
+    state_db: str
+    lease_s: float
+    al_phrasings: int
+    al_backbone: bool
     embeddings: bool
     max_request_chars: int
     dataset: str
@@ -182,7 +197,7 @@ class SeerSettings:
         if self.reasoner == "openai" and not self.endpoint:
             raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
         for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",
-                    "reasoner_cache", "reward_queue", "skill_round", "skill_merge_keep", "skill_cap_min"):
+                    "reasoner_cache", "reward_queue", "skill_round", "skill_merge_keep", "skill_cap_min", "al_phrasings"):
             if getattr(self, key) < 1:
                 raise BadRequest(f"Setting '{key}' must be at least 1.")
         if self.backbone in ("voxtell", "bundle") and not self.backbone_model:
@@ -197,11 +212,21 @@ class SeerSettings:
                 raise BadRequest(f"Setting '{key}' must be between 0 and 1.")
         if not -1 <= self.skill_harvest_gain <= 1:
             raise BadRequest("Setting 'skill_harvest_gain' must be between -1 and 1.")
+        if not 1 <= self.lease_s <= 7 * 24 * 3600:
+            raise BadRequest("Setting 'lease_s' must be between 1 second and 7 days (604800).")
+        if self.state_db and not self.state_db.startswith(("postgresql", "sqlite")):
+            raise BadRequest("Setting 'state_db' must be a postgresql://user:password@host/database URL (or "
+                             f"sqlite:///path), got {self.state_db.split('@')[-1]!r}.")
         if self.sw_overlap >= 0.95:
             raise BadRequest("Setting 'sw_overlap' must be below 0.95.")
         for key in ("affine_spacing", "demons_spacing"):
             if not 0.5 <= getattr(self, key) <= 10:
                 raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")
+
+    def campaign_requests(self) -> list[str]:
+        """The `campaign` setting as a list of requests ('' -> [])."""
+        separator = ";" if ";" in self.campaign else ","
+        return [part.strip() for part in self.campaign.split(separator) if part.strip()]
 
     def atlas_dirs(self) -> list[Path]:
         dirs = [DEFAULT_SAMPLE_DATA / "atlases"] if (DEFAULT_SAMPLE_DATA / "atlases").is_dir() else []

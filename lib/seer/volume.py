@@ -48,6 +48,11 @@ class Volume:
         return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
 
     @property
+    def voxel_mm3(self) -> float:
+        """One voxel's volume in mm^3."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+    @property
     def axcodes(self) -> str:
         return "".join(nib.aff2axcodes(self.affine))
 

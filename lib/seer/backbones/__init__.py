@@ -34,7 +34,9 @@ Progress = Callable[[str], None]
 
 @dataclass
 class Segmentation:
-    """mask: bool (I, J, K) on the study's grid; details: what was used (atlases, timings, cache hits)."""
+    """mask: bool (I, J, K) on the study's grid; details: what was used (atlases, timings, cache hits) and, where
+    the backbone can tell, `uncertainty` (see `soft_uncertainty`) and `in_view_fraction` (the share of the target's
+    expected volume that lies inside the study's field of view)."""
 
     mask: np.ndarray
     details: dict = field(default_factory=dict)
@@ -48,6 +50,18 @@ class Backbone(Protocol):
     def segment(
         self, volume: Volume, entry: LabelEntry, evidence: ImageEvidence, progress: Progress | None = None
     ) -> Segmentation: ...
+
+
+def soft_uncertainty(probability) -> float | None:
+    """Mean 4·p·(1-p) over the voxels where the target probability p exceeds 0.02: 0 when every such voxel is sure
+    (p near 0 or 1), 1 when all sit at 0.5. p is an atlas vote fraction or a network's probability (numpy array or
+    torch tensor, any shape). None when no voxel qualifies."""
+    candidate = probability[probability > 0.02]
+    count = candidate.numel() if hasattr(candidate, "numel") else candidate.size
+    if count == 0:
+        return None
+    value = (4.0 * candidate * (1.0 - candidate)).mean()
+    return round(float(value), 4)
 
 
 def backbone_class(name: str):

@@ -42,7 +42,7 @@ from ..registration import (
 )
 from ..targets import LabelEntry, LabelTable
 from ..volume import Volume, VolumeCache, array_to_sitk, load_labels
-from . import Progress, Segmentation
+from . import Progress, Segmentation, soft_uncertainty
 
 logger = logging.getLogger(__name__)
 
@@ -183,15 +183,21 @@ class AtlasBackbone:
             )
         probability /= len(chosen)
         mask = probability >= self.settings.threshold
+        # the atlases' target volume (mm^3, mean over the chosen) against what their warps put inside this grid
+        expected = np.mean([self._target_voxels(a, self._values[a.source.name][entry.id]) * a.volume.voxel_mm3
+                            for a in chosen])
+        in_view = float(probability.sum(dtype=np.float64)) * volume.voxel_mm3 / max(float(expected), 1e-6)
         if not mask.any():
             raise Refusal(
                 f"'{entry.name}' was not found inside this study's field of view after registering "
                 f"{len(chosen)} atlas(es); the structure may lie outside the scanned region.",
                 kind="empty_mask",
+                details={"in_view_fraction": round(min(in_view, 1.0), 4)},
             )
         return Segmentation(
             mask=mask,
-            details={"atlases": used, "voxels": int(mask.sum()), "seconds": round(time.perf_counter() - started, 3)},
+            details={"atlases": used, "voxels": int(mask.sum()), "seconds": round(time.perf_counter() - started, 3),
+                     "uncertainty": soft_uncertainty(probability), "in_view_fraction": round(min(in_view, 1.0), 4)},
         )
 
     # -- internals -------------------------------------------------------------------------------------------
@@ -270,6 +276,15 @@ class AtlasBackbone:
             with self._lock:
                 self._registrations.put(key, reg)
             return reg, "computed"
+
+    def _target_voxels(self, atlas: LoadedAtlas, values: list[int]) -> int:
+        """How many atlas voxels hold the target (cached beside the target's binary image)."""
+        key = ("voxels", *sorted(values))
+        cached = atlas.binaries.get(key)
+        if cached is None:
+            cached = int(np.isin(atlas.labels, values).sum())
+            atlas.binaries[key] = cached
+        return cached
 
     def _binary(self, atlas: LoadedAtlas, values: list[int]) -> sitk.Image:
         """The atlas target as a float32 image cropped to its bounding box (+2 voxels), cached per target."""

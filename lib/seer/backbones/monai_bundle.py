@@ -25,7 +25,7 @@ from ..errors import BadRequest, Refusal
 from ..evidence import ImageEvidence
 from ..targets import LabelEntry, LabelTable
 from ..volume import Volume
-from . import Progress, Segmentation
+from . import Progress, Segmentation, soft_uncertainty
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class BundleBackbone:
                 prompt = torch.tensor([[channel]], device=self.device)
                 logits = self.inferer(batch, lambda x: self.network(x, class_vector=prompt))
                 selected = logits[0, 0] > 0
+                uncertainty = soft_uncertainty(torch.sigmoid(logits[0, 0].float()))
             else:
                 logits = self.inferer(batch, self.network)[0]
                 if channel >= logits.shape[0]:
@@ -190,6 +191,9 @@ class BundleBackbone:
                                   f"('{entry.name}') is not among them.", kind="not_in_vocabulary")
                 # softmax bundles: the voxels whose maximum channel is the target (argmax without the argmax)
                 selected = logits[channel] > 0 if self.sigmoid else logits[channel] >= logits.max(dim=0).values
+                probability = (torch.sigmoid(logits[channel].float()) if self.sigmoid
+                               else torch.softmax(logits.float(), dim=0)[channel])
+                uncertainty = soft_uncertainty(probability)
         network_s = time.perf_counter() - started
         mask = MetaTensor(selected[None].float().cpu(), meta=image.meta, applied_operations=image.applied_operations)
         data["pred"] = mask
@@ -203,5 +207,5 @@ class BundleBackbone:
         if progress:
             progress(f"bundle: '{entry.name}' in {network_s:.1f} s")
         return Segmentation(mask=result, details={"channel": channel, "network_s": round(network_s, 3),
-                                                  "voxels": int(result.sum()),
+                                                  "voxels": int(result.sum()), "uncertainty": uncertainty,
                                                   "seconds": round(time.perf_counter() - started, 3)})

@@ -29,7 +29,7 @@ from ..errors import BadRequest, Refusal
 from ..evidence import ImageEvidence
 from ..targets import LabelEntry, LabelTable
 from ..volume import Volume
-from . import Progress, Segmentation
+from . import Progress, Segmentation, soft_uncertainty
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +233,10 @@ class VoxTellBackbone:
         return pooled.float().cpu()
 
     # -- prediction ------------------------------------------------------------------------------------------
-    def predict(self, volume: Volume, prompts: list[str], progress: Progress | None = None) -> np.ndarray:
-        """Masks (N, I, J, K) bool on the study grid, one per prompt, from one sliding-window pass."""
+    def predict(self, volume: Volume, prompts: list[str], progress: Progress | None = None,
+                uncertainties: list | None = None) -> np.ndarray:
+        """Masks (N, I, J, K) bool on the study grid, one per prompt, from one sliding-window pass. When a list is
+        given as `uncertainties`, the sigmoid uncertainty of each prompt (see `soft_uncertainty`) is appended."""
         torch = self._torch
         from monai.inferers import SlidingWindowInferer
         from monai.transforms import NormalizeIntensity
@@ -261,6 +263,8 @@ class VoxTellBackbone:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = inferer(cropped[None].to(self.device), network)[0]
         masks_box = (logits > 0).cpu().numpy()
+        if uncertainties is not None:
+            uncertainties.extend(soft_uncertainty(torch.sigmoid(channel.float())) for channel in logits)
         if progress:
             progress(f"VoxTell: {len(prompts)} prompt(s) over {tuple(cropped.shape[1:])} in "
                      f"{time.perf_counter() - started:.1f} s")
@@ -281,9 +285,10 @@ class VoxTellBackbone:
                 progress: Progress | None = None) -> Segmentation:
         started = time.perf_counter()
         prompt = entry.prompt or entry.name
-        mask = self.predict(volume, [prompt], progress)[0]
+        uncertainty: list = []
+        mask = self.predict(volume, [prompt], progress, uncertainty)[0]
         if not mask.any():
             raise Refusal(f"VoxTell found no '{prompt}' in this study.", kind="empty_mask")
         return Segmentation(mask=mask, details={"prompt": prompt, "patch_size": list(self.patch_size),
-                                                "voxels": int(mask.sum()),
+                                                "voxels": int(mask.sum()), "uncertainty": uncertainty[0],
                                                 "seconds": round(time.perf_counter() - started, 3)})

@@ -1,0 +1,119 @@
+"""The study-state database (seer.study_state) on SQLite and on a real PostgreSQL server: studies, scores,
+leases, tiers of the hand-out, and that concurrent hand-outs never give one study to two clients."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from seer.errors import SeerError
+from seer.study_state import ScoreRow, StudyState
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("fresh_postgres")
+
+
+def _row(study, request, score, out_of_view=0.0):
+    return ScoreRow(study, request, 0, "r1", "b1", "img", 0.5, 0.5, out_of_view, 0.1, score, {"why": "test"})
+
+
+def test_sync_adds_removes_flips_and_restamps(state_url):
+    state = StudyState(state_url)
+    assert state.sync_studies({"a": "1", "b": "1", "c": "1"}, labelled=["c"]) == {
+        "added": 3, "removed": 0, "labelled": 0, "restamped": 0}
+    assert set(state.unlabelled()) == {"a", "b"}
+    state.save_scores("a", [_row("a", "liver", 2.0)], 2.0, "liver", True)
+    # b labelled now, c's label deleted, a's image replaced, d new, nothing removed
+    result = state.sync_studies({"a": "2", "b": "1", "c": "1", "d": "1"}, labelled=["b"])
+    assert result == {"added": 1, "removed": 0, "labelled": 1, "restamped": 1}
+    assert set(state.unlabelled()) == {"a", "c", "d"}
+    assert state.study("a")["priority"] is None  # a changed image is scored again
+    assert state.sync_studies({"a": "2"}, labelled=[])["removed"] == 3
+    assert state.counts()["studies"] == 1
+    state.close()
+
+
+def test_hand_out_tiers_and_reasons(state_url):
+    state = StudyState(state_url)
+    state.sync_studies({f"s{i}": "1" for i in range(6)}, labelled=[])
+    got = state.hand_out("A", 60)
+    assert got.selection == "random" and got.priority is None
+    state.release(got.study, "A")
+    state.set_in_view({"s1": True, "s2": False, "s3": False, "s4": False, "s5": False, "s0": False})
+    got = state.hand_out("A", 60)
+    assert (got.study, got.selection) == ("s1", "foreground-aware random")
+    state.save_scores("s4", [_row("s4", "liver", 1.5), _row("s4", "spleen", 0.7)], 1.5, "liver", True)
+    state.save_scores("s5", [_row("s5", "liver", 0.9)], 0.9, "liver", True)
+    got = state.hand_out("B", 60)
+    assert (got.study, got.selection, got.priority, got.request) == ("s4", "score", 1.5, "liver")
+    assert [r.request for r in state.scores("s4")] == ["liver", "spleen"]
+    assert state.scores("s4")[0].details == {"why": "test"}
+    assert state.hand_out("B", 60).study == "s5"
+    # out-of-view unscored studies come last, after the unknown ones (none left here)
+    rest = {state.hand_out("C", 60).study for _ in range(3)}
+    assert rest == {"s0", "s2", "s3"}
+    assert state.hand_out("C", 60) is None
+    assert state.counts()["leased"] == 6
+    state.close()
+
+
+def test_lease_blocks_others_until_expiry_save_or_release(state_url):
+    state = StudyState(state_url)
+    state.sync_studies({"x": "1", "y": "1"}, labelled=[])
+    state.save_scores("x", [_row("x", "liver", 2.0)], 2.0, "liver", True)
+    state.save_scores("y", [_row("y", "liver", 1.0)], 1.0, "liver", True)
+    now = 1000.0
+    assert state.hand_out("A", 60, now=now).study == "x"
+    assert state.hand_out("B", 60, now=now + 1).study == "y"  # A holds x
+    assert state.hand_out("C", 60, now=now + 2) is None
+    assert state.hand_out("C", 60, now=now + 61).study == "x"  # A's lease expired
+    assert not state.release("x", "A")  # C holds it now
+    assert state.release("x", "C")
+    state.mark_labelled("y")  # B saved y: lease ends, y leaves the pool
+    assert state.lease("y", now=now + 2) is None
+    assert state.hand_out("D", 60, now=now + 62).study == "x"
+    assert state.hand_out("E", 60, now=now + 62) is None
+    state.close()
+
+
+def test_concurrent_hand_outs_never_share_a_study(state_url):
+    """20 clients on two separate engines (as two app servers would be) ask at once for 12 studies."""
+    first, second = StudyState(state_url), StudyState(state_url)
+    first.sync_studies({f"s{i:02d}": "1" for i in range(12)}, labelled=[])
+    for i in range(6):
+        first.save_scores(f"s{i:02d}", [_row(f"s{i:02d}", "liver", float(i))], float(i), "liver", True)
+    results: dict[str, str | None] = {}
+    barrier = threading.Barrier(20)
+
+    def ask(client: int):
+        state = first if client % 2 else second
+        barrier.wait()
+        got = state.hand_out(f"client{client}", 600)
+        results[f"client{client}"] = got.study if got else None
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    handed = [s for s in results.values() if s]
+    assert len(handed) == 12 and len(set(handed)) == 12
+    assert sum(1 for s in results.values() if s is None) == 8
+    first.close()
+    second.close()
+
+
+def test_unopenable_database_is_one_sentence(tmp_path):
+    with pytest.raises(SeerError) as err:
+        StudyState("postgresql://nobody:secret@127.0.0.1:9/none")
+    assert "cannot be opened" in err.value.message and "secret" not in err.value.message
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SeerError) as err:
+        StudyState(f"sqlite:///{blocker / 'state.db'}")
+    assert "state_db" in err.value.message
