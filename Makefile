@@ -14,14 +14,18 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Colin27 + AAL come from Debian's mricron-data; best effort (root or passwordless sudo), else sample-data says how.
+# Debian packages, best effort (root or passwordless sudo): Colin27 + AAL from mricron-data (sample data), and
+# postgresql, whose server the tests start on 127.0.0.1 in a temporary folder (and stop) for the shared-state tests.
 system-deps:
-	@if [ -f /usr/share/mricron/templates/aal.nii.gz ]; then exit 0; fi; \
+	@missing=""; \
+	[ -f /usr/share/mricron/templates/aal.nii.gz ] || missing="$$missing mricron-data"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
-	  $$SUDO apt-get install -y --no-install-recommends mricron-data >/dev/null 2>&1 || \
-	  ($$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends mricron-data >/dev/null 2>&1) || \
-	  echo "note: could not install mricron-data (Colin27/AAL); run: sudo apt-get install mricron-data"; \
+	  $$SUDO apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  ($$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1) || \
+	  echo "note: could not install$$missing; run: sudo apt-get install$$missing"; \
 	fi
 
 setup: $(STAMP) system-deps

@@ -9,6 +9,7 @@
   python main.py traces --studies DIR [--study ID] [--json]
   python main.py export-traces --studies DIR --output DIR
   python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
+  python main.py simulate-al --studies DIR --campaign "A; B" --steps N --output DIR [--strategies seer,random,...]
 
 Bad input exits with code 2 and one sentence on stderr.
 """
@@ -369,6 +370,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_al(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from seer import simulate_al
+    from seer.settings import SeerSettings
+
+    cases = simulate_al.read_cases(args.studies)
+    separator = ";" if ";" in args.campaign else ","
+    campaign = [part.strip() for part in args.campaign.split(separator) if part.strip()]
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    conf = {"reasoner": args.reasoner or "offline", "al_backbone": str(not args.no_backbone).lower()}
+    SeerSettings.from_conf(conf)
+    held_out = [n.strip() for n in args.held_out.split(",") if n.strip()] if args.held_out else None
+    with tempfile.TemporaryDirectory(prefix="seer-simulate-") as work:
+        result = simulate_al.simulate(
+            cases, campaign, args.steps, strategies, Path(work), conf=conf, held_out=held_out, seed=args.seed,
+            progress=None if args.no_progress else (lambda message: print(message, file=sys.stderr, flush=True)),
+        )
+    paths = simulate_al.write_outputs(result, args.output)
+    print(simulate_al.table(result))
+    print(f"\npool {len(result['pool'])} cases, held out: {', '.join(result['held_out'])}; written {paths['json']}, "
+          f"{paths['plot']}")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own exit code is 2 as well; keep one sentence
@@ -468,6 +494,23 @@ def build_parser() -> argparse.ArgumentParser:
     common(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
+    simulate = sub.add_parser("simulate-al", help="the active-learning loop on a labelled folder: Dice on held-out "
+                              "cases against the labelling budget, per strategy (AUBC)")
+    simulate.add_argument("--studies", required=True, help="folder of cases: <case>/image.nii.gz, labels.nii.gz, "
+                          "labels.json")
+    simulate.add_argument("--campaign", required=True, help="requests separated by ';', e.g. 'liver; spleen'")
+    simulate.add_argument("--steps", type=int, required=True, help="labels to save (the budget)")
+    simulate.add_argument("--output", required=True, help="folder for aubc.json and dice_vs_budget.png")
+    simulate.add_argument("--strategies", default="seer,random,fg-random,first")
+    simulate.add_argument("--held-out", dest="held_out", help="case names held out, comma-separated (default: one "
+                          "chosen by the seed)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--reasoner", default="offline")
+    simulate.add_argument("--no-backbone", dest="no_backbone", action="store_true",
+                          help="score with the reasoning parts only (setting al_backbone false)")
+    simulate.add_argument("--no-progress", dest="no_progress", action="store_true")
+    simulate.set_defaults(func=cmd_simulate_al)
+
     sample = sub.add_parser("sample-data", help="build sample-data/ from packages")
     sample.add_argument("--dest", default=str(DEFAULT_STUDIES))
     sample.add_argument("--force", action="store_true", help="rebuild even if present")
@@ -479,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "skills", "traces",
-                "export-traces", "evaluate", "-h", "--help"}
+                "export-traces", "evaluate", "simulate-al", "-h", "--help"}
     if not any(a in commands for a in argv):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)

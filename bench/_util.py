@@ -50,3 +50,61 @@ def save(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1, default=str))
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`main.py serve` on a free port (a context manager): .url, .pid; stopped by process group on exit."""
+
+    def __init__(self, studies: Path, conf: dict, log: Path, timeout_s: float = 600):
+        self.studies, self.conf, self.log, self.timeout_s = studies, conf, log, timeout_s
+
+    def __enter__(self):
+        import subprocess
+
+        import requests
+
+        port = free_port()
+        args = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(self.studies), "--port", str(port)]
+        for key, value in self.conf.items():
+            args += ["--conf", key, str(value)]
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        self.pid = self.proc.pid
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + self.timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise SystemExit(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def __exit__(self, *exc):
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server process and its children (MiB)."""
+        import psutil
+
+        process = psutil.Process(self.pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20

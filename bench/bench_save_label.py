@@ -12,53 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
-from _util import REPO, need_shared_data, save, table
+from _util import Server, need_shared_data, save, table
 
 ROUNDS = 25
 PROMPTS = ["liver", "livr", "splen pls", "lt kidney", "rt kidney", "the liver please", "spleen"]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def server(studies: Path, atlases: Path, rewards: bool, log: Path):
-    port = free_port()
-    args = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port),
-            "--conf", "atlases", str(atlases), "--conf", "rewards", str(rewards).lower()]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"server did not start: {log.read_text()[-2000:]}")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with Server(studies, {"atlases": atlases, "rewards": str(rewards).lower()}, log, timeout_s=180) as running:
+        yield running.url
 
 
 def put(url: str, study: str, label: Path, params: dict) -> float:

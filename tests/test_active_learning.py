@@ -1,0 +1,140 @@
+"""Scoring `seer` and `simulate-al` without a server: the campaign from the trace log, phrasings from the skill
+bank and the log, partial rescoring when only one part's stamp changed, AUBC, and the simulate-al command on
+real CT cases (its outputs and its bad input)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_cli import run
+
+from seer.pipeline import build_pipeline
+from seer.settings import SeerSettings
+from seer.simulate_al import aubc
+from seer.study_scoring import ScoringSettings, StudyScorer, campaign_from_traces, trace_requests_by_target
+from seer.volume import load_volume
+
+
+def trace(target_id, name, phrase, request, refused=False):
+    row = {"type": "trace", "id": request, "request_clean": request, "target": {"id": target_id, "name": name},
+           "target_phrase": phrase}
+    if refused:
+        row["refused"] = {"kind": "empty_mask"}
+    return row
+
+
+def test_campaign_is_the_most_frequent_resolved_targets():
+    rows = [trace(1, "liver", "liver", "livr")] * 3 + [trace(2, "spleen", "spleen", "splen")] * 2 + [
+        trace(3, "kidney_left", "left kidney", "lt kidney")] * 2 + [trace(4, "aorta", "aorta", "aorta")] + [
+        trace(4, "aorta", "aorta", "aorta", refused=True)] * 5 + [{"type": "reward", "id": "x"}]
+    assert campaign_from_traces(rows) == ["liver", "left kidney", "spleen"]
+    assert trace_requests_by_target(rows)[1] == {"livr": 3}
+
+
+@pytest.fixture(scope="module")
+def pelvis_pipeline(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("scoring")
+    atlases = root / "atlases"
+    atlases.mkdir()
+    (atlases / "pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
+    settings = SeerSettings.from_conf({"atlases": str(atlases), "reasoner": "offline"})
+    image = nib.load(str(shared_data / "ct-abdomen-pelvis" / "image.nii.gz"))
+    affine = image.affine.copy()
+    study = root / "pelvis_lower.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, :64], affine), str(study))
+    return build_pipeline(settings, root / ".seer"), load_volume(study), atlases, shared_data
+
+
+def test_phrasings_and_partial_rescoring(pelvis_pipeline):
+    pipeline, volume, atlases, shared_data = pelvis_pipeline
+    scorer = StudyScorer(pipeline, ScoringSettings(phrasings=4))
+    by_target = {pipeline.backbone.label_table().names()["sacrum"]: {"sacral bone": 2, "sacrum": 5}}
+    phrasings = scorer.phrasings("right hip bone", by_target)
+    assert phrasings[0] == "right hip bone" and "rt hip" in phrasings and len(phrasings) <= 4
+    assert "sacral bone" in scorer.phrasings("sacrum", by_target)
+
+    campaign = ["right hip bone", "sacrum"]
+    table = {r: scorer.phrasings(r, by_target) for r in campaign}
+    first = scorer.score("pelvis_lower", "v1", volume, campaign, table, {})
+    assert first.recomputed == {"reasoning": 2, "backbone": 2} and first.in_view
+    for row in first.rows:
+        assert row.details["backbone"]["in_view_fraction"] > 0.9 and 0 <= row.uncertainty < 0.5
+        assert row.score == pytest.approx(row.disagreement + row.skill_gap + row.uncertainty, abs=1e-3)
+    previous = {r.request: r for r in first.rows}
+    # nothing changed: nothing recomputed, same rows
+    again = scorer.score("pelvis_lower", "v1", volume, campaign, table, previous)
+    assert again.recomputed == {"reasoning": 0, "backbone": 0} and again.rows == first.rows
+    # a new atlas changes the backbone stamp only: the reasoning parts are kept
+    (atlases / "pelvis_copy").symlink_to(shared_data / "ct-abdomen-pelvis")
+    pipeline.backbone.refresh()
+    try:
+        changed = scorer.score("pelvis_lower", "v1", volume, campaign, table, previous)
+        assert changed.recomputed == {"reasoning": 0, "backbone": 2}
+        # a new image version recomputes everything
+        fresh = scorer.score("pelvis_lower", "v2", volume, campaign, table, {r.request: r for r in changed.rows})
+        assert fresh.recomputed == {"reasoning": 2, "backbone": 2}
+    finally:
+        (atlases / "pelvis_copy").unlink()
+        pipeline.backbone.refresh()
+
+
+def test_aubc_is_the_normalised_trapezoid_area():
+    assert aubc([0.0, 1.0]) == 0.5
+    assert aubc([0.0, 0.5, 1.0, 1.0]) == pytest.approx((0.25 + 0.75 + 1.0) / 3)
+    assert aubc([0.7]) == 0.7
+
+
+@pytest.fixture(scope="module")
+def spleen_cases(tmp_path_factory, shared_data):
+    """Three cases cut from the hand-labelled spleen CT (one patient: this checks the loop, not the result)."""
+    root = tmp_path_factory.mktemp("sim-cases")
+    source = shared_data / "ct-spleen"
+    image, labels = nib.load(str(source / "image.nii.gz")), nib.load(str(source / "labels.nii.gz"))
+    for name, (z0, z1) in {"a_full": (0, None), "b_top": (0, 20), "c_bottom": (6, None)}.items():
+        case = root / name
+        case.mkdir()
+        affine = image.affine.copy()
+        affine[:3, 3] = image.affine[:3, :3] @ [0, 0, z0] + image.affine[:3, 3]
+        for what, img in (("image", image), ("labels", labels)):
+            data = np.asanyarray(img.dataobj)[:, :, z0:z1]
+            nib.save(nib.Nifti1Image(data, affine), str(case / f"{what}.nii.gz"))
+        shutil.copy(source / "labels.json", case / "labels.json")
+    return root
+
+
+def test_simulate_al_writes_curves_per_strategy(spleen_cases, tmp_path):
+    out = tmp_path / "out"
+    proc = run("simulate-al", "--studies", str(spleen_cases), "--campaign", "spleen", "--steps", "2",
+               "--held-out", "a_full", "--strategies", "seer,first,random", "--output", str(out))
+    result = json.loads((out / "aubc.json").read_text())
+    assert result["held_out"] == ["a_full"] and sorted(result["pool"]) == ["b_top", "c_bottom"]
+    for name in ("seer", "first", "random"):
+        run_ = result["strategies"][name]
+        assert len(run_["curve"]) == 3 and run_["curve"][0] == 0.0  # no spleen atlas before the first label
+        assert all(0.0 <= d <= 1.0 for d in run_["curve"]) and run_["curve"][-1] > 0.5
+        assert run_["aubc"] == pytest.approx(aubc(run_["curve"]), abs=1e-3)
+        assert sorted(p["case"] for p in run_["picks"]) == ["b_top", "c_bottom"]
+    assert [p["case"] for p in result["strategies"]["first"]["picks"]] == ["b_top", "c_bottom"]
+    assert (out / "dice_vs_budget.png").stat().st_size > 1000
+    assert "AUBC" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--campaign", "spleen", "--steps", "1", "--strategies", "best"], "Unknown strategy best"),
+    (["--campaign", "spleen", "--steps", "5", "--held-out", "a_full"], "--steps must be between 1 and the pool size"),
+    (["--campaign", "spleen", "--steps", "1", "--held-out", "zz"], "No case named zz"),
+    (["--campaign", " ; ", "--steps", "1"], "Give the campaign"),
+])
+def test_simulate_al_bad_input_exits_2(spleen_cases, tmp_path, args, message):
+    proc = run("simulate-al", "--studies", str(spleen_cases), "--output", str(tmp_path / "o"), *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_simulate_al_needs_two_cases(tmp_path):
+    proc = run("simulate-al", "--studies", str(tmp_path), "--campaign", "spleen", "--steps", "1", "--output",
+               str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "needs at least 2" in proc.stderr
