@@ -138,3 +138,28 @@ def test_simulate_al_needs_two_cases(tmp_path):
     proc = run("simulate-al", "--studies", str(tmp_path), "--campaign", "spleen", "--steps", "1", "--output",
                str(tmp_path / "o"), check=False)
     assert proc.returncode == 2 and "needs at least 2" in proc.stderr
+
+
+def test_evidence_pass_drives_foreground_aware_random(pelvis_pipeline, sample_data, tmp_path):
+    """Before any score exists, the hand-out picks among the studies whose evidence shows the campaign's targets
+    (the pelvic CT for hip bones), and only then the others (a brain MRI), saying which it did."""
+    from seer.active_learning import ActiveLearning
+    from seer.study_state import StudyState
+
+    pipeline, volume, _, _ = pelvis_pipeline
+    brain = load_volume(sample_data / "mni152_t1.nii.gz")
+    volumes = {"pelvis_lower": volume, "mni152": brain}
+    state = StudyState(f"sqlite:///{tmp_path / 'state.db'}")
+    learning = ActiveLearning(state, StudyScorer(pipeline), list_studies=lambda: ({s: "1" for s in volumes}, []),
+                              load_volume=volumes.__getitem__, trace_rows=list, campaign=["left hip bone"],
+                              lease_s=60)
+    learning.sync()
+    assert learning._evidence_pass({}, ["left hip bone"], say=lambda m: None) == 2
+    assert state.study("pelvis_lower")["in_view"] == 1 and state.study("mni152")["in_view"] == 0
+    first = learning.next_study("alice")
+    assert (first["id"], first["selection"]) == ("pelvis_lower", "foreground-aware random")
+    assert "left hip bone" in first["note"] and "in view" in first["note"]
+    second = learning.next_study("bob")
+    assert (second["id"], second["selection"]) == ("mni152", "random")
+    assert "message" in learning.next_study("carol")
+    state.close()

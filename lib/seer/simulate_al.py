@@ -191,16 +191,16 @@ class _Run:
 
     def held_out_dice(self) -> float:
         """Mean Dice over held-out cases x campaign requests (a refusal, or a target the case lacks, counts 0)."""
-        from .targets import LabelTable
+        from .targets import LabelTable, Resolver
         from .volume import load_labels
 
         scores = []
         for case in self.test:
             volume = self.volumes.get(str(case.image), case.name)
             labels, _ = load_labels(str(case.labels), case.name)
-            table = LabelTable(case.names)
+            resolver = Resolver(LabelTable(case.names))
             for request in self.campaign:
-                truth = table.resolve(request)
+                truth = resolver.resolve(request)
                 if not truth.ok:
                     continue  # the held-out case does not hold this target: not part of the measure
                 reference = labels == truth.entry.id
@@ -251,7 +251,7 @@ def write_outputs(result: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "aubc.json", "plot": out / "dice_vs_budget.png"}
-    write_atomic(paths["json"], json.dumps(result, indent=1))
+    write_atomic(paths["json"], json.dumps(result, indent=1).encode())
     import matplotlib
 
     matplotlib.use("Agg")
