@@ -380,7 +380,8 @@ def cmd_simulate_al(args: argparse.Namespace) -> int:
     separator = ";" if ";" in args.campaign else ","
     campaign = [part.strip() for part in args.campaign.split(separator) if part.strip()]
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    conf = {"reasoner": args.reasoner or "offline", "al_backbone": str(not args.no_backbone).lower()}
+    conf = {"reasoner": args.reasoner or "offline", "al_backbone": str(not args.no_backbone).lower(),
+            "atlases": os.pathsep.join(args.atlases or [])}
     SeerSettings.from_conf(conf)
     held_out = [n.strip() for n in args.held_out.split(",") if n.strip()] if args.held_out else None
     with tempfile.TemporaryDirectory(prefix="seer-simulate-") as work:
@@ -505,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--held-out", dest="held_out", help="case names held out, comma-separated (default: one "
                           "chosen by the seed)")
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--atlases", nargs="*", help="atlas folders every strategy starts with (the team's "
+                          "earlier labels), besides sample-data/atlases")
     simulate.add_argument("--reasoner", default="offline")
     simulate.add_argument("--no-backbone", dest="no_backbone", action="store_true",
                           help="score with the reasoning parts only (setting al_backbone false)")

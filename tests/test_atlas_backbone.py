@@ -116,6 +116,27 @@ def test_ct_atlas_segments_an_overlapping_slab_and_refuses_what_is_outside(share
         backbone.segment(volume, entry(backbone, "urinary bladder", evidence.region), evidence)
 
 
+def test_atlases_that_name_a_structure_without_voxels_are_not_its_holders(shared_data, tmp_path):
+    """A label map may list more names than its volume holds (a crop): such an atlas is skipped for that target,
+    and when no atlas holds a voxel of it the request is refused with a sentence (it crashed before)."""
+    atlases = _ct_atlas(shared_data, tmp_path)
+    pelvis = atlases / "pelvis-only"
+    pelvis.mkdir()
+    for name in ("image", "labels"):
+        image = nib.load(str(shared_data / "ct-abdomen-pelvis" / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, :40], image.affine), str(pelvis / f"{name}.nii.gz"))
+    shutil.copy(shared_data / "ct-abdomen-pelvis" / "labels.json", pelvis / "labels.json")  # still lists spleen
+    volume = load_volume(shared_data / "ct-abdomen-small" / "image.nii.gz")
+    evidence = evidence_of(volume)
+    both = AtlasBackbone(lambda: bundled_atlases([atlases]), LabelRegistry(), cache_dir=tmp_path / "cache")
+    seg = both.segment(volume, entry(both, "spleen", evidence.region), evidence)
+    assert [a["atlas"] for a in seg.details["atlases"]] == ["ct-pelvis"]
+    shutil.rmtree(atlases / "ct-pelvis")
+    only_crop = AtlasBackbone(lambda: bundled_atlases([atlases]), LabelRegistry(), cache_dir=tmp_path / "cache")
+    with pytest.raises(Refusal, match="hold no voxel of it"):
+        only_crop.segment(volume, entry(only_crop, "spleen", evidence.region), evidence)
+
+
 def test_region_mismatched_atlases_are_refused(shared_data, sample_data, tmp_path):
     atlases = _ct_atlas(shared_data, tmp_path)
     backbone = AtlasBackbone(lambda: bundled_atlases([atlases]), LabelRegistry(), cache_dir=tmp_path / "cache")

@@ -1,6 +1,7 @@
 """`simulate-al`: the active-learning loop on a labelled folder, the folder's own labels playing the annotator.
 
-Each strategy starts from the same empty state (no atlas from the folder, round-0 skills) and the same seed. A step:
+Each strategy starts from the same state (no atlas from the folder, only the seed atlases given with `--atlases`;
+round-0 skills) and the same seed. A step:
 the strategy picks an unlabelled pool case -> SEER proposes every campaign request on it (traced) -> its true label
 is "saved" (the case becomes an atlas) -> the proposals are rewarded and skill rounds close as the annotation loop
 does. After every step the held-out cases are segmented for every campaign request and the mean Dice is recorded:
@@ -113,7 +114,9 @@ class _Run:
         state_dir = workdir / ".seer"
         state_dir.mkdir()
         (state_dir / "registrations").symlink_to(shared_registrations, target_is_directory=True)
-        settings = SeerSettings.from_conf({**conf, "atlases": str(self.atlas_dir), "campaign": ";".join(campaign)})
+        seed_atlases = [a for a in str(conf.get("atlases") or "").split(os.pathsep) if a]
+        settings = SeerSettings.from_conf({**conf, "atlases": os.pathsep.join([*seed_atlases, str(self.atlas_dir)]),
+                                           "campaign": ";".join(campaign)})
         self.volumes = VolumeCache(capacity=8)
         self.pipeline = build_pipeline(settings, state_dir, volumes=self.volumes)
         self.revealed: list[str] = []

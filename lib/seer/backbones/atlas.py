@@ -162,6 +162,15 @@ class AtlasBackbone:
                 f"study shows the {evidence.region}.",
                 kind="out_of_region",
             )
+        # a label map may name structures its volume does not hold (a crop, a partial label): those atlases are
+        # not holders of this target
+        compatible = [a for a in compatible if self._target_voxels(a, self._values[a.source.name][entry.id]) > 0]
+        if not compatible:
+            raise Refusal(
+                f"The atlases that name '{entry.name}' hold no voxel of it (their label maps list it, their volumes "
+                "do not contain it); label it on a study that shows it.",
+                kind="no_atlas",
+            )
         chosen = _rank(compatible, evidence)[: self.settings.max_atlases]
         study_prepared = self._prepare_study(volume, evidence)
         probability = np.zeros(volume.shape, dtype=np.float32)
