@@ -5,7 +5,7 @@
    datastore, calls interleaved), median and p95 of the HTTP round trip. Goal: seer under 30 ms and at least 9x
    faster than random.
 2. 20 concurrent clients asking `seer` 10 times each: no study handed twice, p95.
-3. Server memory (RSS, MiB) with the 10,000 studies, after the calls.
+3. Server memory (RSS, MiB) with the 10,000 studies after the calls, against a server over 10 tiny studies.
 4. Scoring throughput (studies/s) of the `seer` scoring method with the offline reasoner on real CT crops (the
    pelvis CT cut at 8 different ranges, with the whole pelvis CT as the one atlas): reasoning parts only
    (`al_backbone false`) and with the atlas backbone (registration per study, cold).
@@ -86,6 +86,11 @@ def next_sample_latency(root: Path) -> dict:
             t.join()
         wall = time.perf_counter() - started
         rss = server.rss_mib()
+    small = root / "ten"
+    tiny_studies(small, 10)
+    with Server(small, {"lease_s": 3600}, root / "ten.log") as server:
+        ask(server.url, "seer", "warm")
+        rss_small = server.rss_mib()
     return {
         "studies": STUDIES,
         "seer_median_ms": pct(seer, 50), "seer_p95_ms": pct(seer, 95), "seer_calls": len(seer),
@@ -94,7 +99,7 @@ def next_sample_latency(root: Path) -> dict:
         "concurrent_clients": CLIENTS, "concurrent_calls": len(concurrent),
         "concurrent_p95_ms": pct(concurrent, 95), "concurrent_median_ms": pct(concurrent, 50),
         "concurrent_calls_per_s": len(concurrent) / wall,
-        "handed_twice": len(handed) - len(set(handed)), "server_rss_mib": rss,
+        "handed_twice": len(handed) - len(set(handed)), "server_rss_mib": rss, "server_rss_mib_10_studies": rss_small,
     }
 
 
@@ -151,7 +156,9 @@ def main() -> None:
               f"(goal: under 30 ms and at least 9x)")
         print(f"{CLIENTS} concurrent clients x {CALLS_EACH}: p95 {latency['concurrent_p95_ms']:.1f} ms, "
               f"{latency['concurrent_calls_per_s']:.0f} calls/s, handed twice: {latency['handed_twice']}")
-        print(f"server RSS with {STUDIES} studies: {latency['server_rss_mib']:.0f} MiB")
+        print(f"server RSS with {STUDIES} studies: {latency['server_rss_mib']:.0f} MiB, with 10 studies "
+              f"{latency['server_rss_mib_10_studies']:.0f} MiB "
+              f"({latency['server_rss_mib'] / latency['server_rss_mib_10_studies']:.2f}x)")
         scoring = scoring_throughput(root)
         print(table(scoring, ["mode", "studies", "scored", "seconds", "studies_per_s", "out_of_view"]))
     save("active_learning", {"next_sample": latency, "scoring": scoring})

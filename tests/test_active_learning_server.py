@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import running_server
+from conftest import label_map, running_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -45,7 +45,8 @@ def pelvis_datastore(tmp_path_factory, shared_data):
     atlases = root / "atlases"
     atlases.mkdir()
     (atlases / "pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
-    return {"root": root, "studies": studies, "atlases": atlases}
+    return {"root": root, "studies": studies, "atlases": atlases,
+            "labels": shared_data / "ct-abdomen-pelvis" / "labels.nii.gz"}
 
 
 def next_sample(url, client, strategy="seer"):
@@ -104,8 +105,14 @@ def test_scoring_ranks_in_view_studies_first_and_leases_hold(pelvis_datastore, t
         again = requests.post(f"{url}/scoring/seer", params={"run_sync": "true"}, timeout=600).json()
         assert (again["scored"], again["unchanged"]) == (0, 4)
 
-        # a saved final label takes the study out of the pool and ends its lease
-        label = np.zeros(nib.load(str(pelvis_datastore["studies"] / "pelvis_lower.nii.gz")).shape, np.uint8)
+        # a saved final label takes the study out of the pool and ends its lease; its proposal earns a reward,
+        # counted in the state database
+        proposal = requests.post(f"{url}/infer/seer", params={"image": "pelvis_lower", "output": "json"},
+                                 data={"params": json.dumps({"prompt": "lt hip"})}, timeout=300)
+        assert proposal.status_code == 200, proposal.text
+        truth = np.asanyarray(nib.load(str(pelvis_datastore["labels"])).dataobj)[:, :, :64]
+        hip_left = {name: int(value) for value, name in label_map(pelvis_datastore["labels"].parent).items()}["hip_left"]
+        label = (truth == hip_left).astype(np.uint8)
         path = tmp_path / "label.nii.gz"
         nib.save(nib.Nifti1Image(label, nib.load(str(pelvis_datastore["studies"] / "pelvis_lower.nii.gz")).affine),
                  str(path))
@@ -116,6 +123,11 @@ def test_scoring_ranks_in_view_studies_first_and_leases_hold(pelvis_datastore, t
         assert saved.status_code == 200, saved.text
         status = al_status(url)
         assert status["labelled"] == 1 and status["leased"] == 3
+        for _ in range(120):  # the reward is computed in the background
+            if al_status(url)["rewards"] == 1:
+                break
+            threading.Event().wait(0.5)
+        assert al_status(url)["rewards"] == 1
 
         # bad names: 404 with the available ones
         reply = requests.post(f"{url}/activelearning/best", json={}, timeout=30)

@@ -33,6 +33,8 @@ def test_sync_adds_removes_flips_and_restamps(state_url):
     assert result == {"added": 1, "removed": 0, "labelled": 1, "restamped": 1}
     assert set(state.unlabelled()) == {"a", "c", "d"}
     assert state.study("a")["priority"] is None  # a changed image is scored again
+    state.set_reward_counts({"a": 2, "zz": 1})
+    assert state.study("a")["rewards"] == 2 and state.counts()["rewards"] == 2
     assert state.sync_studies({"a": "2"}, labelled=[])["removed"] == 3
     assert state.counts()["studies"] == 1
     state.close()
