@@ -118,7 +118,7 @@ def test_scoring_ranks_in_view_studies_first_and_leases_hold(pelvis_datastore, t
                  str(path))
         with open(path, "rb") as fp:
             saved = requests.put(f"{url}/datastore/label", params={"image": "pelvis_lower", "tag": "final"},
-                                 data={"params": json.dumps({"label_names": {"1": "hip_left"}})},
+                                 data={"params": json.dumps({"label_names": {"hip_left": 1}})},
                                  files={"label": ("label.nii.gz", fp)}, timeout=60)
         assert saved.status_code == 200, saved.text
         status = al_status(url)
