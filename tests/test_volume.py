@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from seer.errors import StudyNotFound, UnreadableVolume
-from seer.volume import VolumeCache, load_volume, write_mask
+from seer.errors import BadRequest, StudyNotFound, UnreadableVolume
+from seer.volume import ResultFormat, VolumeCache, load_volume, write_mask
 
 
 def _save(path, data, affine=None):
@@ -87,3 +87,29 @@ def test_cache_reloads_a_changed_file(tmp_path):
     assert cache.get(path) is first
     _save(path, np.ones((4, 4, 4), np.float32))
     assert cache.get(path).array.max() == 1.0
+
+
+def test_result_formats_parse_check_and_write(tmp_path):
+    """OHIF's params parse; a value the dtype cannot hold is refused, never wrapped into another label's value;
+    NRRD comes out raw or gzip as asked, atomically."""
+    import SimpleITK as sitk
+
+    ohif = ResultFormat.from_params({"result_extension": "nrrd", "result_dtype": "uint8", "result_compress": "false"})
+    assert ohif == ResultFormat(".nrrd", "uint8", False) and not ohif.is_default
+    assert ResultFormat.from_params({}).is_default
+    with pytest.raises(BadRequest, match="result_dtype uint8 cannot hold"):
+        ohif.check_value(300, "Hippocampus_L")
+    ohif.check_value(255, "x")
+    ResultFormat.from_params({}).check_value(300, "x")  # unset dtype: uint16 is chosen when needed
+    volume = load_volume(_save(tmp_path / "v.nii.gz", np.random.rand(10, 12, 8).astype(np.float32)))
+    mask = np.zeros(volume.shape, bool)
+    mask[2:5, 3:6, 1:4] = True
+    for fmt, name in ((ohif, "raw.nrrd"), (ResultFormat(".nrrd", None, True), "gz.nrrd")):
+        out = fmt.write(mask, volume, tmp_path / name, 300 if fmt.dtype is None else 7)
+        with open(out, "rb") as fp:
+            head = fp.read(300)
+        assert (b"encoding: raw" in head) == (not fmt.compress)
+        back = sitk.GetArrayFromImage(sitk.ReadImage(out)).transpose(2, 1, 0)
+        np.testing.assert_array_equal(back, mask * (300 if fmt.dtype is None else 7))
+    assert not list(tmp_path.glob(".tmp-*"))
+

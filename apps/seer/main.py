@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +55,8 @@ class SEERApp(MONAILabelApp):
             logger.warning("ignoring unknown conf keys: %s", ", ".join(self.seer_settings.unknown))
         self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
         self.active_learning: ActiveLearning | None = None
+        self._trace_cache: dict = {}
+        self._trace_lock = threading.Lock()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -147,26 +150,25 @@ class SEERApp(MONAILabelApp):
         scorer = StudyScorer(self.pipeline, ScoringSettings(phrasings=settings.al_phrasings,
                                                             use_backbone=settings.al_backbone,
                                                             covered_gain=settings.skill_harvest_gain))
-        trace_cache: dict = {}
-
-        def trace_rows() -> list[dict]:
-            """The trace log's rows, re-read only when the file changed."""
-            log = self.pipeline.trace_log
-            if log is None or not log.path.exists():
-                return []
-            stat = log.path.stat()
-            key = (stat.st_size, stat.st_mtime_ns)
-            if trace_cache.get("key") != key:
-                trace_cache.update(key=key, rows=list(log.read_from(0)[0]))
-            return trace_cache["rows"]
-
         def load_volume(study: str):
             return self.volumes.get(self.datastore().get_image_uri(study), study)
 
         return ActiveLearning(
             self.study_state, scorer, list_studies=self._list_studies, load_volume=load_volume,
-            trace_rows=trace_rows, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
+            trace_rows=self.trace_rows, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
         )
+
+    def trace_rows(self) -> list[dict]:
+        """The trace log's rows, re-read only when the file changed (campaign, phrasings, GET /seer/trace)."""
+        log = self.pipeline.trace_log
+        if log is None or not log.path.exists():
+            return []
+        stat = log.path.stat()
+        key = (stat.st_size, stat.st_mtime_ns)
+        with self._trace_lock:
+            if self._trace_cache.get("key") != key:
+                self._trace_cache.update(key=key, rows=list(log.read_from(0)[0]))
+            return self._trace_cache["rows"]
 
     def _list_studies(self) -> tuple[dict[str, str], list[str]]:
         """Every study with its image stamp (size and mtime of a local file; the id for remote studies), and the

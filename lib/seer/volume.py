@@ -255,7 +255,8 @@ class VolumeCache:
 
 
 def write_mask(
-    mask: np.ndarray, like: Volume, path: str | os.PathLike, value: int | None = None, compresslevel: int = 1
+    mask: np.ndarray, like: Volume, path: str | os.PathLike, value: int | None = None, compresslevel: int = 1,
+    dtype=None,
 ) -> str:
     """Write a mask (I, J, K) on `like`'s grid as NIfTI-1, atomically (temp file + rename).
 
@@ -265,7 +266,7 @@ def write_mask(
     """
     path = str(path)
     top = int(value) if value is not None else int(mask.max(initial=0))
-    dtype = np.uint8 if top < 256 else np.uint16
+    dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.uint8 if top < 256 else np.uint16)
     header = nib.Nifti1Header()
     header.set_data_shape(mask.shape)
     header.set_data_dtype(dtype)
@@ -297,3 +298,68 @@ def write_mask(
             fp.write(voxels.T.tobytes())
     os.replace(tmp, path)
     return path
+
+
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+RESULT_DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "int16": np.int16, "uint32": np.uint32, "int32": np.int32,
+                 "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """How a client wants the mask file (MONAI Label's `result_extension`, `result_dtype`, `result_compress`,
+    as OHIF sends them): extension .nii.gz | .nii | .nrrd; dtype None = the smallest unsigned type that holds the
+    target id; compress: gzip inside NRRD (.nii.gz is always gzip, .nii never)."""
+
+    extension: str = ".nii.gz"
+    dtype: str | None = None
+    compress: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> ResultFormat:
+        """Parse and check the request's params; raises BadRequest (HTTP 422) naming the accepted values."""
+        from .errors import BadRequest
+
+        extension = str(params.get("result_extension") or ".nii.gz").strip().lower()
+        extension = extension if extension.startswith(".") else "." + extension
+        if extension not in RESULT_EXTENSIONS:
+            raise BadRequest(f"result_extension '{extension}' cannot be written here; choose one of "
+                             f"{', '.join(RESULT_EXTENSIONS)}.")
+        dtype = params.get("result_dtype") or None
+        if dtype is not None and str(dtype) not in RESULT_DTYPES:
+            raise BadRequest(f"result_dtype '{dtype}' is not supported; choose one of {', '.join(RESULT_DTYPES)}.")
+        compress = params.get("result_compress", True)
+        if isinstance(compress, str):
+            compress = compress.strip().lower() not in ("0", "false", "no", "off")
+        return cls(extension, None if dtype is None else str(dtype), bool(compress))
+
+    @property
+    def is_default(self) -> bool:
+        return self == ResultFormat()
+
+    def check_value(self, value: int, name: str) -> None:
+        """A label value the dtype cannot hold is refused (never wrapped around into another label's value)."""
+        from .errors import BadRequest
+
+        if self.dtype is None:
+            return
+        limit = np.iinfo(RESULT_DTYPES[self.dtype]).max if self.dtype != "float32" else 2**24
+        if value > limit:
+            raise BadRequest(f"The target '{name}' has label value {value}, which result_dtype {self.dtype} cannot "
+                             f"hold (at most {limit}); ask for uint16 or leave result_dtype unset.")
+
+    def write(self, mask: np.ndarray, like: Volume, path: str | os.PathLike, value: int) -> str:
+        """The boolean mask (I, J, K) written as `value` on `like`'s grid, atomically."""
+        path = str(path)
+        if self.extension != ".nrrd":
+            return write_mask(mask, like, path, value=value, dtype=RESULT_DTYPES.get(self.dtype or ""))
+        import SimpleITK as sitk
+
+        dtype = RESULT_DTYPES[self.dtype] if self.dtype else (np.uint8 if value < 256 else np.uint16)
+        image = array_to_sitk(np.multiply(mask, value, dtype=dtype), like.affine)
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{name}")  # keeps the .nrrd suffix
+        sitk.WriteImage(image, tmp, useCompression=self.compress)
+        os.replace(tmp, path)
+        return path
+

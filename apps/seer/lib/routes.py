@@ -8,6 +8,8 @@ else).
 - POST /activelearning/seer/release?image=ID&client_id=C: end a lease before it expires.
 - POST /scoring/{method}: unknown method -> 404; `seer` starts a pass in this process's background worker
   (`run_sync=true` waits for it and returns its summary).
+- GET /seer/trace/{image}?limit=10: SEER's newest traces on a study (request, evidence, rationale, answer, target
+  or refusal), newest first; for viewers that show no reply text (OHIF).
 """
 
 from __future__ import annotations
@@ -71,6 +73,18 @@ def install(app) -> None:
             return app.active_learning.run_scoring()
         app.active_learning.trigger("POST /scoring/seer")
         return {"method": "seer", "started": True, "status": app.active_learning.status()}
+
+    @router.get(prefix + "/seer/trace/{image}", summary="SEER's reasoning on a study: the newest traces")
+    def study_traces(image: str, limit: int = 10, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        datastore = app.datastore()
+        if image not in datastore.list_images():
+            raise HTTPException(404, f"No study with id '{image}' in the datastore (GET /datastore/?output=all "
+                                "lists them).")
+        fields = ("id", "ts", "request", "answer", "evidence", "rationale", "format_valid", "target", "refused",
+                  "skill_ids", "reasoner", "backbone")
+        rows = [r for r in app.trace_rows() if r.get("type", "trace") == "trace" and r.get("study") == image]
+        newest = [{k: r.get(k) for k in fields} for r in reversed(rows[-max(1, min(limit, 100)):])]
+        return {"image": image, "count": len(rows), "traces": newest}
 
     api.router.routes[0:0] = router.routes
     logger.info("SEER Label routes installed: %s", ", ".join(r.path for r in router.routes))

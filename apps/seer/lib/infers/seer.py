@@ -20,7 +20,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from seer.errors import BadRequest, Refusal, SeerError
 from seer.pipeline import SeerPipeline
 from seer.reasoners import CHOICES as REASONER_CHOICES
-from seer.volume import VolumeCache, write_mask
+from seer.volume import ResultFormat, VolumeCache, write_mask
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,12 @@ class SEERInferTask(InferTask):
         self._check_choice(request, "reasoner", self.reasoner_name, {"auto"})
         self._check_choice(request, "backbone", self.backbone_name, set())
         prompt = request.get("prompt")
+        result_format = ResultFormat.from_params(request)  # a format we cannot write: 422 before any work
         reasoning = None
         try:
             volume = self.volumes.get(str(request.get("image") or ""), name=study)
             outcome = self.pipeline.run(prompt, volume, progress=lambda message: logger.info("[%s] %s", study, message))
+            result_format.check_value(outcome.entry.id, outcome.entry.name)
         except Refusal as refusal:
             reasoning = refusal.details.get("reasoning")
             self.pipeline.record(reasoning, study, raw=prompt, refusal=refusal)
@@ -96,11 +98,15 @@ class SEERInferTask(InferTask):
         name = f"{uuid.uuid4().hex}.nii.gz"
         proposal = self.proposals_dir / name
         write_mask(outcome.mask, volume, proposal, value=outcome.entry.id)
-        result = self.results_dir / name
-        try:
-            os.link(proposal, result)  # the endpoint deletes the result after replying; the proposal stays
-        except OSError:
-            shutil.copyfile(proposal, result)
+        if result_format.is_default:
+            result = self.results_dir / name
+            try:
+                os.link(proposal, result)  # the endpoint deletes the result after replying; the proposal stays
+            except OSError:
+                shutil.copyfile(proposal, result)
+        else:  # the client's format (OHIF asks for raw uint8 NRRD); the proposal stays NIfTI for rewards
+            result = self.results_dir / (name.removesuffix(".nii.gz") + result_format.extension)
+            result_format.write(outcome.mask, volume, result, outcome.entry.id)
         write_s = time.perf_counter() - t_write
         latencies = dict(outcome.latencies, write_s=round(write_s, 4), total_s=round(time.perf_counter() - start, 4))
         trace = outcome.reasoning.trace
