@@ -151,6 +151,30 @@ def test_without_a_campaign_it_falls_back_and_says_so(tmp_path, shared_data):
         assert al_status(url)["campaign"] == []
 
 
+def test_new_studies_are_found_and_scored_in_the_background(tmp_path, shared_data):
+    """A study copied into the folder while the server runs joins the state and is scored by the next scan (every
+    30 s), without any request."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for name in ("one", "two"):
+        shutil.copy(shared_data / "ct-spleen" / "image.nii.gz", studies / f"{name}.nii.gz")
+    conf = {"campaign": "spleen", "al_backbone": "false"}
+    with running_server(studies, tmp_path / "server.log", conf) as url:
+        for _ in range(120):
+            if al_status(url)["scored"] == 2:
+                break
+            threading.Event().wait(0.5)
+        assert al_status(url)["scored"] == 2
+        shutil.copy(shared_data / "ct-spleen" / "image.nii.gz", studies / "three.nii.gz")
+        for _ in range(180):
+            status = al_status(url)
+            if status["studies"] == 3 and status["scored"] == 3:
+                break
+            threading.Event().wait(0.5)
+        assert (status["studies"], status["scored"]) == (3, 3), status
+        assert status["last_run"]["scored"] == 1 and status["last_run"]["unchanged"] == 2
+
+
 def tiny_studies(folder, count: int) -> None:
     folder.mkdir()
     data = np.zeros((4, 4, 4), np.int16)
