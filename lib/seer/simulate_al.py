@@ -259,10 +259,12 @@ def write_outputs(result: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, run in result["strategies"].items():
         ax.plot(range(len(run["curve"])), run["curve"], marker="o", label=f"{name} (AUBC {run['aubc']:.3f})")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("labelled studies (budget)")
     ax.set_ylabel("mean Dice on held-out cases")
     ax.set_title(f"{'; '.join(result['campaign'])} - held out: {', '.join(result['held_out'])}", fontsize=9)
