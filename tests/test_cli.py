@@ -66,6 +66,9 @@ def test_batch_keeps_order_and_reports_bad_lines_as_rejected(tmp_path, shared_da
          "The state database postgresql://seer:***@127.0.0.1:9/none cannot be opened"),
         (["serve", "--conf", "state_db", "mysql://x"], "Setting 'state_db' must be a postgresql://"),
         (["serve", "--conf", "lease_s", "0"], "Setting 'lease_s' must be between"),
+        (["serve", "--conf", "backbone_device", "gpu0"],
+         "Setting 'backbone_device' must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
+        (["reason", "liver", "--device", "tpu"], "Setting 'device' must be auto, cpu, cuda or cuda:N"),
         (["no-such-command-flag", "--bogus"], "unrecognized arguments"),
     ],
 )

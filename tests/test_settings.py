@@ -47,3 +47,15 @@ def test_readme_configuration_table_matches_the_code():
     assert set(rows) == set(KEYS)
     for key, (_kind, default, _help) in KEYS.items():
         assert rows[key] == str(default), key
+
+
+def test_a_cuda_device_this_machine_lacks_is_one_sentence():
+    import torch
+
+    from seer.devices import select_device
+
+    with pytest.raises(BadRequest, match="Setting 'backbone_device' is cuda:99, but this machine has .*CUDA device"):
+        select_device("cuda:99", "backbone_device")
+    assert select_device("cpu", "device").type == "cpu"
+    assert select_device("auto", "device").type == ("cuda" if torch.cuda.is_available() else "cpu")
+

@@ -217,6 +217,10 @@ class SeerSettings:
         if self.state_db and not self.state_db.startswith(("postgresql", "sqlite")):
             raise BadRequest("Setting 'state_db' must be a postgresql://user:password@host/database URL (or "
                              f"sqlite:///path), got {self.state_db.split('@')[-1]!r}.")
+        from .devices import check_device_name
+
+        check_device_name(self.device, "device")
+        check_device_name(self.backbone_device, "backbone_device")
         if self.sw_overlap >= 0.95:
             raise BadRequest("Setting 'sw_overlap' must be below 0.95.")
         for key in ("affine_spacing", "demons_spacing"):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import select_device
 from ..errors import BadRequest, Refusal
 from ..evidence import ImageEvidence
 from ..targets import LabelEntry, LabelTable
@@ -112,8 +113,7 @@ class BundleBackbone:
                 f"'{folder}' is not a MONAI bundle: it needs configs/inference.json (or .yaml), "
                 "configs/metadata.json and models/model.pt (or give a network with --conf bundle_network)."
             )
-        self.device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if settings.device == "auto" else settings.device))
+        self.device = select_device(settings.device, "backbone_device")
         started = time.perf_counter()
         parser = ConfigParser()
         parser.read_config(inference if isinstance(inference, dict) else str(inference))

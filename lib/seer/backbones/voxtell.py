@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atlases import LabelRegistry
+from ..devices import select_device
 from ..errors import BadRequest, Refusal
 from ..evidence import ImageEvidence
 from ..targets import LabelEntry, LabelTable
@@ -143,8 +144,7 @@ class VoxTellBackbone:
 
         self.settings = settings
         self._torch = torch
-        self.device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if settings.device == "auto" else settings.device))
+        self.device = select_device(settings.device, "backbone_device")
         started = time.perf_counter()
         self.network, self.patch_size = load_network(settings.model_dir)
         self.network.to(self.device)

@@ -74,13 +74,9 @@ def weights_available(model: str | None, adapter: str | None) -> tuple[bool, str
 
 
 def _select_device(device: str):
-    import torch
+    from ..devices import select_device
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadRequest(f"Device '{device}' was requested but no CUDA device is available; use --device cpu.")
-    return torch.device(device)
+    return select_device(device, "device")
 
 
 def _select_dtype(dtype: str, device):
