@@ -374,11 +374,10 @@ def cmd_simulate_al(args: argparse.Namespace) -> int:
     import tempfile
 
     from seer import simulate_al
-    from seer.settings import SeerSettings
+    from seer.settings import SeerSettings, split_requests
 
     cases = simulate_al.read_cases(args.studies)
-    separator = ";" if ";" in args.campaign else ","
-    campaign = [part.strip() for part in args.campaign.split(separator) if part.strip()]
+    campaign = split_requests(args.campaign)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     conf = {"reasoner": args.reasoner or "offline", "al_backbone": str(not args.no_backbone).lower(),
             "atlases": os.pathsep.join(args.atlases or [])}

@@ -59,23 +59,26 @@ def test_phrasings_and_partial_rescoring(pelvis_pipeline):
 
     campaign = ["right hip bone", "sacrum"]
     table = {r: scorer.phrasings(r, by_target) for r in campaign}
-    first = scorer.score("pelvis_lower", "v1", volume, campaign, table, {})
+    stamps = scorer.stamps(table)
+    first = scorer.score("pelvis_lower", "v1", volume, campaign, table, {}, stamps)
     assert first.recomputed == {"reasoning": 2, "backbone": 2} and first.in_view
     for row in first.rows:
         assert row.details["backbone"]["in_view_fraction"] > 0.9 and 0 <= row.uncertainty < 0.5
         assert row.score == pytest.approx(row.disagreement + row.skill_gap + row.uncertainty, abs=1e-3)
     previous = {r.request: r for r in first.rows}
     # nothing changed: nothing recomputed, same rows
-    again = scorer.score("pelvis_lower", "v1", volume, campaign, table, previous)
+    again = scorer.score("pelvis_lower", "v1", volume, campaign, table, previous, stamps)
     assert again.recomputed == {"reasoning": 0, "backbone": 0} and again.rows == first.rows
     # a new atlas changes the backbone stamp only: the reasoning parts are kept
     (atlases / "pelvis_copy").symlink_to(shared_data / "ct-abdomen-pelvis")
     pipeline.backbone.refresh()
     try:
-        changed = scorer.score("pelvis_lower", "v1", volume, campaign, table, previous)
+        stamps = scorer.stamps(table)  # a new pass sees the new atlas set
+        changed = scorer.score("pelvis_lower", "v1", volume, campaign, table, previous, stamps)
         assert changed.recomputed == {"reasoning": 0, "backbone": 2}
         # a new image version recomputes everything
-        fresh = scorer.score("pelvis_lower", "v2", volume, campaign, table, {r.request: r for r in changed.rows})
+        fresh = scorer.score("pelvis_lower", "v2", volume, campaign, table, {r.request: r for r in changed.rows},
+                             stamps)
         assert fresh.recomputed == {"reasoning": 2, "backbone": 2}
     finally:
         (atlases / "pelvis_copy").unlink()

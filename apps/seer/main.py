@@ -54,7 +54,6 @@ class SEERApp(MONAILabelApp):
         if self.seer_settings.unknown:
             logger.warning("ignoring unknown conf keys: %s", ", ".join(self.seer_settings.unknown))
         self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
-        self.active_learning: ActiveLearning | None = None
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()
         super().__init__(
@@ -114,27 +113,21 @@ class SEERApp(MONAILabelApp):
         pipeline = self.pipeline
         rounds = pipeline.skill_rounds
 
-        def skill_tag(skill_id: str) -> str | None:
-            skill = rounds.active()[1].skills.get(skill_id)
-            return skill.tag if skill else None
-
         def on_round(number, bank):
             pipeline.warm(bank)  # the new bank's retrieval index is built here, not by the next request
             pipeline.skill_bank = bank  # the reasoner's trace cache empties with the bank version
-            if self.active_learning is not None:
-                self.active_learning.trigger(f"skill round {number} closed")
+            self.active_learning.trigger(f"skill round {number} closed")
 
         ledger = TraceLedger(pipeline.trace_log)
 
         def after_job():
             pipeline.warm()  # a saved label may have changed the vocabulary the index is built for
-            if self.active_learning is not None:
-                self.study_state.set_reward_counts(ledger.reward_counts())
+            self.study_state.set_reward_counts(ledger.reward_counts())
 
         loop = AnnotationLoop(
             ledger,
             rounds,
-            Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, skill_tag, self.seer_settings.dataset),
+            Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, rounds.skill_tag, self.seer_settings.dataset),
             final_label=self._final_label,
             labelled=lambda: list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL)),
             on_round=on_round,
@@ -147,9 +140,8 @@ class SEERApp(MONAILabelApp):
     def _active_learning(self) -> ActiveLearning:
         """Strategy and scoring method `seer` over this datastore's state database (started in on_init_complete)."""
         settings = self.seer_settings
-        scorer = StudyScorer(self.pipeline, ScoringSettings(phrasings=settings.al_phrasings,
-                                                            use_backbone=settings.al_backbone,
-                                                            covered_gain=settings.skill_harvest_gain))
+        scorer = StudyScorer(self.pipeline, ScoringSettings.from_settings(settings))
+
         def load_volume(study: str):
             return self.volumes.get(self.datastore().get_image_uri(study), study)
 
@@ -188,13 +180,12 @@ class SEERApp(MONAILabelApp):
         return studies, list(datastore.get_labeled_images(DefaultLabelTag.FINAL))
 
     def init_scoring_methods(self):
-        return {"seer": SeerScoring(self.active_learning)} if self.active_learning is not None else {}
+        return {"seer": SeerScoring(self.active_learning)}
 
     def on_init_complete(self):
         super().on_init_complete()
         install_routes(self)
-        if self.active_learning is not None:
-            self.active_learning.start()
+        self.active_learning.start()
 
     def _final_label(self, image_id: str) -> FinalLabel | None:
         datastore = self.datastore()
@@ -228,16 +219,12 @@ class SEERApp(MONAILabelApp):
                 "round_size": self.seer_settings.skill_round,
                 "rewards_enabled": loop is not None,
                 "rewards_queued": loop.status()["queued"] if loop else 0,
+                "active_learning": self.active_learning.status(),
             }
-            if self.active_learning is not None:
-                meta["seer"]["active_learning"] = self.active_learning.status()
         return meta
 
     def init_strategies(self):
-        strategies = {"random": Random(), "first": First()}
-        if self.active_learning is not None:
-            strategies = {"seer": SeerStrategy(self.active_learning), **strategies}
-        return strategies
+        return {"seer": SeerStrategy(self.active_learning), "random": Random(), "first": First()}
 
     def infer(self, request, datastore=None):
         """Stock inference with SEER's errors mapped onto HTTP 4xx (never a 500 for bad input)."""
@@ -272,7 +259,7 @@ class SEERApp(MONAILabelApp):
         except Exception:  # noqa: BLE001 - saving must succeed even if an atlas is unreadable
             logger.exception("atlas refresh after saving %s failed", image_id)
         self._labels_seen = self._labels_signature()
-        if self.active_learning is not None and image_id in self._labels_seen:  # a final label (not a draft)
+        if image_id in self._labels_seen:  # a final label (not a draft)
             self.active_learning.on_saved(image_id)
         if self.annotation is not None:
             self.annotation.submit(image_id)

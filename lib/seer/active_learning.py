@@ -121,9 +121,7 @@ class ActiveLearning:
             rows = self.trace_rows()
             by_target = trace_requests_by_target(rows)
             phrasings = {request: self.scorer.phrasings(request, by_target) for request in campaign}
-            stamps = {request: self.scorer.reasoning_stamp(request, phrasings[request]) for request in campaign}
-            skill_round = self.scorer.skill_round()
-            backbone_stamp = self.scorer.backbone_stamp()
+            stamps = self.scorer.stamps(phrasings)
             pool = self.state.unlabelled()
             previous = self.state.all_scores()
             evidence_done = self._evidence_pass(previous, campaign, say)
@@ -131,9 +129,7 @@ class ActiveLearning:
             todo = []
             for study, stamp in sorted(pool.items()):
                 old = {r: previous.get((study, r)) for r in campaign}
-                if all(row is not None and row.image_stamp == (stamp or "") and row.skill_round == skill_round
-                       and row.reasoning_stamp == stamps[r] and row.backbone_stamp == backbone_stamp
-                       for r, row in old.items()):
+                if all(stamps.current(row, stamp or "") for row in old.values()):
                     unchanged += 1
                 else:
                     todo.append((study, stamp, {r: row for r, row in old.items() if row is not None}))
@@ -146,7 +142,7 @@ class ActiveLearning:
                 self._progress = {"state": "scoring", "done": n - 1, "total": len(todo), "campaign": campaign}
                 try:
                     volume = self.load_volume(study)
-                    result = self.scorer.score(study, stamp or "", volume, campaign, phrasings, old)
+                    result = self.scorer.score(study, stamp or "", volume, campaign, phrasings, old, stamps)
                     self.state.save_scores(study, result.rows, result.priority, result.request, result.in_view)
                     scored += 1
                 except Exception as exc:  # noqa: BLE001 - one unreadable study does not stop the pass
@@ -156,7 +152,7 @@ class ActiveLearning:
                     say(f"scored {n}/{len(todo)} studies ({failed} failed)")
                     last_said = time.monotonic()
             summary = {"campaign": campaign, "campaign_source": source, "evidence": evidence_done, "scored": scored,
-                       "unchanged": unchanged, "failed": failed, "skill_round": skill_round,
+                       "unchanged": unchanged, "failed": failed, "skill_round": stamps.skill_round,
                        "seconds": round(time.perf_counter() - started, 3)}
             self.last_run = summary
             self._progress = {"state": "idle"}
@@ -206,7 +202,7 @@ class ActiveLearning:
             reply["reasons"] = {
                 "request": got.request,
                 "priority": got.priority,
-                "in_view": (self.state.study(got.study) or {}).get("in_view") != 0,
+                "in_view": got.in_view is not False,
                 "score": best.score if best else None,
                 "parts": best.parts() if best else {},
                 "skill_round": best.skill_round if best else None,

@@ -93,6 +93,12 @@ KEYS: dict[str, tuple[type, object, str]] = {
 }
 
 
+def split_requests(text: str) -> list[str]:
+    """'left hip bone; sacrum' (or comma-separated when there is no ';') -> ['left hip bone', 'sacrum']."""
+    separator = ";" if ";" in text else ","
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
 def _parse_bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -229,8 +235,7 @@ class SeerSettings:
 
     def campaign_requests(self) -> list[str]:
         """The `campaign` setting as a list of requests ('' -> [])."""
-        separator = ";" if ";" in self.campaign else ","
-        return [part.strip() for part in self.campaign.split(separator) if part.strip()]
+        return split_requests(self.campaign)
 
     def atlas_dirs(self) -> list[Path]:
         dirs = [DEFAULT_SAMPLE_DATA / "atlases"] if (DEFAULT_SAMPLE_DATA / "atlases").is_dir() else []

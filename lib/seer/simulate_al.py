@@ -122,10 +122,8 @@ class _Run:
         self.revealed: list[str] = []
         by_name = {c.name: c for c in pool}
         self.by_name = by_name
-        self.state = StudyState(f"sqlite:///{state_dir / 'state.db'}")
-        scorer = StudyScorer(self.pipeline, ScoringSettings(phrasings=settings.al_phrasings,
-                                                            use_backbone=settings.al_backbone,
-                                                            covered_gain=settings.skill_harvest_gain))
+        self.state = StudyState.for_datastore(None, state_dir)
+        scorer = StudyScorer(self.pipeline, ScoringSettings.from_settings(settings))
         self.scorer = scorer
         self.al = ActiveLearning(
             self.state, scorer,
@@ -136,8 +134,7 @@ class _Run:
         )
         ledger = TraceLedger(self.pipeline.trace_log)
         rounds = self.pipeline.skill_rounds
-        rewarder = Rewarder(self.pipeline.backbone, self.pipeline.context, self.volumes.get,
-                            lambda skill_id: getattr(rounds.active()[1].skills.get(skill_id), "tag", None),
+        rewarder = Rewarder(self.pipeline.backbone, self.pipeline.context, self.volumes.get, rounds.skill_tag,
                             settings.dataset)
         self.loop = AnnotationLoop(ledger, rounds, rewarder, final_label=self._final_label,
                                    labelled=lambda: list(self.revealed),

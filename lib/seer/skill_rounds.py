@@ -90,6 +90,11 @@ class SkillRounds:
         except (OSError, ValueError):
             return {}
 
+    def skill_tag(self, skill_id: str) -> str | None:
+        """The tag of a skill of the bank in use (rewards record it), None when the bank has no such skill."""
+        skill = self.active()[1].skills.get(skill_id)
+        return skill.tag if skill else None
+
     def active(self) -> tuple[int, SkillBank]:
         """(round, bank) now in use; reloaded when a newer round appears on disk (another process closed it)."""
         stamp = _stamp(self.latest_path)

@@ -52,6 +52,33 @@ class ScoringSettings:
     use_backbone: bool = True
     covered_gain: float = 0.3  # a skill whose Dice gain reaches this fully covers its request (= harvest gain)
 
+    @classmethod
+    def from_settings(cls, settings) -> ScoringSettings:
+        """From SeerSettings: al_phrasings, al_backbone, skill_harvest_gain."""
+        return cls(phrasings=settings.al_phrasings, use_backbone=settings.al_backbone,
+                   covered_gain=settings.skill_harvest_gain)
+
+
+@dataclass(frozen=True)
+class Stamps:
+    """What a pass's scores depend on: the skill round, one reasoning stamp per campaign request, the backbone
+    stamp. Computed once per pass (`StudyScorer.stamps`)."""
+
+    skill_round: int
+    reasoning: dict[str, str]
+    backbone: str | None
+
+    def reasoning_current(self, row: ScoreRow, image_stamp: str) -> bool:
+        return (row.image_stamp == image_stamp and row.skill_round == self.skill_round
+                and row.reasoning_stamp == self.reasoning[row.request])
+
+    def backbone_current(self, row: ScoreRow, image_stamp: str) -> bool:
+        return row.image_stamp == image_stamp and row.backbone_stamp == self.backbone
+
+    def current(self, row: ScoreRow | None, image_stamp: str) -> bool:
+        """Nothing of `row` needs recomputing."""
+        return row is not None and self.reasoning_current(row, image_stamp) and self.backbone_current(row, image_stamp)
+
 
 @dataclass
 class StudyScore:
@@ -92,6 +119,11 @@ class StudyScorer:
         names = backbone.atlas_names() if hasattr(backbone, "atlas_names") else []
         text = repr((backbone.name, getattr(getattr(backbone, "settings", None), "model_dir", ""), sorted(names)))
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def stamps(self, phrasings: dict[str, list[str]]) -> Stamps:
+        """The stamps of a pass over the campaign requests (the keys of `phrasings`)."""
+        return Stamps(self.skill_round(), {r: self.reasoning_stamp(r, p) for r, p in phrasings.items()},
+                      self.backbone_stamp())
 
     # -- phrasings -------------------------------------------------------------------------------------------
     def phrasings(self, request: str, trace_requests: dict[int, Counter] | None = None) -> list[str]:
@@ -134,26 +166,22 @@ class StudyScorer:
         return False
 
     def score(self, study: str, image_stamp: str, volume: Volume, campaign: list[str],
-              phrasings: dict[str, list[str]], previous: dict[str, ScoreRow]) -> StudyScore:
+              phrasings: dict[str, list[str]], previous: dict[str, ScoreRow], stamps: Stamps) -> StudyScore:
         """Score `study` for every campaign request, reusing from `previous` (request -> row) each part group
         whose stamps did not change."""
-        skill_round = self.skill_round()
-        backbone_stamp = self.backbone_stamp()
         rows: list[ScoreRow] = []
         recomputed = {"reasoning": 0, "backbone": 0}
         for request in campaign:
             old = previous.get(request)
-            reasoning_stamp = self.reasoning_stamp(request, phrasings[request])
-            same_image = old is not None and old.image_stamp == image_stamp
-            if same_image and old.skill_round == skill_round and old.reasoning_stamp == reasoning_stamp:
+            if old is not None and stamps.reasoning_current(old, image_stamp):
                 reasoning = {"disagreement": old.disagreement, "skill_gap": old.skill_gap,
                              **{k: old.details[k] for k in ("outcomes", "target", "target_id", "refused_kind",
                                                               "skills") if k in old.details}}
             else:
                 reasoning = self._reasoning_parts(volume, request, phrasings[request])
                 recomputed["reasoning"] += 1
-            if same_image and old.backbone_stamp == backbone_stamp and old.details.get("target_id") == \
-                    reasoning.get("target_id"):
+            if old is not None and stamps.backbone_current(old, image_stamp) and \
+                    old.details.get("target_id") == reasoning.get("target_id"):
                 backbone = {"out_of_view": old.out_of_view, "uncertainty": old.uncertainty,
                             **{k: old.details[k] for k in ("backbone",) if k in old.details}}
             else:
@@ -166,8 +194,8 @@ class StudyScorer:
             if "backbone" in backbone:
                 details["backbone"] = backbone["backbone"]
             rows.append(ScoreRow(
-                study=study, request=request, skill_round=skill_round, reasoning_stamp=reasoning_stamp,
-                backbone_stamp=backbone_stamp, image_stamp=image_stamp,
+                study=study, request=request, skill_round=stamps.skill_round,
+                reasoning_stamp=stamps.reasoning[request], backbone_stamp=stamps.backbone, image_stamp=image_stamp,
                 disagreement=round(reasoning["disagreement"], 4), skill_gap=round(reasoning["skill_gap"], 4),
                 out_of_view=backbone["out_of_view"], uncertainty=backbone["uncertainty"],
                 score=round(score, 4), details=details,

@@ -101,6 +101,7 @@ class HandOut:
     selection: str
     priority: float | None
     request: str | None
+    in_view: bool | None  # the evidence's or the scores' verdict; None = not known yet
 
 
 def open_engine(url: str):
@@ -293,7 +294,7 @@ class StudyState:
         now = time.time() if now is None else now
         free = "s.labelled = 0 AND NOT EXISTS (SELECT 1 FROM seer_leases l WHERE l.study = s.study AND " \
                "l.expires_at > :now)"
-        pick = "SELECT s.study, s.priority, s.request FROM seer_studies s WHERE " + free
+        pick = "SELECT s.study, s.priority, s.request, s.in_view FROM seer_studies s WHERE " + free
         # Random tiers walk the studies' random keys (`shuffle`, drawn once per study) from a random pivot, through
         # an index: no full scan per call (ORDER BY random() took 10 ms at 10,000 studies).
         tiers = [
@@ -327,7 +328,8 @@ class StudyState:
                                                       "expires": now + lease_s}).first()
                             if got is not None:
                                 return HandOut(row.study, client_id, now + lease_s, selection,
-                                               None if row.priority is None else float(row.priority), row.request)
+                                               None if row.priority is None else float(row.priority), row.request,
+                                               None if row.in_view is None else bool(row.in_view))
         return None
 
     def release(self, study: str, client_id: str | None = None) -> bool:

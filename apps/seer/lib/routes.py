@@ -35,8 +35,6 @@ def install(app) -> None:
     @router.post(prefix + "/activelearning/seer/release", summary="Release a study leased by strategy seer")
     def release(image: str, client_id: str | None = None,
                 user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
-        if app.active_learning is None:
-            raise HTTPException(404, "Strategy 'seer' is not running on this server.")
         released = app.active_learning.release(image, client_id)
         return {"id": image, "released": released,
                 "message": "Lease ended." if released else f"'{image}' holds no lease"
@@ -69,8 +67,7 @@ def install(app) -> None:
         if method != "seer":
             return stock_scoring.run_method(method, params, run_sync)
         if run_sync:
-            app.active_learning.sync()
-            return app.active_learning.run_scoring()
+            return app._scoring_methods["seer"]({}, app.datastore())
         app.active_learning.trigger("POST /scoring/seer")
         return {"method": "seer", "started": True, "status": app.active_learning.status()}
 
