@@ -34,6 +34,9 @@ def test_values_are_typed_and_unknown_keys_are_kept_aside():
         ({"skill_penalty": "-1"}, "'skill_penalty' must be 0 or more"),
         ({"skill_cap_fraction": "2"}, "'skill_cap_fraction' must be between 0 and 1"),
         ({"skill_harvest_gain": "1.5"}, "'skill_harvest_gain' must be between -1 and 1"),
+        ({"al_phrasings": "0"}, "'al_phrasings' must be at least 1"),
+        ({"al_backbone": "perhaps"}, "'al_backbone' must be true or false"),
+        ({"lease_s": "1e9"}, "'lease_s' must be between 1 second and 7 days"),
     ],
 )
 def test_bad_values_name_the_key(conf, message):
