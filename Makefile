@@ -14,12 +14,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Debian packages, best effort (root or passwordless sudo): Colin27 + AAL from mricron-data (sample data), and
-# postgresql, whose server the tests start on 127.0.0.1 in a temporary folder (and stop) for the shared-state tests.
+# Debian packages, best effort (root or passwordless sudo): Colin27 + AAL from mricron-data (sample data);
+# postgresql, whose server the tests start on 127.0.0.1 in a temporary folder (and stop) for the shared-state tests;
+# orthanc with its DICOMweb (and GDCM) plugins, which the PACS tests start the same way; chromium for the OHIF test.
 system-deps:
 	@missing=""; \
 	[ -f /usr/share/mricron/templates/aal.nii.gz ] || missing="$$missing mricron-data"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
+	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb orthanc-gdcm"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \

@@ -83,15 +83,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(studies: Path, log: Path, conf: dict | None = None, timeout_s: float = 180):
-    """`main.py serve` on a free port of 127.0.0.1; yields its URL; stopped by PID (process group) afterwards."""
+def running_server(studies: Path | str, log: Path, conf: dict | None = None, timeout_s: float = 180,
+                   env: dict | None = None, headers: dict | None = None):
+    """`main.py serve` on a free port of 127.0.0.1 (extra environment `env`); yields its URL; stopped by PID
+    (process group) afterwards. `headers` go with the readiness probe (a token when auth is on)."""
     import requests
 
     port = free_port()
     args = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port)]
     for key, value in (conf or {}).items():
         args += ["--conf", key, str(value)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MONAI_LABEL_DATASTORE_AUTO_RELOAD="true")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MONAI_LABEL_DATASTORE_AUTO_RELOAD="true", **(env or {}))
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
                                 start_new_session=True)
@@ -102,7 +104,7 @@ def running_server(studies: Path, log: Path, conf: dict | None = None, timeout_s
             if proc.poll() is not None:
                 pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
             try:
-                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+                if requests.get(f"{url}/info/", timeout=2, headers=headers).status_code == 200:
                     break
             except requests.RequestException:
                 pass

@@ -16,8 +16,16 @@ from pathlib import Path
 _REPO = Path(__file__).resolve().parents[2]
 if importlib.util.find_spec("seer") is None:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(_REPO / "lib"))
+# dcmqi's itkimage2segimage comes from its PyPI wheel into this environment's bin folder; with it on PATH MONAI
+# Label finds it and skips downloading dcmqi at start-up (a DICOMweb server starts offline).
+_BIN = os.path.dirname(sys.executable)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join(p for p in (_BIN, os.environ.get("PATH", "")) if p)
 
+from dicomweb_client.session_utils import create_session_from_user_pass  # noqa: E402
 from fastapi import HTTPException  # noqa: E402
+from monailabel.config import settings as monailabel_settings  # noqa: E402
+from monailabel.datastore.dicom import DICOMwebClientX  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import DefaultLabelTag  # noqa: E402
 from monailabel.tasks.activelearning.first import First  # noqa: E402
@@ -36,6 +44,7 @@ from seer.study_state import StudyState  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
 
 from lib.activelearning.seer import SeerStrategy  # noqa: E402
+from lib.datastore import SeerDICOMwebDatastore  # noqa: E402
 from lib.infers.seer import SEERInferTask  # noqa: E402
 from lib.routes import install as install_routes  # noqa: E402
 from lib.scoring.seer import SeerScoring  # noqa: E402
@@ -53,6 +62,12 @@ class SEERApp(MONAILabelApp):
             raise SystemExit(2) from None
         if self.seer_settings.unknown:
             logger.warning("ignoring unknown conf keys: %s", ", ".join(self.seer_settings.unknown))
+        if self.seer_settings.auth_realm and not monailabel_settings.MONAI_LABEL_AUTH_ENABLE:
+            # MONAI Label reads its auth settings when its server module is imported, before any app exists.
+            logger.error("SEER Label cannot start: --conf auth_realm needs auth switched on before the server "
+                         "starts; start it with `python main.py serve --conf auth_realm URL` (which does that) or "
+                         "set MONAI_LABEL_AUTH_ENABLE=true and MONAI_LABEL_AUTH_REALM_URI=URL.")
+            raise SystemExit(2)
         self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()
@@ -69,6 +84,39 @@ class SEERApp(MONAILabelApp):
         self._auto_update_scoring = False
 
     # -- MONAI Label hooks -------------------------------------------------------------------------------------
+    def init_remote_datastore(self):
+        """A DICOMweb PACS through SEER's adaptation of MONAI Label's datastore (lib/datastore.py); XNAT and DSA
+        stay stock."""
+        if monailabel_settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+            return super().init_remote_datastore()
+        if "googleapis.com" in self.studies:  # Google Healthcare's credentials: the stock datastore
+            return super().init_remote_datastore()
+        ms = monailabel_settings
+        session = None
+        if ms.MONAI_LABEL_DICOMWEB_USERNAME and ms.MONAI_LABEL_DICOMWEB_PASSWORD:
+            session = create_session_from_user_pass(ms.MONAI_LABEL_DICOMWEB_USERNAME, ms.MONAI_LABEL_DICOMWEB_PASSWORD)
+        client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=ms.MONAI_LABEL_QIDO_PREFIX,
+                                 wado_url_prefix=ms.MONAI_LABEL_WADO_PREFIX, stow_url_prefix=ms.MONAI_LABEL_STOW_PREFIX)
+        self._download_dcmqi_tools()  # finds the wheel's itkimage2segimage on PATH: no download
+        settings = self.seer_settings
+        cache = (ms.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
+        return SeerDICOMwebDatastore(
+            client, ms.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, cache, ms.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
+            ms.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
+            modalities=settings.modalities(), cache_s=settings.dicomweb_cache_s, store_seg=settings.store_seg,
+            names_for_label=self._names_for_label,
+        )
+
+    def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
+        """Segment names of a label saved as DICOM SEG: a value that is an id of this server's label table (the
+        ids SEER's masks carry, GET /info/ labels) is named from the table whatever the client sent; other values
+        take the client's label_names / label_info."""
+        ids = {}
+        for name, value in self.pipeline.backbone.label_table().names().items():
+            ids.setdefault(int(value), name)
+        client = label_names_from_info(info) or {}
+        return {v: ids[v] if v in ids else client[v] for v in values if v in ids or v in client}
+
     def init_infers(self):
         datastore = self.datastore()
         root = getattr(datastore, "_datastore_path", None)
@@ -166,7 +214,7 @@ class SEERApp(MONAILabelApp):
         """Every study with its image stamp (size and mtime of a local file; the id for remote studies), and the
         studies with a final label."""
         datastore = self.datastore()
-        local = getattr(datastore, "_datastore_path", None)
+        local = not isinstance(datastore, SeerDICOMwebDatastore)  # a PACS series never changes under its UID
         studies: dict[str, str] = {}
         for image_id in datastore.list_images():
             stamp = image_id
@@ -221,6 +269,10 @@ class SEERApp(MONAILabelApp):
                 "rewards_queued": loop.status()["queued"] if loop else 0,
                 "active_learning": self.active_learning.status(),
             }
+            datastore = self.datastore()
+            if isinstance(datastore, SeerDICOMwebDatastore):
+                meta["seer"]["pacs"] = {"url": self.studies, "store_seg": datastore.store_seg,
+                                        "unreadable_labels": datastore.unreadable_labels()}
         return meta
 
     def init_strategies(self):

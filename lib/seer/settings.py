@@ -86,6 +86,13 @@ KEYS: dict[str, tuple[type, object, str]] = {
                      "aliases, requests from the trace log that resolved to the same target)"),
     "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
                     "and field-of-view evidence (slower; off = reasoning parts only)"),
+    "store_seg": (bool, False, "DICOMweb studies: a saved final label is also stored in the PACS as a DICOM SEG "
+                  "(STOW-RS), its segments named and SNOMED-coded from this server's label table"),
+    "dicomweb_modalities": (str, "CT,MR", "DICOMweb studies: the modalities listed as studies (comma-separated)"),
+    "dicomweb_cache_s": (float, 60.0, "DICOMweb studies: seconds the PACS's series and SEG lists are reused "
+                         "(a label saved here refreshes them at once)"),
+    "auth_realm": (str, "", "switch MONAI Label's token auth on: the OpenID realm URL whose public key signs the "
+                   "tokens (e.g. https://keycloak.example/realms/monailabel); roles decide who infers and saves"),
     "embeddings": (bool, False, "also try offline sentence embeddings when the lexicon finds no target "
                    "(off by default: on the two request sets of bench/ it fixed 2 requests and broke 2)"),
     "max_request_chars": (int, 1000, "longest request accepted (characters)"),
@@ -161,6 +168,10 @@ class SeerSettings:
     lease_s: float
     al_phrasings: int
     al_backbone: bool
+    store_seg: bool
+    dicomweb_modalities: str
+    dicomweb_cache_s: float
+    auth_realm: str
     embeddings: bool
     max_request_chars: int
     dataset: str
@@ -223,6 +234,12 @@ class SeerSettings:
         if self.state_db and not self.state_db.startswith(("postgresql", "sqlite")):
             raise BadRequest("Setting 'state_db' must be a postgresql://user:password@host/database URL (or "
                              f"sqlite:///path), got {self.state_db.split('@')[-1]!r}.")
+        if not self.modalities():
+            raise BadRequest("Setting 'dicomweb_modalities' must name at least one modality, e.g. CT,MR.")
+        if self.dicomweb_cache_s < 0:
+            raise BadRequest("Setting 'dicomweb_cache_s' must be 0 or more seconds.")
+        if self.auth_realm and not self.auth_realm.startswith(("http://", "https://")):
+            raise BadRequest(f"Setting 'auth_realm' must be an http(s) URL of an OpenID realm, got {self.auth_realm!r}.")
         from .devices import check_device_name
 
         check_device_name(self.device, "device")
@@ -232,6 +249,10 @@ class SeerSettings:
         for key in ("affine_spacing", "demons_spacing"):
             if not 0.5 <= getattr(self, key) <= 10:
                 raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")
+
+    def modalities(self) -> tuple[str, ...]:
+        """`dicomweb_modalities` as ('CT', 'MR')."""
+        return tuple(m.strip().upper() for m in self.dicomweb_modalities.split(",") if m.strip())
 
     def campaign_requests(self) -> list[str]:
         """The `campaign` setting as a list of requests ('' -> [])."""

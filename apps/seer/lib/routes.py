@@ -10,15 +10,31 @@ else).
   (`run_sync=true` waits for it and returns its summary).
 - GET /seer/trace/{image}?limit=10: SEER's newest traces on a study (request, evidence, rationale, answer, target
   or refusal), newest first; for viewers that show no reply text (OHIF).
+- POST /infer/{model}?output=dicom_seg: the DICOM SEG is written from the resolved target (segment label, SNOMED
+  CT type and laterality: seer.dicom_seg), not from a client's `label_info`; other outputs are stock.
+- GET/POST /proxy/dicom/...: MONAI Label's DICOMweb proxy (OHIF's only way to the PACS), forwarding the viewer's
+  Accept header so that the PACS sends frames in a transfer syntax the viewer decodes (JPEG 2000 as stored)
+  instead of transcoding, and answering 503 with the URL when the PACS is down. Runs off the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 
-from fastapi import APIRouter, Depends, HTTPException
+import requests
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, Response
 from monailabel.config import settings
+from monailabel.endpoints.infer import ResultType
 from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.utils.others.generic import remove_file
+from starlette.concurrency import run_in_threadpool
+
+from seer.dicom_seg import write_seg
+from seer.errors import SeerError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +43,10 @@ def install(app) -> None:
     """Put the routes in front of the stock ones on MONAI Label's FastAPI app (`monailabel.app.app`)."""
     from monailabel.app import app as api
     from monailabel.endpoints import activelearning as stock_activelearning
+    from monailabel.endpoints import infer as stock_infer
     from monailabel.endpoints import scoring as stock_scoring
+
+    from lib.datastore import SeerDICOMwebDatastore
 
     router = APIRouter()
     prefix = settings.MONAI_LABEL_API_STR
@@ -82,6 +101,84 @@ def install(app) -> None:
         rows = [r for r in app.trace_rows() if r.get("type", "trace") == "trace" and r.get("study") == image]
         newest = [{k: r.get(k) for k in fields} for r in reversed(rows[-max(1, min(limit, 100)):])]
         return {"image": image, "count": len(rows), "traces": newest}
+
+    @router.post(prefix + "/infer/{model}", summary="Run inference (output=dicom_seg: a SEG coded from the target)")
+    async def run_inference(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
+                            params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
+                            output: ResultType | None = None,
+                            user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        if output != ResultType.dicom_seg:
+            return stock_infer.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+        datastore = app.datastore()
+        if not isinstance(datastore, SeerDICOMwebDatastore):
+            raise HTTPException(422, "output=dicom_seg needs DICOMweb studies (serve --studies http://host/dicom-web): "
+                                "a DICOM SEG is written over the study's DICOM series. Ask for output=image here.")
+        if not image:
+            raise HTTPException(422, "output=dicom_seg needs ?image=<SeriesInstanceUID>.")
+        try:
+            request = {**app.info().get("config", {}).get("infer", {}), **json.loads(params or "{}")}
+        except json.JSONDecodeError as exc:
+            raise HTTPException(422, f"params is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+        result = app.infer({**request, "model": model, "image": image})
+        result_file = result.get("file")
+        if result_file:
+            background_tasks.add_task(remove_file, result_file)
+        reply = result.get("params") or {}
+        target = reply["target"]
+        out = os.path.join(tempfile.mkdtemp(prefix="seer-seg-"), "seg.dcm")
+        try:
+            written = write_seg(result_file, datastore.series_dir(image), out, {int(target["id"]): target["name"]},
+                                series_description=f"SEER: {target['name']}"[:64],
+                                content_description=str(request.get("prompt") or target["name"])[:64])
+        except SeerError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        background_tasks.add_task(remove_file, os.path.dirname(out))
+        headers = {"X-SEER-Target": target["name"], "X-SEER-Series": written["series_uid"],
+                   "X-SEER-Trace-Id": str(reply.get("trace_id") or "")}
+        return FileResponse(out, media_type="application/dicom", filename="seg.dcm", headers=headers)
+
+    forwarded = ("accept", "range", "if-none-match", "if-modified-since", "content-type")
+
+    def proxy(request: Request, op: str, path: str, body: bytes | None) -> Response:
+        studies = settings.MONAI_LABEL_STUDIES.rstrip("/")
+        if not studies.startswith(("http://", "https://")):
+            raise HTTPException(404, "This server's studies are a local folder: there is no PACS to proxy "
+                                "(start it with --studies http://host/dicom-web).")
+        prefix = {"wado": settings.MONAI_LABEL_WADO_PREFIX, "qido": settings.MONAI_LABEL_QIDO_PREFIX,
+                  "stow": settings.MONAI_LABEL_STOW_PREFIX}.get(op, "")
+        if path.endswith("metadata") and op == "qido":  # some OHIF versions ask QIDO for metadata
+            prefix = settings.MONAI_LABEL_WADO_PREFIX
+        url = f"{studies}/{prefix + '/' if prefix else ''}{path}"
+        auth = ((settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD)
+                if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD else None)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in forwarded}
+        try:
+            reply = requests.request(request.method, url, params=list(request.query_params.multi_items()),
+                                     headers=headers, data=body, auth=auth,
+                                     timeout=settings.MONAI_LABEL_DICOMWEB_PROXY_TIMEOUT)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise HTTPException(503, f"The PACS at {studies} cannot be reached ({type(exc).__name__}).") from None
+        kept = {k: v for k, v in reply.headers.items()
+                if k.lower() in ("content-type", "etag", "last-modified", "cache-control", "content-location")}
+        return Response(content=reply.content, status_code=reply.status_code, headers=kept)
+
+    def proxy_routes(op: str):
+        def get_route(request: Request, path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+            return proxy(request, op, path, None)  # a plain def: FastAPI runs it on its thread pool
+
+        async def post_route(request: Request, path: str,
+                             user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+            body = await request.body()
+            return await run_in_threadpool(proxy, request, op, path, body)
+
+        return get_route, post_route
+
+    if "googleapis.com" not in settings.MONAI_LABEL_STUDIES:  # Google Healthcare keeps the stock proxy (tokens)
+        for op in ("wado", "qido", "stow", ""):
+            get_route, post_route = proxy_routes(op)
+            path = f"/proxy/dicom/{op + '/' if op else ''}{{path:path}}"
+            router.add_api_route(path, get_route, methods=["GET"], include_in_schema=False)
+            router.add_api_route(path, post_route, methods=["POST"], include_in_schema=False)
 
     api.router.routes[0:0] = router.routes
     logger.info("SEER Label routes installed: %s", ", ".join(r.path for r in router.routes))
