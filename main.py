@@ -70,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "lib"), env.get("PYTHONPATH", "")] if p)
     env.setdefault("MONAI_LABEL_DATASTORE_AUTO_RELOAD", "true")
+    if settings.auth_realm:  # MONAI Label's token auth reads these when its server module is imported
+        env["MONAI_LABEL_AUTH_ENABLE"] = "true"
+        env["MONAI_LABEL_AUTH_REALM_URI"] = settings.auth_realm
     print(f"SEER Label on http://{args.host}:{args.port} over {studies}", file=sys.stderr)
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)

@@ -44,6 +44,7 @@ from seer.study_state import StudyState  # noqa: E402
 from seer.volume import VolumeCache  # noqa: E402
 
 from lib.activelearning.seer import SeerStrategy  # noqa: E402
+from lib.auth import install as install_token_check  # noqa: E402
 from lib.datastore import SeerDICOMwebDatastore  # noqa: E402
 from lib.infers.seer import SEERInferTask  # noqa: E402
 from lib.routes import install as install_routes  # noqa: E402
@@ -68,6 +69,8 @@ class SEERApp(MONAILabelApp):
                          "starts; start it with `python main.py serve --conf auth_realm URL` (which does that) or "
                          "set MONAI_LABEL_AUTH_ENABLE=true and MONAI_LABEL_AUTH_REALM_URI=URL.")
             raise SystemExit(2)
+        if monailabel_settings.MONAI_LABEL_AUTH_ENABLE:
+            install_token_check()
         self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()

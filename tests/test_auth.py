@@ -1,0 +1,106 @@
+"""MONAI Label's token auth switched on with `--conf auth_realm URL`: anonymous requests are refused, a token with
+the user role may infer but not save labels, an annotator may save.
+
+The identity provider (Keycloak in a real deployment) cannot run here; its one part MONAI Label calls, the realm
+document holding the public key, is served as a static file by Python's http.server, and tokens are signed in the
+test with the matching private key. Everything on the SEER side is the real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import free_port, running_server
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory):
+    """(realm URL, sign(roles) -> bearer token) with the realm document served on 127.0.0.1."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    folder = tmp_path_factory.mktemp("realm")
+    (folder / "realms").mkdir()
+    (folder / "realms" / "seer").write_text(json.dumps({"realm": "seer",
+                                                          "public_key": base64.b64encode(public).decode()}))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/realms/seer"
+    try:
+        deadline = time.time() + 20
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            if time.time() > deadline:
+                pytest.fail("the realm document server did not start")
+            time.sleep(0.1)
+
+        def sign(*roles: str, user: str = "ann") -> dict:
+            claims = {"preferred_username": user, "realm_access": {"roles": list(roles)},
+                      "exp": int(time.time()) + 3600}
+            return {"Authorization": f"Bearer {jwt.encode(claims, key, algorithm='RS256')}"}
+
+        yield url, sign
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_data):
+    url, sign = realm
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(sample_data / "mni152_t1.nii.gz", studies / "mni152_t1.nii.gz")
+    user, annotator = sign("monailabel-user"), sign("monailabel-user", "monailabel-annotator")
+    with running_server(studies, tmp_path / "server.log", {"auth_realm": url}, headers=user) as server:
+        for method, path in (("get", "/info/"), ("post", "/infer/seer?image=mni152_t1"),
+                             ("put", "/datastore/label?image=mni152_t1&tag=final"),
+                             ("get", "/seer/trace/mni152_t1")):
+            reply = requests.request(method, f"{server}{path}", timeout=30)
+            assert reply.status_code == 401, (path, reply.status_code, reply.text)
+        forged = {"Authorization": "Bearer " + "x" * 40}
+        assert requests.get(f"{server}/info/", headers=forged, timeout=30).status_code == 401
+
+        reply = requests.post(f"{server}/infer/seer", params={"image": "mni152_t1"}, headers=user,
+                              data={"params": json.dumps({"prompt": "brain"})}, timeout=300)
+        assert reply.status_code == 200, reply.text
+        mask = tmp_path / "brain.nii.gz"
+        mask.write_bytes(reply.content)
+
+        def save(headers):
+            with mask.open("rb") as f:
+                return requests.put(f"{server}/datastore/label", params={"image": "mni152_t1", "tag": "final"},
+                                    files={"label": f}, headers=headers, timeout=120)
+
+        refused = save(user)
+        assert refused.status_code == 403 and "monailabel-annotator" in refused.json()["detail"]
+        assert save(annotator).status_code == 200
+
+
+def test_auth_realm_that_is_not_a_url_stops_serve_with_a_sentence(tmp_path):
+    result = subprocess.run([sys.executable, "main.py", "serve", "--studies", str(tmp_path), "--conf", "auth_realm",
+                             "keycloak"], capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 2
+    assert "Setting 'auth_realm' must be an http(s) URL" in result.stderr
