@@ -63,8 +63,9 @@ def free_port() -> int:
 class Server:
     """`main.py serve` on a free port (a context manager): .url, .pid; stopped by process group on exit."""
 
-    def __init__(self, studies: Path, conf: dict, log: Path, timeout_s: float = 600):
+    def __init__(self, studies: Path | str, conf: dict, log: Path, timeout_s: float = 600, env: dict | None = None):
         self.studies, self.conf, self.log, self.timeout_s = studies, conf, log, timeout_s
+        self.env = env or {}
 
     def __enter__(self):
         import subprocess
@@ -77,7 +78,7 @@ class Server:
             args += ["--conf", key, str(value)]
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                                         env=dict(os.environ, HF_HUB_OFFLINE="1", **self.env))
         self.pid = self.proc.pid
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.time() + self.timeout_s

@@ -1,9 +1,9 @@
 """A real Orthanc PACS (Debian's `orthanc`, `orthanc-dicomweb`, `orthanc-gdcm`) for tests and benchmarks.
 
 `Orthanc(folder).start()` writes a configuration into `folder` (storage there, HTTP on a free port of 127.0.0.1,
-remote access and the DICOM port off, the DICOMweb plugin on; GDCM only when asked, see `docs` in README), starts
+remote access and the DICOM port off, the DICOMweb plugin on; GDCM only when asked: the viewer gets frames as stored, see README), starts
 the server and waits for it; `stop()` ends it by PID. `upload(files)` stores DICOM files as they are;
-`upload_uncompressed(files)` decodes them first (pydicom + the JPEG 2000 codec of `pylibjpeg`) and stores them
+`upload_uncompressed(files)` decodes them first (pydicom, JPEG 2000 through Pillow) and stores them
 as Explicit VR Little Endian under new UIDs, so that one study exists in both encodings.
 """
 
@@ -114,19 +114,20 @@ class Orthanc:
         reply.raise_for_status()
         return reply.json()
 
-    def upload_uncompressed(self, files, uid_root: str = "2.25.") -> str:
-        """Decode each file and store it uncompressed under a new series (and instance) UID; returns the new
-        SeriesInstanceUID."""
+    def upload_uncompressed(self, files) -> tuple[str, str]:
+        """Decode each file and store it uncompressed as a new study (new study, series and instance UIDs, so
+        that a viewer opening the study sees this one series); returns (StudyInstanceUID, SeriesInstanceUID)."""
         import io
 
         import pydicom
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-        series_uid = generate_uid(prefix=None)
+        study_uid, series_uid = generate_uid(prefix=None), generate_uid(prefix=None)
         for path in files:
             ds = pydicom.dcmread(str(path))
             ds.decompress()
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.StudyInstanceUID = study_uid
             ds.SeriesInstanceUID = series_uid
             ds.SOPInstanceUID = generate_uid(prefix=None)
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -134,7 +135,7 @@ class Orthanc:
             buffer = io.BytesIO()
             ds.save_as(buffer, write_like_original=False)
             self.upload_bytes(buffer.getvalue())
-        return str(series_uid)
+        return str(study_uid), str(series_uid)
 
     def series_uids(self, modality: str | None = None) -> list[str]:
         import requests

@@ -110,7 +110,7 @@ def pacs_server(tmp_path_factory):
     pacs = Orthanc(root / "orthanc").start()
     try:
         pacs.upload(files)
-        raw_uid = pacs.upload_uncompressed(files)
+        _, raw_uid = pacs.upload_uncompressed(files)
         raw_files = _uncompressed_files(pacs, raw_uid, root / "raw")
         seg = pacs.upload_bytes(_box_seg(raw_files, "liver", root / "seg-good"))
         pacs.upload_bytes(_box_seg(files, "spleen", root / "seg-broken", break_references=True))
