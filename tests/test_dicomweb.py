@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -266,7 +267,10 @@ def test_saved_label_is_stored_as_coded_seg_and_a_second_server_reads_it_as_an_a
     found = requests.post(f"{pacs.url}/tools/find", json={"Level": "Instance", "Query": {"Modality": "SEG"}},
                           timeout=10).json()
     seg_file.write_bytes(requests.get(f"{pacs.url}/instances/{found[0]}/file", timeout=10).content)
-    segment = pydicom.dcmread(str(seg_file)).SegmentSequence[0]
+    stored = pydicom.dcmread(str(seg_file))
+    assert stored.SeriesDescription == "SEER final: liver"
+    assert stored.ContentDescription == "liver"  # the SEER request that proposed it (the trace)
+    segment = stored.SegmentSequence[0]
     assert segment.SegmentLabel == "liver"
     assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"  # SNOMED CT: Liver
     # a second server that never saw the save (empty cache) finds the SEG, reads it, and uses the study as an atlas
@@ -294,3 +298,33 @@ def test_pacs_down_is_503_naming_it_while_cached_studies_keep_working(own_pacs, 
         assert requests.get(f"{url}/datastore/?output=all", timeout=30).status_code == 200
         proxied = requests.get(f"{url}/proxy/dicom/qido/studies", timeout=30)
         assert proxied.status_code == 503 and pacs.dicomweb.rsplit("/", 1)[0] in proxied.json()["detail"]
+
+
+def test_a_seg_stored_by_another_tool_rewards_the_proposal_on_its_study(own_pacs, tmp_path):
+    """A proposal is made; later a SEG appears in the PACS (saved by another viewer or server); the next request
+    notices it, reads it as the final label, and the proposal is rewarded against it."""
+    import pydicom
+
+    from seer.dicom_seg import write_seg
+
+    pacs, uid = own_pacs
+    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "dicomweb_cache_s": "0"}
+    with running_server(pacs.dicomweb, tmp_path / "server.log", conf,
+                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache")}) as url:
+        reply = _infer(url, uid, {"prompt": "liver"})
+        assert reply.status_code == 200, reply.text
+        (tmp_path / "liver.nii.gz").write_bytes(reply.content)
+        liver = requests.get(f"{url}/info/", timeout=30).json()["models"]["seer"]["labels"]["liver"]
+        write_seg(tmp_path / "liver.nii.gz", SERIES_DIR, tmp_path / "other.dcm", {liver: "liver"})
+        pacs.upload_bytes((tmp_path / "other.dcm").read_bytes())
+        assert pydicom.dcmread(str(tmp_path / "other.dcm")).Modality == "SEG"
+        assert _infer(url, uid, {"prompt": "spleen"}).status_code == 200  # the next request notices the label
+        deadline = time.time() + 180
+        while requests.get(f"{url}/info/", timeout=30).json()["seer"]["rewards"] < 1:
+            assert time.time() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(1)
+        traces = requests.get(f"{url}/seer/trace/{uid}", timeout=30).json()
+        assert traces["count"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "cache").rglob("traces.jsonl").__next__().open()]
+    rewards = [r for r in rows if r.get("type") == "reward"]
+    assert rewards and rewards[0]["dice"] > 0.99  # the SEG holds exactly the liver proposal

@@ -107,8 +107,18 @@ class SEERApp(MONAILabelApp):
             client, ms.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, cache, ms.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
             ms.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
             modalities=settings.modalities(), cache_s=settings.dicomweb_cache_s, store_seg=settings.store_seg,
-            names_for_label=self._names_for_label,
+            names_for_label=self._names_for_label, traces_for_label=self._traces_for_label,
         )
+
+    def _traces_for_label(self, image_id: str, names: dict[int, str]) -> list[dict]:
+        """The newest SEER trace on the study for each target the label holds (request, id), for the SEG."""
+        wanted = set(names.values())
+        newest: dict[str, dict] = {}
+        for row in self.trace_rows():
+            target = (row.get("target") or {}).get("name")
+            if row.get("type", "trace") == "trace" and row.get("study") == image_id and target in wanted:
+                newest[target] = row
+        return [{"id": r.get("id"), "request": r.get("request"), "target": t} for t, r in sorted(newest.items())]
 
     def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
         """Segment names of a label saved as DICOM SEG: a value that is an id of this server's label table (the

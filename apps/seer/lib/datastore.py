@@ -77,6 +77,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         cache_s: float = 60.0,
         store_seg: bool = False,
         names_for_label: Callable[[dict, list[int]], dict[int, str]] | None = None,
+        traces_for_label: Callable[[str, dict[int, str]], list[dict]] | None = None,
     ):
         super().__init__(client, search_filter, cache_path, fetch_by_frame, convert_to_nifti)
         self._url = str(client.base_url)
@@ -84,6 +85,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         self._cache_s = cache_s
         self.store_seg = store_seg
         self._names_for_label = names_for_label
+        self._traces_for_label = traces_for_label
         self._lock = threading.RLock()
         self._series: tuple[float, list[dict]] | None = None  # (time read, QIDO rows of image series)
         self._segs: tuple[float, dict[str, list[tuple[str, str, str]]]] | None = None  # image -> [(seg, study, when)]
@@ -302,7 +304,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         import numpy as np
         import SimpleITK as sitk
 
-        values = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(sitk.ReadImage(label_file))) if v != 0]
+        values = [int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(label_file))) if v != 0]
         if not values and required:
             raise HTTPException(422, "The label is empty: there is nothing to store as a DICOM SEG.")
         names = self._names_for_label(label_info, values) if self._names_for_label else {}
@@ -316,14 +318,18 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         return names
 
     def _store_seg(self, image_id: str, label_file: str, names: dict[int, str], label_info: dict) -> None:
+        """Write the SEG (segments from `names`; content description: the SEER requests that proposed these
+        targets on this study) and store it; its UID, segments and trace ids go into the label's info."""
         self._seg_dir.mkdir(parents=True, exist_ok=True)
         out = self._seg_dir / f"upload-{image_id}-{int(time.time() * 1000)}.dcm"
-        params = label_info.get("params") if isinstance(label_info.get("params"), dict) else {}
-        request = ((params or {}).get("trace") or {}).get("request") or label_info.get("request") or ""
+        traces = self._traces_for_label(image_id, names) if self._traces_for_label else []
+        targets = ", ".join(names[v] for v in sorted(names))
+        # the SEER requests behind the label (newest per target), where viewers show them: the content description
+        requests_text = "; ".join(str(t.get("request") or "") for t in traces if t.get("request"))
         try:
             written = write_seg(label_file, self.series_dir(image_id), out, names,
-                                series_description="SEER Label final",
-                                content_description=str(request)[:64])
+                                series_description=f"SEER final: {targets}",
+                                content_description=requests_text or f"final label: {targets}")
         except SeerError as exc:
             raise HTTPException(exc.status, f"The label was saved on this server but not stored in the PACS: "
                                 f"{exc.message}") from None
@@ -337,7 +343,8 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
                 os.replace(out, self._seg_dir / f"{written['series_uid']}.dcm")
         info = LocalDatastore.get_label_info(self, image_id, DefaultLabelTag.FINAL)
         info.pop("pending_seg", None)
-        info.update(SeriesInstanceUID=series or written["series_uid"], segments=written["segments"])
+        info.update(SeriesInstanceUID=series or written["series_uid"], segments=written["segments"],
+                    seer_traces=[t.get("id") for t in traces])
         LocalDatastore.update_label_info(self, image_id, DefaultLabelTag.FINAL, info)
         logger.info("Final label of %s stored in the PACS as SEG %s (%s)", image_id, info["SeriesInstanceUID"],
                     ", ".join(s["label"] for s in written["segments"]))
