@@ -31,7 +31,7 @@ if str(REPO / "lib") not in sys.path:
 from seer.errors import SeerError  # noqa: E402
 
 EXIT_BAD_INPUT = 2
-DEFAULT_STUDIES = REPO / "sample-data"
+from seer.settings import DEFAULT_SAMPLE_DATA as DEFAULT_STUDIES  # noqa: E402 - $SEER_SAMPLE_DATA or sample-data/
 
 
 def _conf_args(values: list[list[str]] | None) -> dict[str, str]:

@@ -28,10 +28,9 @@ from seer.errors import Refusal
 from seer.evidence import describe_volume
 from seer.metrics import dice
 from seer.registration import RegistrationSettings
+from seer.sample_data import MRICRON_TEMPLATES as MRICRON  # noqa: E402 - $SEER_MRICRON_TEMPLATES or Debian's
 from seer.targets import Resolver
 from seer.volume import load_volume
-
-MRICRON = Path("/usr/share/mricron/templates")
 
 
 def evidence(volume):

@@ -12,12 +12,11 @@ from seer.backbones.atlas import AtlasBackbone
 from seer.errors import Refusal
 from seer.evidence import describe_volume
 from seer.metrics import dice
+from seer.sample_data import MRICRON_TEMPLATES as MRICRON  # noqa: E402 - $SEER_MRICRON_TEMPLATES or Debian's
 from seer.targets import Resolver
 from seer.volume import load_volume
 
 from conftest import label_map
-
-MRICRON = "/usr/share/mricron/templates"
 
 
 def evidence_of(volume):

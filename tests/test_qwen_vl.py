@@ -106,13 +106,12 @@ def test_random_weights_give_an_invalid_format_that_is_marked(engine, views):
 def test_cache_hits_identical_requests_and_empties_on_a_new_skill_bank(engine, views):
     reasoner = QwenVLReasoner(engine.settings, engine)
     first = reasoner.reason(_inputs(views))
-    assert reasoner.last_timings["cache_hit"] is False
+    assert first.timings["cache_hit"] is False
     again = reasoner.reason(_inputs(views))
-    assert reasoner.last_timings["cache_hit"] is True and again.raw_text == first.raw_text
-    reasoner.reason(_inputs(views, key="study-2"))
-    assert reasoner.last_timings["cache_hit"] is False
-    reasoner.reason(_inputs(views, version="v2"))
-    assert reasoner.last_timings["cache_hit"] is False and len(reasoner.cache) == 1
+    assert again.timings["cache_hit"] is True and again.raw_text == first.raw_text
+    assert reasoner.reason(_inputs(views, key="study-2")).timings["cache_hit"] is False
+    fresh = reasoner.reason(_inputs(views, version="v2"))
+    assert fresh.timings["cache_hit"] is False and len(reasoner.cache) == 1
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])

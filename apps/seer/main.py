@@ -74,6 +74,8 @@ class SEERApp(MONAILabelApp):
         self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()
+        self._labels_lock = threading.Lock()  # inferences and saves run on several threads
+        self.not_atlases: dict[str, str] = {}  # study -> why its final label is not an atlas (logged, in /info)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -281,6 +283,7 @@ class SEERApp(MONAILabelApp):
                 "rewards_enabled": loop is not None,
                 "rewards_queued": loop.status()["queued"] if loop else 0,
                 "active_learning": self.active_learning.status(),
+                "labels_not_atlases": dict(self.not_atlases),
             }
             datastore = self.datastore()
             if isinstance(datastore, SeerDICOMwebDatastore):
@@ -323,7 +326,8 @@ class SEERApp(MONAILabelApp):
             self.pipeline.backbone.refresh()
         except Exception:  # noqa: BLE001 - saving must succeed even if an atlas is unreadable
             logger.exception("atlas refresh after saving %s failed", image_id)
-        self._labels_seen = self._labels_signature()
+        with self._labels_lock:
+            self._labels_seen = self._labels_signature()
         if image_id in self._labels_seen:  # a final label (not a draft)
             self.active_learning.on_saved(image_id)
         if self.annotation is not None:
@@ -345,6 +349,10 @@ class SEERApp(MONAILabelApp):
 
     def _notice_label_changes(self) -> None:
         """Labels copied into labels/final by hand (no PUT) become atlases and earn rewards on the next request."""
+        with self._labels_lock:
+            self._notice_label_changes_locked()
+
+    def _notice_label_changes_locked(self) -> None:
         signature = self._labels_signature()
         if signature == self._labels_seen:
             return
@@ -361,24 +369,28 @@ class SEERApp(MONAILabelApp):
                 self.annotation.submit(study)
 
     def _datastore_atlases(self) -> list[AtlasSource]:
-        """Every datastore study with a final label, with the label's names (see `_label_names`)."""
+        """Every datastore study with a final label whose values are named (`label_names`, or Slicer's
+        `label_info`). A label without names is not guessed to hold this app's ids: it is left out, with the
+        reason logged and shown in /info (`seer.labels_not_atlases`)."""
         if not self.seer_settings.datastore_atlases:
             return []
         datastore = self.datastore()
         sources = []
+        not_atlases = self.not_atlases
         for image_id in datastore.get_labeled_images(DefaultLabelTag.FINAL):
             image_path = datastore.get_image_uri(image_id)
             label_path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
             if not (image_path and label_path and os.path.isfile(image_path) and os.path.isfile(label_path)):
                 continue
-            names = self._label_names(datastore.get_label_info(image_id, DefaultLabelTag.FINAL))
+            names = label_names_from_info(datastore.get_label_info(image_id, DefaultLabelTag.FINAL))
             if names:
                 sources.append(AtlasSource(f"datastore:{image_id}", image_path, label_path, names, "datastore"))
+                not_atlases.pop(image_id, None)
+            else:
+                why = ("it was saved without label_names or label_info, so its values cannot be named (a label from "
+                       "another tool would become a wrongly named atlas); save it again with label_names "
+                       "{name: value}" if names is None else "its label_names / label_info name no usable value")
+                if not_atlases.get(image_id) != why:
+                    logger.warning("The final label of %s is not used as an atlas: %s.", image_id, why)
+                not_atlases[image_id] = why
         return sources
-
-    def _label_names(self, info: dict) -> dict[int, str]:
-        """Label value -> name, from the saved label's params (`label_names` or Slicer's `label_info`); otherwise
-        the values are taken to be ids of this app's label table (a SEER proposal saved as is). Rewards never make
-        that guess (seer.rewards)."""
-        names = label_names_from_info(info)
-        return names if names is not None else self.registry.table()  # {}: names given, none usable: no atlas

@@ -113,37 +113,55 @@ class LabelRegistry:
         self._ids[name] = value
         self._keys.setdefault(self._key(name), name)
 
+    def _known(self, name: str) -> int | None:
+        if name in self._ids:
+            return self._ids[name]
+        same = self._keys.get(self._key(name))
+        return self._ids[same] if same is not None else None
+
     def ensure(self, names: list[str]) -> dict[str, int]:
-        """Ids for `names` (registering new ones, persisted atomically); returns name -> id for each name."""
-        out: dict[str, int] = {}
-        changed = False
+        """Ids for `names`; returns name -> id for each name. New ids are allocated under the file lock from the
+        file's current content (another process on the same datastore may have added ids since we read it), then
+        the file is rewritten atomically before the lock is released: two processes never give one id to two
+        structures."""
         with self._lock:
-            for name in names:
-                if name in self._ids:
-                    out[name] = self._ids[name]
-                    continue
-                same = self._keys.get(self._key(name))
-                if same is not None:
-                    out[name] = self._ids[same]
-                    continue
-                new_id = max(self._ids.values(), default=0) + 1
-                self._add(name, new_id)
-                out[name] = new_id
-                changed = True
-            if changed:
-                self._save()
-        return out
+            if any(self._known(name) is None for name in names):
+                if self.path is None:
+                    self._allocate(names)
+                else:
+                    with FileLock(str(self.path) + ".lock"):
+                        self._merge_file()
+                        if self._allocate(names):
+                            payload = json.dumps({"labels": self._ids}, indent=1, ensure_ascii=False).encode()
+                            write_atomic(self.path, payload)
+            return {name: self._known(name) for name in names}
+
+    def _allocate(self, names: list[str]) -> bool:
+        added = False
+        for name in names:
+            if self._known(name) is None:
+                self._add(name, max(self._ids.values(), default=0) + 1)
+                added = True
+        return added
+
+    def _merge_file(self) -> None:
+        """Take in the ids another process wrote (caller holds the file lock)."""
+        if not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            logger.warning("label registry %s unreadable (%s); keeping the ids in memory", self.path, exc)
+            return
+        for name, value in data.get("labels", {}).items():
+            if name not in self._ids:
+                self._add(name, int(value))
 
     def table(self) -> dict[int, str]:
         """id -> display name (the first name registered for that id)."""
+        with self._lock:
+            items = list(self._ids.items())
         shown: dict[int, str] = {}
-        for name, value in self._ids.items():
+        for name, value in items:
             shown.setdefault(value, name)
         return dict(sorted(shown.items()))
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        payload = json.dumps({"labels": self._ids}, indent=1, ensure_ascii=False).encode("utf-8")
-        with FileLock(str(self.path) + ".lock"):
-            write_atomic(self.path, payload)

@@ -163,7 +163,7 @@ class SeerPipeline:
         resolution = self._free_text(resolution, trace)
         t2 = time.perf_counter()
         latencies = {"views_s": round(t1 - t0, 4), "reasoning_s": round(t2 - t1, 4)}
-        detail = getattr(self.reasoner, "last_timings", None)
+        detail = trace.timings
         if detail:
             latencies["reasoner"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in detail.items()}
         return Reasoning(

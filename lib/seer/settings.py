@@ -13,7 +13,20 @@ from pathlib import Path
 from .errors import BadRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SAMPLE_DATA = REPO_ROOT / "sample-data"
+
+
+def default_sample_data() -> Path:
+    """Where the sample data lives when the `sample_data` setting is empty: $SEER_SAMPLE_DATA, else the checkout's
+    sample-data/ (running from a clone), else the user cache (an installed package has no checkout)."""
+    if os.environ.get("SEER_SAMPLE_DATA"):
+        return Path(os.environ["SEER_SAMPLE_DATA"])
+    if (REPO_ROOT / "main.py").exists() and (REPO_ROOT / "apps" / "seer").is_dir():
+        return REPO_ROOT / "sample-data"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "seer-label" / "sample-data"
+
+
+DEFAULT_SAMPLE_DATA = default_sample_data()
 
 # key: (type, default, help)
 KEYS: dict[str, tuple[type, object, str]] = {
@@ -52,7 +65,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "voxtell_text_encoder": (str, "Qwen/Qwen3-Embedding-4B", "voxtell: text encoder for prompts missing from the "
                              "bank, used only when it is on this machine"),
     "atlases": (str, "", "extra atlas folders (os.pathsep-separated), each holding <name>/image.nii.gz, labels.nii.gz, "
-                "labels.json; sample-data/atlases is always included when present"),
+                "labels.json; the sample data's atlases/ is always included when present"),
+    "sample_data": (str, "", "folder of the sample data whose atlases/ are always used; default: $SEER_SAMPLE_DATA, "
+                    "else the checkout's sample-data/, else ~/.cache/seer-label/sample-data"),
     "datastore_atlases": (bool, True, "use every datastore study with a final label as an atlas"),
     "max_atlases": (int, 5, "at most this many atlases are registered per request "
                     "(same modality and closest field of view first)"),
@@ -86,6 +101,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
                      "aliases, requests from the trace log that resolved to the same target)"),
     "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
                     "and field-of-view evidence (slower; off = reasoning parts only)"),
+    "infer_concurrency": (int, 2, "inferences run off the server's event loop, at most this many at once (others "
+                          "wait their turn); /info, next-sample and label saves answer meanwhile. 0 = inline, as stock "
+                          "MONAI Label (one request at a time, everything else waits)"),
     "store_seg": (bool, False, "DICOMweb studies: a saved final label is also stored in the PACS as a DICOM SEG "
                   "(STOW-RS), its segments named and SNOMED-coded from this server's label table"),
     "dicomweb_modalities": (str, "CT,MR", "DICOMweb studies: the modalities listed as studies (comma-separated)"),
@@ -146,6 +164,7 @@ class SeerSettings:
     voxtell_embeddings: str
     voxtell_text_encoder: str
     atlases: tuple[str, ...]
+    sample_data: str
     datastore_atlases: bool
     max_atlases: int
     deformable: bool
@@ -168,6 +187,7 @@ class SeerSettings:
     lease_s: float
     al_phrasings: int
     al_backbone: bool
+    infer_concurrency: int
     store_seg: bool
     dicomweb_modalities: str
     dicomweb_cache_s: float
@@ -234,6 +254,8 @@ class SeerSettings:
         if self.state_db and not self.state_db.startswith(("postgresql", "sqlite")):
             raise BadRequest("Setting 'state_db' must be a postgresql://user:password@host/database URL (or "
                              f"sqlite:///path), got {self.state_db.split('@')[-1]!r}.")
+        if not 0 <= self.infer_concurrency <= 64:
+            raise BadRequest("Setting 'infer_concurrency' must be between 0 (inline) and 64.")
         if not self.modalities():
             raise BadRequest("Setting 'dicomweb_modalities' must name at least one modality, e.g. CT,MR.")
         if self.dicomweb_cache_s < 0:
@@ -258,8 +280,12 @@ class SeerSettings:
         """The `campaign` setting as a list of requests ('' -> [])."""
         return split_requests(self.campaign)
 
+    def sample_data_dir(self) -> Path:
+        return Path(self.sample_data) if self.sample_data else DEFAULT_SAMPLE_DATA
+
     def atlas_dirs(self) -> list[Path]:
-        dirs = [DEFAULT_SAMPLE_DATA / "atlases"] if (DEFAULT_SAMPLE_DATA / "atlases").is_dir() else []
+        sample = self.sample_data_dir() / "atlases"
+        dirs = [sample] if sample.is_dir() else []
         return dirs + [Path(p) for p in self.atlases]
 
     def as_dict(self) -> dict:

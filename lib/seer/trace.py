@@ -42,6 +42,9 @@ class Trace:
     answer_source: str = "answer"
     skill_ids: list[str] = field(default_factory=list)
     reasoner: str = ""
+    # this request's reasoner timings (seconds, cache_hit): carried by the trace, not the shared reasoner, so that
+    # concurrent requests never read each other's
+    timings: dict = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,8 +10,11 @@ else).
   (`run_sync=true` waits for it and returns its summary).
 - GET /seer/trace/{image}?limit=10: SEER's newest traces on a study (request, evidence, rationale, answer, target
   or refusal), newest first; for viewers that show no reply text (OHIF).
-- POST /infer/{model}?output=dicom_seg: the DICOM SEG is written from the resolved target (segment label, SNOMED
-  CT type and laterality: seer.dicom_seg), not from a client's `label_info`; other outputs are stock.
+- POST /infer/{model}: run on the thread pool, at most `infer_concurrency` at once (waiting requests queue on a
+  semaphore and hold no thread), so /info, next-sample and saves answer while inferences run; params that are
+  not a JSON object -> 422. output=dicom_seg: the DICOM SEG is written from the resolved target (segment label,
+  SNOMED CT type and laterality: seer.dicom_seg), not from a client's `label_info`; other outputs are stock.
+- PUT /datastore/label: stock saving on the thread pool; an unknown study -> 404, bad params -> 422.
 - GET/POST /proxy/dicom/...: MONAI Label's DICOMweb proxy (OHIF's only way to the PACS), forwarding the viewer's
   Accept header so that the PACS sends frames in a transfer syntax the viewer decodes (JPEG 2000 as stored)
   instead of transcoding, and answering 503 with the URL when the PACS is down. Runs off the event loop.
@@ -19,6 +22,8 @@ else).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import os
@@ -30,6 +35,7 @@ from fastapi.responses import FileResponse, Response
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType
 from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
 
@@ -43,6 +49,7 @@ def install(app) -> None:
     """Put the routes in front of the stock ones on MONAI Label's FastAPI app (`monailabel.app.app`)."""
     from monailabel.app import app as api
     from monailabel.endpoints import activelearning as stock_activelearning
+    from monailabel.endpoints import datastore as stock_datastore
     from monailabel.endpoints import infer as stock_infer
     from monailabel.endpoints import scoring as stock_scoring
 
@@ -102,11 +109,32 @@ def install(app) -> None:
         newest = [{k: r.get(k) for k in fields} for r in reversed(rows[-max(1, min(limit, 100)):])]
         return {"image": image, "count": len(rows), "traces": newest}
 
-    @router.post(prefix + "/infer/{model}", summary="Run inference (output=dicom_seg: a SEG coded from the target)")
+    concurrency = app.seer_settings.infer_concurrency
+    infer_slots = asyncio.Semaphore(concurrency) if concurrency else None
+
+    def parsed_params(params: str) -> dict:
+        try:
+            value = json.loads(params or "{}")
+        except json.JSONDecodeError as exc:
+            raise HTTPException(422, f"params is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+        if not isinstance(value, dict):
+            raise HTTPException(422, "params must be a JSON object, e.g. {\"prompt\": \"left kidney\"}.")
+        return value
+
+    @router.post(prefix + "/infer/{model}", summary="Run inference (off the event loop; output=dicom_seg: a SEG "
+                 "coded from the target)")
     async def run_inference(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
                             params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
                             output: ResultType | None = None,
                             user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        parsed_params(params)
+        work = functools.partial(infer, background_tasks, model, image, session_id, params, file, label, output)
+        if infer_slots is None:  # infer_concurrency 0: inline on the event loop, as stock MONAI Label
+            return work()
+        async with infer_slots:  # waiting requests hold no thread
+            return await run_in_threadpool(work)
+
+    def infer(background_tasks, model, image, session_id, params, file, label, output):
         if output != ResultType.dicom_seg:
             return stock_infer.run_inference(background_tasks, model, image, session_id, params, file, label, output)
         datastore = app.datastore()
@@ -115,10 +143,7 @@ def install(app) -> None:
                                 "a DICOM SEG is written over the study's DICOM series. Ask for output=image here.")
         if not image:
             raise HTTPException(422, "output=dicom_seg needs ?image=<SeriesInstanceUID>.")
-        try:
-            request = {**app.info().get("config", {}).get("infer", {}), **json.loads(params or "{}")}
-        except json.JSONDecodeError as exc:
-            raise HTTPException(422, f"params is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+        request = {**app.info().get("config", {}).get("infer", {}), **parsed_params(params)}
         result = app.infer({**request, "model": model, "image": image})
         result_file = result.get("file")
         if result_file:
@@ -136,6 +161,20 @@ def install(app) -> None:
         headers = {"X-SEER-Target": target["name"], "X-SEER-Series": written["series_uid"],
                    "X-SEER-Trace-Id": str(reply.get("trace_id") or "")}
         return FileResponse(out, media_type="application/dicom", filename="seg.dcm", headers=headers)
+
+    @router.put(prefix + "/datastore/label", summary="Save a label (off the event loop)")
+    async def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
+                         tag: str = DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
+                         user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+        parsed_params(params)
+        return await run_in_threadpool(save_label_now, background_tasks, image, params, tag, label, user.username)
+
+    def save_label_now(background_tasks, image, params, tag, label, username):
+        datastore = app.datastore()
+        if image not in datastore.list_images():
+            raise HTTPException(404, f"No study with id '{image}' in the datastore: a label needs its study (GET "
+                                "/datastore/?output=all lists them).")
+        return stock_datastore.save_label(background_tasks, image, params, tag, label, username)
 
     forwarded = ("accept", "range", "if-none-match", "if-modified-since", "content-type")
 

@@ -78,7 +78,6 @@ class OpenAIReasoner:
         self.cache = TraceCache(settings.cache_size)
         self._session = requests.Session()
         self._lock = threading.Lock()
-        self.last_timings: dict = {}
 
     def _headers(self) -> dict:
         key = os.environ.get(self.settings.api_key_env)
@@ -130,8 +129,7 @@ class OpenAIReasoner:
                         ",".join(s.skill_id for s in inputs.skills), self.completions_url, self.settings.model])
         cached = self.cache.get(key, inputs.bank_version)
         if cached is not None:
-            self.last_timings = {"cache_hit": True, "total_s": time.perf_counter() - started}
-            return replace(cached)
+            return replace(cached, timings={"cache_hit": True, "total_s": time.perf_counter() - started})
         if inputs.views is None:
             raise BadRequest("The openai reasoner needs the image: give --image (CLI) or an image id (server).")
         messages = build_messages(inputs.views.images(), inputs.request.text, inputs.skills)
@@ -140,7 +138,7 @@ class OpenAIReasoner:
         trace = parse_output(text, inputs.request.text)
         trace.skill_ids = [s.skill_id for s in inputs.skills]
         trace.reasoner = self.name
-        self.last_timings = {"cache_hit": False, "endpoint_s": time.perf_counter() - t0,
-                             "total_s": time.perf_counter() - started}
+        trace.timings = {"cache_hit": False, "endpoint_s": time.perf_counter() - t0,
+                         "total_s": time.perf_counter() - started}
         self.cache.put(key, trace)
         return replace(trace)

@@ -230,7 +230,6 @@ class QwenVLReasoner:
         self.settings = settings or QwenVLSettings()
         self.engine = engine or QwenVLEngine(self.settings)
         self.cache = TraceCache(self.settings.cache_size)
-        self.last_timings: dict = {}
 
     def cache_key(self, inputs: ReasoningInput) -> str:
         parts = [inputs.study_key or "no-image", inputs.request.text, ",".join(s.skill_id for s in inputs.skills),
@@ -248,8 +247,7 @@ class QwenVLReasoner:
         key = self.cache_key(inputs)
         cached = self.cache.get(key, inputs.bank_version)
         if cached is not None:
-            self.last_timings = {"cache_hit": True, "total_s": time.perf_counter() - started}
-            return replace(cached)
+            return replace(cached, timings={"cache_hit": True, "total_s": time.perf_counter() - started})
         t0 = time.perf_counter()
         messages, images = self.messages(inputs)
         render_s = time.perf_counter() - t0
@@ -258,8 +256,8 @@ class QwenVLReasoner:
         trace = parse_output(text, inputs.request.text)
         trace.skill_ids = [s.skill_id for s in inputs.skills]
         trace.reasoner = self.name
-        self.last_timings = {"cache_hit": False, "slices_s": render_s, **timings, "parse_s": time.perf_counter() - t1,
-                             "total_s": time.perf_counter() - started}
+        trace.timings = {"cache_hit": False, "slices_s": render_s, **timings, "parse_s": time.perf_counter() - t1,
+                         "total_s": time.perf_counter() - started}
         if not trace.format_valid:
             logger.warning("model output is not in the SEER format (answer from %s): %r", trace.answer_source,
                            text[:200])
