@@ -223,9 +223,10 @@ def test_every_request_lands_in_the_trace_log(server, studies, colin27):
     assert os.path.exists(proposal)
 
 
-def test_a_label_copied_into_the_datastore_by_hand_becomes_an_atlas(server, client, studies, shared_data):
-    """No PUT: the file appears in labels/final; its values are read as ids of the app's label table (for the atlas;
-    a reward needs names, so the proposal on that study earns none and the trace log says why)."""
+def test_a_label_copied_by_hand_without_names_is_noticed_but_not_guessed(server, client, studies, shared_data):
+    """No PUT: the file appears in labels/final with no names. Its values are not guessed to be this app's ids
+    (a label from another tool would become a wrongly named atlas): it is not an atlas, /info says why, and the
+    proposal on that study earns no reward (the trace log says why)."""
     names = label_map(shared_data / "ct-abdomen-pelvis")
     client.save_label("ct_pelvis", str(shared_data / "ct-abdomen-pelvis" / "labels.nii.gz"), tag="final",
                       params={"label_names": {name: int(value) for value, name in names.items()}})
@@ -244,8 +245,9 @@ def test_a_label_copied_into_the_datastore_by_hand_becomes_an_atlas(server, clie
     else:
         pytest.fail("the datastore did not pick up the copied label")
     response = infer(server, "ct_pelvis", {"prompt": "spleen"}, output="json")
-    assert response.status_code == 200, response.text
-    assert response.json()["backbone"]["atlases"][0]["atlas"] == "datastore:ct_small"
+    assert response.status_code == 422 and "this study itself" in response.json()["detail"], response.text
+    reason = requests.get(f"{server}/info/", timeout=10).json()["seer"]["labels_not_atlases"]["ct_small"]
+    assert "without label_names or label_info" in reason
     deadline = time.time() + 30  # the request noticed the new label; the worker tried to reward ct_small
     while time.time() < deadline:
         rows = [json.loads(line) for line in (studies / ".seer" / "traces.jsonl").read_text().splitlines()]
