@@ -285,11 +285,22 @@ def test_saved_label_is_stored_as_coded_seg_and_a_second_server_reads_it_as_an_a
 
 def test_pacs_down_is_503_naming_it_while_cached_studies_keep_working(own_pacs, tmp_path):
     pacs, uid = own_pacs
-    conf = {"atlases": _ct_atlas(tmp_path / "atlases")}
+    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "store_seg": "true"}
     with running_server(pacs.dicomweb, tmp_path / "server.log", conf,
                         env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache")}) as url:
-        assert _infer(url, uid, {"prompt": "liver"}).status_code == 200
+        first = _infer(url, uid, {"prompt": "liver"})
+        assert first.status_code == 200
         pacs.stop()
+        # a final label saved while the PACS is down: 503 naming it, and the label is kept on the server
+        mask = tmp_path / "liver.nii.gz"
+        mask.write_bytes(first.content)
+        with mask.open("rb") as f:
+            saved = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
+                                 files={"label": f}, timeout=120)
+        assert saved.status_code == 503 and "label was saved on this server" in saved.json()["detail"]
+        kept = requests.get(f"{url}/datastore/?output=all", timeout=30).json()["objects"][uid]["labels"]["final"]
+        liver = requests.get(f"{url}/info/", timeout=30).json()["models"]["seer"]["labels"]["liver"]
+        assert kept["info"]["pending_seg"] is True and kept["info"]["label_names"] == {"liver": liver}
         again = _infer(url, uid, {"prompt": "spleen"})
         assert again.status_code == 200, again.text
         down = _infer(url, "1.2.3.4.5.6", {"prompt": "liver"})
