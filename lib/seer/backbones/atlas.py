@@ -135,7 +135,8 @@ class AtlasBackbone:
         return self._table
 
     def atlas_names(self) -> list[str]:
-        return [s.name for s in self._sources]
+        with self._lock:
+            return [s.name for s in self._sources]
 
     # -- segmentation ----------------------------------------------------------------------------------------
     def segment(
@@ -143,7 +144,9 @@ class AtlasBackbone:
     ) -> Segmentation:
         say = progress or (lambda message: logger.info(message))
         started = time.perf_counter()
-        holders = [s for s in self._sources if entry.id in self._values.get(s.name, {})]
+        with self._lock:  # one consistent snapshot: a refresh swaps both while requests run
+            sources, all_values = self._sources, self._values
+        holders = [s for s in sources if entry.id in all_values.get(s.name, {})]
         if not holders:
             raise Refusal(f"No atlas holds '{entry.name}'.", kind="no_atlas")
         loaded = [self._load(s) for s in holders]
@@ -164,7 +167,7 @@ class AtlasBackbone:
             )
         # a label map may name structures its volume does not hold (a crop, a partial label): those atlases are
         # not holders of this target
-        compatible = [a for a in compatible if self._target_voxels(a, self._values[a.source.name][entry.id]) > 0]
+        compatible = [a for a in compatible if self._target_voxels(a, all_values[a.source.name][entry.id]) > 0]
         if not compatible:
             raise Refusal(
                 f"The atlases that name '{entry.name}' hold no voxel of it (their label maps list it, their volumes "
@@ -179,7 +182,7 @@ class AtlasBackbone:
             same_modality = atlas.evidence.modality == evidence.modality
             reg, how = self._registration(atlas, volume, study_prepared, same_modality, n, len(chosen), say)
             t0 = time.perf_counter()
-            self._accumulate(probability, atlas, self._values[atlas.source.name][entry.id], reg, volume, study_prepared)
+            self._accumulate(probability, atlas, all_values[atlas.source.name][entry.id], reg, volume, study_prepared)
             used.append(
                 {
                     "atlas": atlas.source.name,
@@ -193,7 +196,7 @@ class AtlasBackbone:
         probability /= len(chosen)
         mask = probability >= self.settings.threshold
         # the atlases' target volume (mm^3, mean over the chosen) against what their warps put inside this grid
-        expected = np.mean([self._target_voxels(a, self._values[a.source.name][entry.id]) * a.volume.voxel_mm3
+        expected = np.mean([self._target_voxels(a, all_values[a.source.name][entry.id]) * a.volume.voxel_mm3
                             for a in chosen])
         in_view = float(probability.sum(dtype=np.float64)) * volume.voxel_mm3 / max(float(expected), 1e-6)
         if not mask.any():

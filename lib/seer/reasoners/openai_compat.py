@@ -76,8 +76,15 @@ class OpenAIReasoner:
         url = settings.url.rstrip("/")
         self.completions_url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.cache = TraceCache(settings.cache_size)
-        self._session = requests.Session()
+        self._sessions = threading.local()  # requests.Session is not documented as thread-safe: one per thread
         self._lock = threading.Lock()
+
+    @property
+    def _session(self) -> requests.Session:
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+        return session
 
     def _headers(self) -> dict:
         key = os.environ.get(self.settings.api_key_env)
