@@ -7,13 +7,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from pacs import free_port  # noqa: F401 - one free-port helper for the tests and the PACS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -74,12 +74,6 @@ def tiny_lora(tiny_qwen, tmp_path_factory) -> Path:
     from tiny_models import build_lora_adapter
 
     return build_lora_adapter(tiny_qwen, tmp_path_factory.mktemp("tiny-seer-lora"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ def orthanc_binary() -> str | None:
     return shutil.which("Orthanc")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -36,7 +36,7 @@ class Orthanc:
     def __init__(self, folder: Path, gdcm: bool = False):
         self.folder = Path(folder)
         self.gdcm = gdcm
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property

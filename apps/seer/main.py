@@ -92,10 +92,8 @@ class SEERApp(MONAILabelApp):
     def init_remote_datastore(self):
         """A DICOMweb PACS through SEER's adaptation of MONAI Label's datastore (lib/datastore.py); XNAT and DSA
         stay stock."""
-        if monailabel_settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
-            return super().init_remote_datastore()
-        if "googleapis.com" in self.studies:  # Google Healthcare's credentials: the stock datastore
-            return super().init_remote_datastore()
+        if monailabel_settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa") or "googleapis.com" in self.studies:
+            return super().init_remote_datastore()  # Google Healthcare needs the stock client's credentials
         ms = monailabel_settings
         session = None
         if ms.MONAI_LABEL_DICOMWEB_USERNAME and ms.MONAI_LABEL_DICOMWEB_PASSWORD:

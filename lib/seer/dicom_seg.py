@@ -103,18 +103,24 @@ def _series_files(series_dir: str | os.PathLike) -> list[str]:
     return files
 
 
-def _series_grid(files: list[str]):
-    """An empty SimpleITK image with the series geometry (no pixel decoding: JPEG 2000 needs no codec here)."""
+def _headers(files: list[str]) -> list:
+    """The files' DICOM headers (pixel data not read), in `files` order."""
     import pydicom
+
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+
+
+def _series_grid(headers: list):
+    """An empty SimpleITK image with the series geometry (no pixel decoding: JPEG 2000 needs no codec here)."""
     import SimpleITK as sitk
 
-    first = pydicom.dcmread(files[0], stop_before_pixels=True)
-    positions = [np.array(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient, float) for f in files]
+    first = headers[0]
+    positions = [np.array(h.ImagePositionPatient, float) for h in headers]
     row, col = (np.array(first.ImageOrientationPatient[:3], float), np.array(first.ImageOrientationPatient[3:], float))
     normal = np.cross(row, col)
-    spacing_z = float(np.median(np.diff([p @ normal for p in positions]))) if len(files) > 1 else float(
+    spacing_z = float(np.median(np.diff([p @ normal for p in positions]))) if len(headers) > 1 else float(
         getattr(first, "SliceThickness", 1.0) or 1.0)
-    grid = sitk.Image(int(first.Columns), int(first.Rows), len(files), sitk.sitkUInt8)
+    grid = sitk.Image(int(first.Columns), int(first.Rows), len(headers), sitk.sitkUInt8)
     pixel = [float(v) for v in first.PixelSpacing]  # row spacing (between rows), column spacing
     grid.SetSpacing((pixel[1], pixel[0], abs(spacing_z) or 1.0))
     grid.SetOrigin(tuple(positions[0]))
@@ -137,6 +143,17 @@ def _atomic_write(write, output: Path, suffix: str) -> Path:
     return output
 
 
+def check_segments(values: list[int], names: dict[int, str]) -> None:
+    """BadRequest unless the label holds a segment and `names` names every value (a segment is never unnamed)."""
+    if not values:
+        raise BadRequest("The label is empty: there is no segment to write as a DICOM SEG.")
+    unnamed = [v for v in values if v not in names]
+    if unnamed:
+        raise BadRequest(f"The label holds value(s) {unnamed[:5]} that name no target of this server (GET /info/ "
+                         "lists the labels and their ids); a DICOM SEG segment cannot be left unnamed. Send "
+                         "label_names {name: value} for them.")
+
+
 def write_seg(
     label: str | os.PathLike,
     series_dir: str | os.PathLike,
@@ -150,22 +167,17 @@ def write_seg(
 
     Values of the label map that `names` does not hold are refused (BadRequest): a segment is never unnamed."""
     import highdicom as hd
-    import pydicom
     import SimpleITK as sitk
     from pydicom.sr.codedict import codes
 
     files = _series_files(series_dir)
-    grid = _series_grid(files)
+    sources = _headers(files)
+    grid = _series_grid(sources)
     mask = sitk.ReadImage(str(label))
     mask = sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt32)
     values_zyx = sitk.GetArrayFromImage(mask)  # (slices, rows, columns), slices in `files` order
     present = [int(v) for v in np.unique(values_zyx) if v != 0]
-    if not present:
-        raise BadRequest("The label is empty on this series' grid: there is no segment to write.")
-    unnamed = [v for v in present if v not in names]
-    if unnamed:
-        raise BadRequest(f"The label holds value(s) {unnamed[:5]} that name no target of this server; save it with "
-                         "label_names, or use the ids of GET /info/ labels.")
+    check_segments(present, names)
     numbering = np.zeros(max(present) + 1, np.uint16)
     descriptions = []
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -188,7 +200,6 @@ def write_seg(
         segments.append({"number": number, "value": value, "label": coding.label, "type": coding.type.meaning,
                          "type_code": coding.type.value, "category": coding.category.meaning,
                          "laterality": coding.laterality.meaning if coding.laterality else None})
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=numbering[values_zyx],
@@ -229,8 +240,8 @@ def read_seg(
     if getattr(dataset, "Modality", "") != "SEG":
         raise ValueError(f"{seg_file} is not a DICOM SEG (modality {getattr(dataset, 'Modality', 'none')}).")
     seg = hd.seg.Segmentation.from_dataset(dataset)
-    files = _series_files(series_dir)
-    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    headers = _headers(_series_files(series_dir))
+    uids = [str(h.SOPInstanceUID) for h in headers]
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
     wanted = [u for u in uids if u in referenced]
     if not wanted:
@@ -244,7 +255,7 @@ def read_seg(
         for s, number in enumerate(numbers):
             volume[index[uid]][pixels[k, :, :, s] > 0] = number
     image = sitk.GetImageFromArray(volume)
-    image.CopyInformation(_series_grid(files))
+    image.CopyInformation(_series_grid(headers))
     reference_image = sitk.ReadImage(str(reference))
     image = sitk.Resample(image, reference_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
     _atomic_write(lambda tmp: sitk.WriteImage(image, tmp, True), Path(output), ".nii.gz")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+from cachetools import TTLCache
 from fastapi import HTTPException
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
@@ -31,7 +32,7 @@ from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
-from seer.dicom_seg import read_seg, write_seg
+from seer.dicom_seg import check_segments, read_seg, write_seg
 from seer.errors import SeerError
 
 logger = logging.getLogger(__name__)
@@ -82,13 +83,12 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         super().__init__(client, search_filter, cache_path, fetch_by_frame, convert_to_nifti)
         self._url = str(client.base_url)
         self._modalities = tuple(m.upper() for m in modalities)
-        self._cache_s = cache_s
         self.store_seg = store_seg
         self._names_for_label = names_for_label
         self._traces_for_label = traces_for_label
         self._lock = threading.RLock()
-        self._series: tuple[float, list[dict]] | None = None  # (time read, QIDO rows of image series)
-        self._segs: tuple[float, dict[str, list[tuple[str, str, str]]]] | None = None  # image -> [(seg, study, when)]
+        # the PACS's image series and its SEG index, each re-read after `cache_s` (or at once after a save)
+        self._lists: TTLCache = TTLCache(maxsize=2, ttl=cache_s)
         self._seg_refs: dict[str, str] = {}  # SEG series -> referenced image series (immutable once read)
         self._unreadable: dict[str, tuple[str, str]] = {}  # image -> (SEG series, why it could not be read)
         self._seg_dir = pathlib.Path(self._datastore_path) / ".seer" / "pacs-seg"
@@ -100,17 +100,22 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise PacsUnavailable(self._url, exc) from None
 
+    def _listed(self, key: str, read: Callable):
+        with self._lock:
+            if key in self._lists:
+                return self._lists[key]
+        value = read()
+        with self._lock:
+            self._lists[key] = value
+        return value
+
     def _image_series(self) -> list[dict]:
-        with self._lock:
-            if self._series and time.monotonic() - self._series[0] < self._cache_s:
-                return self._series[1]
-        rows = []
-        for modality in self._modalities:
-            rows += self._pacs(self._client.search_for_series, search_filters={**self._search_filter,
-                                                                                "Modality": modality})
-        with self._lock:
-            self._series = (time.monotonic(), rows)
-        return rows
+        """QIDO rows of the PACS's image series (`modalities`)."""
+        def read() -> list[dict]:
+            return [row for modality in self._modalities for row in self._pacs(
+                self._client.search_for_series, search_filters={**self._search_filter, "Modality": modality})]
+
+        return self._listed("series", read)
 
     def list_images(self) -> list[str]:
         try:
@@ -169,9 +174,9 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
     # -- SEG series in the PACS --------------------------------------------------------------------------------------
     def _seg_index(self) -> dict[str, list[tuple[str, str, str]]]:
         """image series -> [(SEG series, study, series date+time)], newest last."""
-        with self._lock:
-            if self._segs and time.monotonic() - self._segs[0] < self._cache_s:
-                return self._segs[1]
+        return self._listed("segs", self._read_seg_index)
+
+    def _read_seg_index(self) -> dict[str, list[tuple[str, str, str]]]:
         index: dict[str, list[tuple[str, str, str]]] = {}
         for row in self._pacs(self._client.search_for_series, search_filters={"Modality": "SEG"}):
             seg, study = _value(row, "0020000E"), _value(row, "0020000D")
@@ -191,14 +196,11 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
                 index.setdefault(image, []).append((seg, study, when))
         for segs in index.values():
             segs.sort(key=lambda s: s[2])
-        with self._lock:
-            self._segs = (time.monotonic(), index)
         return index
 
     def _forget(self) -> None:
         with self._lock:
-            self._series = None
-            self._segs = None
+            self._lists.clear()
 
     def _pacs_segs(self) -> dict[str, list[tuple[str, str, str]]]:
         try:
@@ -305,16 +307,13 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         import SimpleITK as sitk
 
         values = [int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(label_file))) if v != 0]
-        if not values and required:
-            raise HTTPException(422, "The label is empty: there is nothing to store as a DICOM SEG.")
         names = self._names_for_label(label_info, values) if self._names_for_label else {}
-        missing = [v for v in values if v not in names]
-        if missing and not required:
+        try:
+            check_segments(values, names)
+        except SeerError as exc:
+            if required:
+                raise HTTPException(exc.status, exc.message) from None
             return {}
-        if missing:
-            raise HTTPException(422, f"The label holds value(s) {missing[:5]} that name no target of this server "
-                                "(GET /info/ lists the labels and their ids); a DICOM SEG segment cannot be "
-                                "left unnamed. Send label_names {name: value} for them.")
         return names
 
     def _store_seg(self, image_id: str, label_file: str, names: dict[int, str], label_info: dict) -> None:
