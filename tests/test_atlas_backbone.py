@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seer.atlases import AtlasSource, LabelRegistry, bundled_atlases
-from seer.backbones.atlas import AtlasBackbone
+from seer.backbones.atlas import AtlasBackbone, AtlasSettings
 from seer.errors import Refusal
 from seer.evidence import describe_volume
 from seer.metrics import dice
@@ -134,6 +134,28 @@ def test_atlases_that_name_a_structure_without_voxels_are_not_its_holders(shared
     only_crop = AtlasBackbone(lambda: bundled_atlases([atlases]), LabelRegistry(), cache_dir=tmp_path / "cache")
     with pytest.raises(Refusal, match="hold no voxel of it"):
         only_crop.segment(volume, entry(only_crop, "spleen", evidence.region), evidence)
+
+
+def test_atlases_are_loaded_after_ranking_into_one_byte_bounded_cache(shared_data, tmp_path):
+    """Ranking uses each atlas's summary; only the chosen atlas's voxels are loaded, and everything heavy (atlases,
+    downsampled images, target masks, registrations) stays within `cache_mb`."""
+    atlases = tmp_path / "atlases"
+    atlases.mkdir()
+    for name in ("ct-a", "ct-b"):  # two atlases with the same content: ranked by name after modality and extent
+        (atlases / name).symlink_to(shared_data / "ct-abdomen-pelvis", target_is_directory=True)
+    bound_mb = 64  # two loaded atlases are 25 MB here
+    backbone = AtlasBackbone(lambda: bundled_atlases([atlases]), LabelRegistry(), cache_dir=tmp_path / "cache",
+                             settings=AtlasSettings(max_atlases=1, cache_mb=bound_mb))
+    volume = load_volume(shared_data / "ct-abdomen-small" / "image.nii.gz")
+    evidence = evidence_of(volume)
+    first = backbone.segment(volume, entry(backbone, "liver", evidence.region), evidence)
+    assert [a["atlas"] for a in first.details["atlases"]] == ["ct-a"]
+    assert backbone.cache.size <= bound_mb * 2**20
+    backbone.cache.clear()  # as after eviction: summaries stay, voxels go
+    again = backbone.segment(volume, entry(backbone, "spleen", evidence.region), evidence)
+    assert [k[1] for k in backbone.cache.cached_keys() if k[0] == "atlas"] == ["ct-a"]  # ct-b was ranked, not loaded
+    assert again.details["atlases"][0]["registration"] == "disk cache"
+    assert backbone.cache.size <= bound_mb * 2**20
 
 
 def test_region_mismatched_atlases_are_refused(shared_data, sample_data, tmp_path):

@@ -89,7 +89,7 @@ def setting(tmp_path_factory, shared_data):
     registry = LabelRegistry()
     backbone = AtlasBackbone(lambda: bundled_atlases([atlases]), registry, cache_dir=folder / "cache")
     truth = np.asanyarray(nib.load(str(shared_data / "ct-abdomen-small" / "labels.nii.gz")).dataobj)
-    volumes = VolumeCache(4)
+    volumes = VolumeCache()
     return {"folder": folder, "study": study, "backbone": backbone, "truth": truth, "volumes": volumes,
             "names": label_map(shared_data / "ct-abdomen-small"), "registry": registry}
 

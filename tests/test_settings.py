@@ -28,6 +28,7 @@ def test_values_are_typed_and_unknown_keys_are_kept_aside():
         ({"reasoner": "gpt"}, "'reasoner' must be one of auto, offline"),
         ({"backbone": "unet"}, "'backbone' must be one of atlas"),
         ({"max_atlases": "0"}, "at least 1"),
+        ({"atlas_cache_mb": "4"}, "'atlas_cache_mb' must be between 16 and 1048576 MB, got 4"),
         ({"affine_spacing": "50"}, "between 0.5 and 10 mm"),
         ({"skill_round": "0"}, "'skill_round' must be at least 1"),
         ({"rewards": "sometimes"}, "'rewards' must be true or false"),

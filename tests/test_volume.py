@@ -81,7 +81,7 @@ def test_content_key_ignores_file_encoding(tmp_path):
 
 
 def test_cache_reloads_a_changed_file(tmp_path):
-    cache = VolumeCache(2)
+    cache = VolumeCache(max_mb=1)
     path = _save(tmp_path / "v.nii.gz", np.zeros((4, 4, 4), np.float32))
     first = cache.get(path)
     assert cache.get(path) is first

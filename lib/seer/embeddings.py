@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 
+from .cache import BoundedCache
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +24,7 @@ class SentenceEmbedder:
         self._model = None
         self._failed = False
         self._lock = threading.Lock()
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache = BoundedCache("sentence embedding", max_items=20_000)  # 1.5 kB each
 
     def _load(self):
         if self._model is not None or self._failed:
@@ -51,12 +53,14 @@ class SentenceEmbedder:
         model = self._load()
         if model is None:
             raise RuntimeError("sentence embedding model unavailable")
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        found = {t: self._cache.get(t) for t in dict.fromkeys(texts)}
+        missing = [t for t, v in found.items() if v is None]
         if missing:
             vectors = model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
             for text, vector in zip(missing, vectors, strict=True):
-                self._cache[text] = vector.astype(np.float32)
-        return np.stack([self._cache[t] for t in texts])
+                found[text] = vector.astype(np.float32)
+                self._cache.put(text, found[text])
+        return np.stack([found[t] for t in texts])
 
     def scorer(self):
         """A Resolver-compatible callable: (query, entries) -> cosine per entry."""

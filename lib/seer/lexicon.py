@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
+
+from .cache import BoundedCache
 
 LEFT, RIGHT, BOTH = "left", "right", "both"
 HEAD, BODY = "head", "body"
@@ -181,22 +181,15 @@ def typo_budget(word: str) -> int:
     return 3
 
 
-_PARSE_CACHES: OrderedDict[tuple, dict] = OrderedDict()
-_PARSE_CACHES_LOCK = threading.Lock()
+_PARSE_CACHES = BoundedCache("parse caches", max_items=16)
 
 
-def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> dict:
+def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> BoundedCache:
     """One parse cache per (lexicon, label vocabulary), shared by every parser built for them: a label table
-    rebuilt with the same words (an atlas refresh) keeps its parses. The 16 most recent vocabularies are kept."""
+    rebuilt with the same words (an atlas refresh) keeps its parses. The 16 most recent vocabularies are kept,
+    each with its 50,000 most recent parses."""
     key = (lexicon, vocabulary)  # the lexicon object by identity (it is kept alive here)
-    with _PARSE_CACHES_LOCK:
-        cache = _PARSE_CACHES.get(key)
-        if cache is None:
-            cache = _PARSE_CACHES[key] = {}
-            while len(_PARSE_CACHES) > 16:
-                _PARSE_CACHES.popitem(last=False)
-        _PARSE_CACHES.move_to_end(key)
-        return cache
+    return _PARSE_CACHES.get_or_make(key, lambda: BoundedCache("parse", max_items=50_000))
 
 
 class Parser:
@@ -212,7 +205,8 @@ class Parser:
             (self.content_vocabulary | lex.side_vocabulary | lex.pathology_words | {w for w in lex.filler if len(w) >= 5})
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
-        self._cache = _parse_cache(self.lexicon, self.label_vocabulary) if shared_cache else {}
+        self._cache = (_parse_cache(self.lexicon, self.label_vocabulary) if shared_cache
+                       else BoundedCache("parse", max_items=50_000))
 
     def known(self, token: str) -> bool:
         lex = self.lexicon
@@ -253,8 +247,7 @@ class Parser:
         if cached is not None:
             return cached
         parsed = self._parse(text, correct_typos)
-        if len(self._cache) < 50_000:
-            self._cache[key] = parsed
+        self._cache.put(key, parsed)
         return parsed
 
     def _parse(self, text: str, correct_typos: bool) -> ParsedText:

@@ -13,13 +13,13 @@ import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .backbones import Backbone, Progress
+from .cache import BoundedCache
 from .embeddings import SentenceEmbedder
 from .errors import Refusal
 from .evidence import ImageEvidence, describe_volume
@@ -29,7 +29,7 @@ from .skills import Skill, SkillBank
 from .targets import LabelEntry, LabelTable, Resolution, Resolver
 from .trace import Trace, TraceLog
 from .views import SliceViews, take_views
-from .volume import Volume
+from .volume import Volume, VolumeCache
 
 logger = logging.getLogger(__name__)
 
@@ -93,24 +93,17 @@ class SeerPipeline:
         self.skills_min_score = skills_min_score
         self.dataset = dataset
         self.skill_rounds = None  # seer.skill_rounds.SkillRounds when the pipeline serves a datastore
-        self._contexts: OrderedDict[str, StudyContext] = OrderedDict()
+        self._contexts = BoundedCache("study context", max_items=16)  # 8 slice views + evidence per study
         self._resolver: Resolver | None = None  # for the last label table asked about
         self._lock = threading.Lock()
 
     # -- shared pieces -------------------------------------------------------------------------------------------
     def context(self, volume: Volume) -> StudyContext:
-        with self._lock:
-            cached = self._contexts.get(volume.key)
-            if cached is not None:
-                self._contexts.move_to_end(volume.key)
-                return cached
-        views = take_views(volume.array)
-        context = StudyContext(views, describe_volume(volume, views))
-        with self._lock:
-            self._contexts[volume.key] = context
-            while len(self._contexts) > 16:
-                self._contexts.popitem(last=False)
-        return context
+        def make() -> StudyContext:
+            views = take_views(volume.array)
+            return StudyContext(views, describe_volume(volume, views))
+
+        return self._contexts.get_or_make(volume.key, make)
 
     def resolver(self, table: LabelTable) -> Resolver:
         with self._lock:
@@ -293,6 +286,7 @@ def build_pipeline(
 
         atlas_settings = AtlasSettings(
             max_atlases=settings.max_atlases,
+            cache_mb=settings.atlas_cache_mb,
             registration=RegistrationSettings(
                 affine_spacing=settings.affine_spacing,
                 demons_spacing=settings.demons_spacing,
@@ -300,7 +294,7 @@ def build_pipeline(
             ),
         )
         backbone = cls(sources, registry, cache_dir=state_dir or user_cache_dir(), settings=atlas_settings,
-                       volumes=volumes)
+                       volumes=volumes or VolumeCache(settings.volume_cache_mb))
     rounds = None
     if state_dir:
         rounds = open_skill_rounds(settings, state_dir)

@@ -74,6 +74,10 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "deformable": (bool, True, "add a demons deformable stage after the affine one (same-modality atlases only)"),
     "affine_spacing": (float, 3.0, "mm grid of the affine registration"),
     "demons_spacing": (float, 2.0, "mm grid of the demons registration"),
+    "atlas_cache_mb": (float, 2048.0, "memory for loaded atlases, their downsampled images, target masks and "
+                       "registrations (MB); what it evicts is read again from disk (registrations are kept there)"),
+    "volume_cache_mb": (float, 1024.0, "memory for studies loaded for requests (MB; each counted twice its voxel "
+                        "array, for its SimpleITK copy)"),
     "skills": (str, "", "skill bank JSONL that seeds round 0 of a datastore's skill rounds (read once, when no round "
                "exists yet); default: the starter skills"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
@@ -170,6 +174,8 @@ class SeerSettings:
     deformable: bool
     affine_spacing: float
     demons_spacing: float
+    atlas_cache_mb: float
+    volume_cache_mb: float
     skills: str
     skills_top_k: int
     skills_min_score: float
@@ -268,6 +274,9 @@ class SeerSettings:
         check_device_name(self.backbone_device, "backbone_device")
         if self.sw_overlap >= 0.95:
             raise BadRequest("Setting 'sw_overlap' must be below 0.95.")
+        for key in ("atlas_cache_mb", "volume_cache_mb"):
+            if not 16 <= getattr(self, key) <= 1024 * 1024:
+                raise BadRequest(f"Setting '{key}' must be between 16 and 1048576 MB, got {getattr(self, key):g}.")
         for key in ("affine_spacing", "demons_spacing"):
             if not 0.5 <= getattr(self, key) <= 10:
                 raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")

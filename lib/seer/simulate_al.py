@@ -117,7 +117,7 @@ class _Run:
         seed_atlases = [a for a in str(conf.get("atlases") or "").split(os.pathsep) if a]
         settings = SeerSettings.from_conf({**conf, "atlases": os.pathsep.join([*seed_atlases, str(self.atlas_dir)]),
                                            "campaign": ";".join(campaign)})
-        self.volumes = VolumeCache(capacity=8)
+        self.volumes = VolumeCache()
         self.pipeline = build_pipeline(settings, state_dir, volumes=self.volumes)
         self.revealed: list[str] = []
         by_name = {c.name: c for c in pool}

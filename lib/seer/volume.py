@@ -12,13 +12,13 @@ import hashlib
 import os
 import threading
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from .cache import BoundedCache
 from .errors import StudyNotFound, UnreadableVolume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -227,12 +227,11 @@ def _short(exc: BaseException) -> str:
 
 
 class VolumeCache:
-    """Thread-safe LRU of loaded volumes keyed by (path, mtime, size); `capacity` volumes are kept."""
+    """Thread-safe LRU of loaded volumes keyed by (path, mtime, size), bounded in bytes: each volume is charged
+    twice its voxel array (the array and the SimpleITK copy that registration builds from it)."""
 
-    def __init__(self, capacity: int = 4):
-        self.capacity = capacity
-        self._items: OrderedDict[tuple, Volume] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, max_mb: float = 1024):
+        self._items = BoundedCache("volume", max_bytes=int(max_mb * 2**20), sizeof=lambda v: 2 * int(v.array.nbytes))
 
     def get(self, path: str | os.PathLike, name: str | None = None) -> Volume:
         path = str(path)
@@ -241,17 +240,10 @@ class VolumeCache:
             stamp = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
         except OSError:
             return load_volume(path, name)  # raises the right error
-        with self._lock:
-            volume = self._items.get(stamp)
-            if volume is not None:
-                self._items.move_to_end(stamp)
-                return volume
-        volume = load_volume(path, name)
-        with self._lock:
-            self._items[stamp] = volume
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return volume
+        return self._items.get_or_make(stamp, lambda: load_volume(path, name))
+
+    def stats(self) -> dict:
+        return self._items.stats()
 
 
 def write_mask(

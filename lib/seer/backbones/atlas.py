@@ -8,6 +8,11 @@ resolution resampling happens only inside the target's bounding box, found first
 Registrations are cached per (atlas content, study content, settings) in memory and on disk, so a second request
 on the same study, for any target of the same atlases, skips registration.
 
+Memory: ranking needs only a small summary of each atlas (evidence, voxel count per label value), kept for every
+atlas; voxels are loaded after ranking, for the chosen atlases only. Loaded atlases, downsampled images, target
+masks and in-memory registrations share one cache bounded in bytes (`AtlasSettings.cache_mb`); what it evicts comes
+back from disk (registrations) or is loaded again.
+
 SimpleITK rather than itk-elastix or ANTsPy: it is already installed with MONAI Label, its Mattes-MI affine and
 fast symmetric-forces demons run in a few seconds on 2 cores at 2-3 mm, and its resampler takes composite
 transforms directly. (B-spline registration in SimpleITK took 57-100 s on the same pair: too slow for a request.)
@@ -20,7 +25,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..atlases import AtlasSource, LabelRegistry
+from ..cache import BoundedCache, nbytes
 from ..errors import Refusal
 from ..evidence import ImageEvidence, describe_volume
 from ..registration import (
@@ -51,36 +56,47 @@ logger = logging.getLogger(__name__)
 class AtlasSettings:
     max_atlases: int = 5
     threshold: float = 0.5
+    cache_mb: float = 2048.0  # loaded atlases, prepared images, target masks, registrations
     registration: RegistrationSettings = field(default_factory=RegistrationSettings)
+
+
+@dataclass(frozen=True)
+class AtlasSummary:
+    """What ranking an atlas needs, without its voxels (a few hundred bytes; kept for every atlas seen)."""
+
+    source: AtlasSource
+    stamp: tuple  # (image mtime_ns, label mtime_ns)
+    volume_key: str  # content key of the atlas image (an atlas is never used on its own image)
+    evidence: ImageEvidence
+    voxel_mm3: float
+    counts: dict  # label value -> voxels holding it
+
+    def voxels(self, values: list[int]) -> int:
+        return sum(self.counts.get(v, 0) for v in values)
 
 
 @dataclass
 class LoadedAtlas:
-    source: AtlasSource
+    summary: AtlasSummary
     volume: Volume
     labels: np.ndarray  # (I, J, K) integer label values (uint8/uint16)
-    evidence: ImageEvidence
-    stamp: tuple
-    prepared: Prepared | None = None
-    binaries: OrderedDict = field(default_factory=OrderedDict)
+
+    @property
+    def source(self) -> AtlasSource:
+        return self.summary.source
+
+    @property
+    def evidence(self) -> ImageEvidence:
+        return self.summary.evidence
+
+    @property
+    def key(self) -> tuple:
+        return (self.source.name, self.summary.stamp)
 
 
-class _LRU(OrderedDict):
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = capacity
-
-    def put(self, key, value):
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.capacity:
-            self.popitem(last=False)
-
-    def take(self, key):
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
+def _loaded_nbytes(atlas: LoadedAtlas) -> int:
+    """An atlas is charged its image twice (array and SimpleITK copy) and its label array."""
+    return 2 * int(atlas.volume.array.nbytes) + int(atlas.labels.nbytes)
 
 
 class AtlasBackbone:
@@ -100,12 +116,11 @@ class AtlasBackbone:
         self.registry = registry or LabelRegistry()
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.settings = settings or AtlasSettings()
-        self.volumes = volumes or VolumeCache(capacity=8)
+        self.volumes = volumes or VolumeCache()
         self._lock = threading.RLock()
-        self._pair_locks: dict[tuple, threading.Lock] = {}
-        self._atlases: dict[str, LoadedAtlas] = {}
-        self._prepared = _LRU(6)
-        self._registrations = _LRU(8)  # ~20 MB each for a 1 mm brain; older ones come back from disk
+        self._summaries = BoundedCache("atlas summary", max_items=8192)
+        # one byte-bounded cache for everything heavy, keyed by kind first
+        self.cache = BoundedCache("atlas", max_bytes=int(self.settings.cache_mb * 2**20), sizeof=_sizeof)
         self._sources: list[AtlasSource] = []
         self._values: dict[str, dict[int, list[int]]] = {}
         self._table = LabelTable({})
@@ -149,8 +164,8 @@ class AtlasBackbone:
         holders = [s for s in sources if entry.id in all_values.get(s.name, {})]
         if not holders:
             raise Refusal(f"No atlas holds '{entry.name}'.", kind="no_atlas")
-        loaded = [self._load(s) for s in holders]
-        loaded = [a for a in loaded if a is not None and a.volume.key != volume.key]
+        loaded = [self._summary(s) for s in holders]
+        loaded = [a for a in loaded if a is not None and a.volume_key != volume.key]
         if not loaded:
             raise Refusal(
                 f"The only atlas holding '{entry.name}' is this study itself; label '{entry.name}' on another study "
@@ -167,14 +182,17 @@ class AtlasBackbone:
             )
         # a label map may name structures its volume does not hold (a crop, a partial label): those atlases are
         # not holders of this target
-        compatible = [a for a in compatible if self._target_voxels(a, all_values[a.source.name][entry.id]) > 0]
+        compatible = [a for a in compatible if a.voxels(all_values[a.source.name][entry.id]) > 0]
         if not compatible:
             raise Refusal(
                 f"The atlases that name '{entry.name}' hold no voxel of it (their label maps list it, their volumes "
                 "do not contain it); label it on a study that shows it.",
                 kind="no_atlas",
             )
-        chosen = _rank(compatible, evidence)[: self.settings.max_atlases]
+        chosen = [self._load(a) for a in _rank(compatible, evidence)[: self.settings.max_atlases]]
+        chosen = [a for a in chosen if a is not None]
+        if not chosen:
+            raise Refusal(f"The atlases holding '{entry.name}' could not be read (see the server log).", kind="no_atlas")
         study_prepared = self._prepare_study(volume, evidence)
         probability = np.zeros(volume.shape, dtype=np.float32)
         used: list[dict] = []
@@ -196,7 +214,7 @@ class AtlasBackbone:
         probability /= len(chosen)
         mask = probability >= self.settings.threshold
         # the atlases' target volume (mm^3, mean over the chosen) against what their warps put inside this grid
-        expected = np.mean([self._target_voxels(a, all_values[a.source.name][entry.id]) * a.volume.voxel_mm3
+        expected = np.mean([a.summary.voxels(all_values[a.source.name][entry.id]) * a.summary.voxel_mm3
                             for a in chosen])
         in_view = float(probability.sum(dtype=np.float64)) * volume.voxel_mm3 / max(float(expected), 1e-6)
         if not mask.any():
@@ -213,16 +231,26 @@ class AtlasBackbone:
         )
 
     # -- internals -------------------------------------------------------------------------------------------
-    def _load(self, source: AtlasSource) -> LoadedAtlas | None:
+    def _summary(self, source: AtlasSource) -> AtlasSummary | None:
+        """The atlas's summary for ranking (computed once per file version; loads the atlas that one time)."""
         try:
             stamp = (os.stat(source.image_path).st_mtime_ns, os.stat(source.label_path).st_mtime_ns)
         except OSError:
             logger.warning("atlas %s: files vanished", source.name)
             return None
-        with self._lock:
-            cached = self._atlases.get(source.name)
-            if cached is not None and cached.stamp == stamp:
-                return cached
+
+        def make() -> AtlasSummary | None:
+            atlas = self._read(source, stamp)
+            return atlas.summary if atlas is not None else None
+
+        return self._summaries.get_or_make((source, stamp), make)
+
+    def _load(self, summary: AtlasSummary) -> LoadedAtlas | None:
+        """The atlas's voxels, from the cache or its files (None when they changed or became unreadable)."""
+        return self.cache.get_or_make(("atlas", summary.source.name, summary.stamp),
+                                      lambda: self._read(summary.source, summary.stamp))
+
+    def _read(self, source: AtlasSource, stamp: tuple) -> LoadedAtlas | None:
         try:
             image = self.volumes.get(source.image_path, source.name)
             labels, _ = load_labels(source.label_path, source.name + " labels")
@@ -233,47 +261,42 @@ class AtlasBackbone:
             logger.warning("atlas %s skipped: label grid %s differs from image %s", source.name,
                            labels.shape, image.shape)
             return None
-        atlas = LoadedAtlas(source, image, labels, describe_volume(image), stamp)
-        with self._lock:
-            self._atlases[source.name] = atlas
+        values, counts = np.unique(labels, return_counts=True)
+        summary = AtlasSummary(source, stamp, image.key, describe_volume(image), image.voxel_mm3,
+                               {int(v): int(c) for v, c in zip(values, counts, strict=True) if v != 0})
+        atlas = LoadedAtlas(summary, image, labels)
+        self.cache.put(("atlas", source.name, stamp), atlas)
         return atlas
 
     def _prepare_study(self, volume: Volume, evidence: ImageEvidence) -> Prepared:
-        key = (volume.key, self._settings_key())
-        with self._lock:
-            cached = self._prepared.take(key)
-        if cached is not None:
-            return cached
-        prepared = prepare(volume.to_sitk(), evidence.modality, self.settings.registration)
-        with self._lock:
-            self._prepared.put(key, prepared)
-        return prepared
+        return self.cache.get_or_make(
+            ("prepared", volume.key, self._settings_key()),
+            lambda: prepare(volume.to_sitk(), evidence.modality, self.settings.registration),
+        )
 
     def _prepare_atlas(self, atlas: LoadedAtlas) -> Prepared:
-        if atlas.prepared is None:
+        def make() -> Prepared:
             labels = array_to_sitk((atlas.labels > 0).astype(np.uint8), atlas.volume.affine)
-            atlas.prepared = prepare(atlas.volume.to_sitk(), atlas.evidence.modality, self.settings.registration, labels)
-        return atlas.prepared
+            return prepare(atlas.volume.to_sitk(), atlas.evidence.modality, self.settings.registration, labels)
+
+        return self.cache.get_or_make(("prepared-atlas", *atlas.key, self._settings_key()), make)
 
     def _settings_key(self) -> str:
         return hashlib.sha1(repr(asdict(self.settings.registration)).encode()).hexdigest()[:8]
 
     def _registration(self, atlas, volume, study_prepared, same_modality, n, total, say) -> tuple[Registration, str]:
+        """The pair's registration from memory, disk or computed; concurrent requests on one pair compute it once
+        (the others wait and share it)."""
         key = (atlas.volume.key, volume.key, self._settings_key(), same_modality)
-        with self._lock:
-            lock = self._pair_locks.setdefault(key, threading.Lock())
-        with lock:
-            with self._lock:
-                cached = self._registrations.take(key)
-            if cached is not None:
-                return cached, "memory cache"
-            folder = self.cache_dir / "registrations" / "-".join(str(k) for k in key) if self.cache_dir else None
+        folder = self.cache_dir / "registrations" / "-".join(str(k) for k in key) if self.cache_dir else None
+        how = ["memory cache"]  # what the thread that made it did; a waiter shares the result from memory
+
+        def make() -> Registration:
             if folder is not None:
                 reg = load_registration(folder)
                 if reg is not None:
-                    with self._lock:
-                        self._registrations.put(key, reg)
-                    return reg, "disk cache"
+                    how[0] = "disk cache"
+                    return reg
             say(f"registering atlas {n}/{total} '{atlas.source.name}' to the study (first request on this pair)")
             reg = register(study_prepared, self._prepare_atlas(atlas), same_modality, self.settings.registration)
             say(
@@ -285,35 +308,24 @@ class AtlasBackbone:
                     save_registration(reg, folder)
                 except (OSError, RuntimeError) as exc:
                     logger.warning("could not cache registration in %s: %s", folder, exc)
-            with self._lock:
-                self._registrations.put(key, reg)
-            return reg, "computed"
+            how[0] = "computed"
+            return reg
 
-    def _target_voxels(self, atlas: LoadedAtlas, values: list[int]) -> int:
-        """How many atlas voxels hold the target (cached beside the target's binary image)."""
-        key = ("voxels", *sorted(values))
-        cached = atlas.binaries.get(key)
-        if cached is None:
-            cached = int(np.isin(atlas.labels, values).sum())
-            atlas.binaries[key] = cached
-        return cached
+        reg = self.cache.get_or_make(("registration", *key), make)
+        return reg, how[0]
 
     def _binary(self, atlas: LoadedAtlas, values: list[int]) -> sitk.Image:
         """The atlas target as a float32 image cropped to its bounding box (+2 voxels), cached per target."""
-        key = tuple(sorted(values))
-        cached = atlas.binaries.get(key)
-        if cached is not None:
-            return cached
-        mask = np.isin(atlas.labels, values)
-        idx = np.argwhere(mask)
-        lo = np.maximum(idx.min(axis=0) - 2, 0)
-        hi = np.minimum(idx.max(axis=0) + 3, mask.shape)
-        block = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
-        image = array_to_sitk(block, atlas.volume.affine, offset=lo)
-        atlas.binaries[key] = image
-        while len(atlas.binaries) > 16:
-            atlas.binaries.popitem(last=False)
-        return image
+
+        def make() -> sitk.Image:
+            mask = np.isin(atlas.labels, values)
+            idx = np.argwhere(mask)
+            lo = np.maximum(idx.min(axis=0) - 2, 0)
+            hi = np.minimum(idx.max(axis=0) + 3, mask.shape)
+            block = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
+            return array_to_sitk(block, atlas.volume.affine, offset=lo)
+
+        return self.cache.get_or_make(("binary", *atlas.key, tuple(sorted(values))), make)
 
     def _accumulate(self, probability, atlas, values, reg, volume: Volume, study_prepared: Prepared) -> None:
         """Add the atlas's warped target probability to `probability` (I, J, K), full resolution in its bbox."""
@@ -350,14 +362,18 @@ def _box_corners(image: sitk.Image, hits: np.ndarray) -> list:
     return corners
 
 
+def _sizeof(value) -> int:
+    return _loaded_nbytes(value) if isinstance(value, LoadedAtlas) else nbytes(value)
+
+
 def _region_ok(atlas_region: str | None, study_region: str | None) -> bool:
     return atlas_region is None or study_region is None or atlas_region == study_region
 
 
-def _rank(atlases: list[LoadedAtlas], evidence: ImageEvidence) -> list[LoadedAtlas]:
+def _rank(atlases: list[AtlasSummary], evidence: ImageEvidence) -> list[AtlasSummary]:
     """Same modality first, then the most similar field of view (log extent ratio), then name."""
 
-    def cost(atlas: LoadedAtlas):
+    def cost(atlas: AtlasSummary):
         ratio = np.abs(np.log(np.array(atlas.evidence.extent_mm) / np.maximum(evidence.extent_mm, 1e-3))).sum()
         return (atlas.evidence.modality != evidence.modality, float(ratio), atlas.source.name)
 

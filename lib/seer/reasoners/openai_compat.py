@@ -134,7 +134,7 @@ class OpenAIReasoner:
         started = time.perf_counter()
         key = "|".join([inputs.study_key or "no-image", inputs.request.text,
                         ",".join(s.skill_id for s in inputs.skills), self.completions_url, self.settings.model])
-        cached = self.cache.get(key, inputs.bank_version)
+        cached = self.cache.lookup(key, inputs.bank_version)
         if cached is not None:
             return replace(cached, timings={"cache_hit": True, "total_s": time.perf_counter() - started})
         if inputs.views is None:

@@ -17,11 +17,11 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..cache import BoundedCache
 from ..errors import BadRequest, SeerError
 from ..prompts import build_messages
 from ..trace import Trace, parse_output
@@ -193,33 +193,20 @@ class QwenVLEngine:
         return [(text, dict(timings)) for text in decoded]
 
 
-class TraceCache:
-    """Bounded LRU of traces; emptied when the skill bank version changes."""
+class TraceCache(BoundedCache):
+    """The `size` most recent traces of identical (image, request, skills, model); emptied when the skill bank
+    version changes."""
 
     def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[str, Trace] = OrderedDict()
+        super().__init__("trace", max_items=size)
         self._bank_version: str | None = None
-        self._lock = threading.Lock()
 
-    def get(self, key: str, bank_version: str) -> Trace | None:
+    def lookup(self, key: str, bank_version: str) -> Trace | None:
         with self._lock:
             if bank_version != self._bank_version:
                 self._items.clear()
                 self._bank_version = bank_version
-            trace = self._items.get(key)
-            if trace is not None:
-                self._items.move_to_end(key)
-            return trace
-
-    def put(self, key: str, trace: Trace) -> None:
-        with self._lock:
-            self._items[key] = trace
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
+        return self.get(key)
 
 
 class QwenVLReasoner:
@@ -245,7 +232,7 @@ class QwenVLReasoner:
     def reason(self, inputs: ReasoningInput) -> Trace:
         started = time.perf_counter()
         key = self.cache_key(inputs)
-        cached = self.cache.get(key, inputs.bank_version)
+        cached = self.cache.lookup(key, inputs.bank_version)
         if cached is not None:
             return replace(cached, timings={"cache_hit": True, "total_s": time.perf_counter() - started})
         t0 = time.perf_counter()
