@@ -151,7 +151,7 @@ def cmd_reason(args: argparse.Namespace) -> int:
     if not args.batch and args.request is None:
         raise SeerError('Give a REQUEST to reason about, e.g. main.py reason "rt hip bone pls".')
     pipeline = build_pipeline(_settings_from_args(args), None, with_backbone=False)
-    volumes = VolumeCache(capacity=16)
+    volumes = VolumeCache()
     tables: dict = {}
     if not args.batch:
         if args.image:

@@ -40,7 +40,7 @@ def main():
 
         with Timer() as load:
             pipeline = build_pipeline(SeerSettings.from_conf({}), None, with_backbone=False)
-            volumes, tables = VolumeCache(16), {}
+            volumes, tables = VolumeCache(), {}
             for row in lines[: len(rows)]:  # warm-up: one pass over the distinct requests
                 cli._reason_row(pipeline, row["request"], row["image"], row["labels"], volumes, tables)
         with Timer() as run:

@@ -1,5 +1,7 @@
 """Target resolution: naming styles, synonyms, abbreviations, typos, laterality, refusals."""
 
+import json
+
 import pytest
 
 from seer.errors import BadRequest
@@ -207,3 +209,23 @@ def test_t1_is_a_vertebra_unless_it_names_an_mr_sequence():
     assert resolve(labels, "T1 vertebra").entry.name == "vertebrae_T1"
     assert resolve(labels, "left hippocampus on T1").entry.name == "Hippocampus_L"
     assert resolve(labels, "left hippocampus, T1 weighted").entry.name == "Hippocampus_L"
+
+
+def test_one_label_map_reader_for_tables_atlases_and_saved_labels(tmp_path):
+    """Label tables, atlas labels.json and a saved label's label_names / label_info share one idea of a label map
+    and of background."""
+    from seer.atlases import read_label_names
+    from seer.rewards import label_names_from_info
+    from seer.targets import label_mapping
+
+    mapping = {"0": "Background", "1": "liver", "spleen": 2, "kidney_left": "3", "4": "clear_label", "bg": 5}
+    expected = {1: "liver", 2: "spleen", 3: "kidney_left"}
+    assert label_mapping(mapping) == expected
+    (tmp_path / "labels.json").write_text(json.dumps({**mapping, "note": ["x"]}))
+    assert read_label_names(tmp_path / "labels.json") == expected  # an odd entry is skipped in a file
+    assert {e.id: e.name for e in LabelTable(mapping).entries} == expected
+    assert label_names_from_info({"label_names": {v: k for k, v in expected.items()} | {"background": 0}}) == expected
+    info = [{"name": n, "idx": i} for i, n in expected.items()] + [{"name": "Background", "idx": 0}]
+    assert label_names_from_info({"label_info": info}) == expected
+    with pytest.raises(BadRequest, match="neither id -> name nor name -> id"):
+        label_mapping({"1": ["liver"]})

@@ -71,7 +71,7 @@ class SEERApp(MONAILabelApp):
             raise SystemExit(2)
         if monailabel_settings.MONAI_LABEL_AUTH_ENABLE:
             install_token_check()
-        self.volumes = VolumeCache(capacity=12)  # studies and atlases share it
+        self.volumes = VolumeCache(self.seer_settings.volume_cache_mb)  # studies and atlases share it
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()
         self._labels_lock = threading.Lock()  # inferences and saves run on several threads

@@ -22,6 +22,7 @@ from filelock import FileLock
 
 from .files import write_atomic
 from .lexicon import Parser, default_lexicon
+from .targets import label_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +39,9 @@ class AtlasSource:
 
 
 def read_label_names(path: str | os.PathLike) -> dict[int, str]:
-    """A labels.json ({"1": "liver"} or {"liver": 1}) as value -> name, background dropped."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    out: dict[int, str] = {}
-    for key, value in data.items():
-        if isinstance(value, str) and str(key).lstrip("-").isdigit():
-            out[int(key)] = value
-        elif isinstance(value, int) and isinstance(key, str):
-            out[value] = key
-    return {v: n for v, n in out.items() if v != 0 and n.lower() not in {"background", "bg"}}
+    """A labels.json ({"1": "liver"} or {"liver": 1}) as value -> name, background dropped (targets.label_mapping);
+    entries of neither form are skipped."""
+    return label_mapping(json.loads(Path(path).read_text(encoding="utf-8")), strict=False)
 
 
 def bundled_atlases(dirs: list[str | os.PathLike]) -> list[AtlasSource]:

@@ -30,7 +30,7 @@ from .atlases import structure_key
 from .errors import Refusal, SeerError
 from .metrics import dice
 from .skills import RewardedTrace, credited_skills
-from .targets import LabelEntry, LabelTable, Resolver
+from .targets import LabelEntry, LabelTable, Resolver, label_mapping
 from .trace import TraceLog
 from .volume import Volume, load_labels
 
@@ -45,15 +45,12 @@ def label_names_from_info(info: dict | None) -> dict[int, str] | None:
     params = info.get("params") if isinstance(info.get("params"), dict) else {}
     label_names = info.get("label_names") or params.get("label_names")
     if isinstance(label_names, dict):
-        return {int(v): str(k) for k, v in label_names.items() if str(v).lstrip("-").isdigit() and int(v) != 0}
+        return label_mapping(label_names, strict=False)
     label_info = info.get("label_info") or params.get("label_info")
     if isinstance(label_info, list):
-        names = {}
-        for item in label_info:
-            idx = str(item.get("idx", "")) if isinstance(item, dict) else ""
-            if idx.isdigit() and int(idx) != 0 and "name" in item:
-                names[int(idx)] = str(item["name"])
-        return names
+        pairs = {str(item["idx"]): str(item["name"]) for item in label_info
+                 if isinstance(item, dict) and "name" in item and str(item.get("idx", "")).isdigit()}
+        return label_mapping(pairs, strict=False)
     return None
 
 

@@ -120,17 +120,27 @@ class LabelTable:
         return len(self.entries)
 
 
-def _normalise_label_mapping(labels: Mapping) -> list[tuple[int, str]]:
-    pairs: list[tuple[int, str]] = []
+BACKGROUND_NAMES = frozenset({"background", "bg", "_background_", "clear_label"})
+
+
+def label_mapping(labels: Mapping, strict: bool = True) -> dict[int, str]:
+    """The one reader of label maps: {"1": "liver"} (value -> name) or {"liver": 1} / {"liver": "1"} (name -> value),
+    as {value: name} without background (value 0 or a name in BACKGROUND_NAMES, any case). An entry that is neither
+    form raises BadRequest when `strict`, else is skipped."""
+    out: dict[int, str] = {}
     for key, value in labels.items():
-        if isinstance(value, str) and str(key).lstrip("-").isdigit():
-            pairs.append((int(key), value))
-        elif isinstance(value, int) and isinstance(key, str):
-            pairs.append((value, key))
-        else:
+        if isinstance(value, str) and str(key).lstrip("-").isdigit() and not value.strip().lstrip("-").isdigit():
+            out[int(key)] = value
+        elif isinstance(key, str) and (isinstance(value, int) and not isinstance(value, bool)
+                                       or isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+            out[int(value)] = key
+        elif strict:
             raise BadRequest(f"Label map entry {key!r}: {value!r} is neither id -> name nor name -> id.")
-    pairs = [(i, n) for i, n in pairs if i != 0 and n.strip().lower() not in {"background", "bg", "_background_"}]
-    return sorted(pairs)
+    return {v: n for v, n in out.items() if v != 0 and n.strip().lower() not in BACKGROUND_NAMES}
+
+
+def _normalise_label_mapping(labels: Mapping) -> list[tuple[int, str]]:
+    return sorted(label_mapping(labels).items())
 
 
 EmbeddingScorer = Callable[[str, list[LabelEntry]], list[float]]
