@@ -64,6 +64,10 @@ def test_info_publishes_the_task_its_prompt_field_and_label_table(server):
     assert {"grey_matter", "white_matter", "brain"} <= set(task["labels"])
     assert "grey_matter" in info["labels"]  # the app-level list Slicer shows
     assert {"random", "first"} <= set(info["strategies"])
+    caches = info["seer"]["caches"]  # every in-memory cache reports its bound
+    assert caches["volumes"]["max_mb"] == 1024.0 and caches["backbone"]["max_mb"] == 2048.0
+    assert caches["study_contexts"]["max_items"] == 16
+    assert set(info["seer"]["housekeeping"]) >= {"registrations", "proposals", "results", "at"}
 
 
 def test_free_text_request_returns_a_mask_on_the_input_grid(client, studies, colin27):

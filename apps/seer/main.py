@@ -36,6 +36,7 @@ from seer.active_learning import ActiveLearning  # noqa: E402
 from seer.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
+from seer.housekeeping import Housekeeper  # noqa: E402
 from seer.pipeline import build_pipeline, datastore_state_dir  # noqa: E402
 from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
@@ -153,6 +154,11 @@ class SEERApp(MONAILabelApp):
             raise SystemExit(2) from None
         self.active_learning = self._active_learning()
         self.annotation = self._annotation_loop() if self.seer_settings.rewards else None
+        annotation = self.annotation
+        self.housekeeper = Housekeeper(
+            self.state_dir, self.seer_settings.disk_limits(),
+            rewarded=lambda: annotation.ledger.rewarded_proposals() if annotation else set(),
+        ).start()
         reasoner_name = self.pipeline.reasoner.name
         round_number, bank = self.pipeline.skill_rounds.active()
         logger.info("SEER Label: reasoner %s; backbone %s with %d targets; skill round %d (%d skills); state in %s",
@@ -282,6 +288,8 @@ class SEERApp(MONAILabelApp):
                 "rewards_queued": loop.status()["queued"] if loop else 0,
                 "active_learning": self.active_learning.status(),
                 "labels_not_atlases": dict(self.not_atlases),
+                "housekeeping": self.housekeeper.last,
+                "caches": {"volumes": self.volumes.stats(), **self.pipeline.cache_stats()},
             }
             datastore = self.datastore()
             if isinstance(datastore, SeerDICOMwebDatastore):

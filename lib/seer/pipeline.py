@@ -105,6 +105,15 @@ class SeerPipeline:
 
         return self._contexts.get_or_make(volume.key, make)
 
+    def cache_stats(self) -> dict:
+        """Items, hits and size of each in-memory cache the pipeline holds (for /info)."""
+        out = {"study_contexts": self._contexts.stats()}
+        for name, owner in (("backbone", self.backbone), ("reasoner", self.reasoner)):
+            cache = getattr(owner, "cache", None)
+            if hasattr(cache, "stats"):
+                out[name] = cache.stats()
+        return out
+
     def resolver(self, table: LabelTable) -> Resolver:
         with self._lock:
             if self._resolver is None or self._resolver.table is not table:

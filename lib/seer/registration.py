@@ -14,6 +14,7 @@ grey/white-matter Dice over affine alone at a cost of a few seconds; see README 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -313,6 +314,8 @@ def load_registration(folder) -> Registration | None:
     affine_path = os.path.join(folder, "affine.tfm")
     if not os.path.exists(affine_path):
         return None
+    with contextlib.suppress(OSError):
+        os.utime(folder)  # marks the pair recently used, for housekeeping's size bound
     try:
         affine = sitk.AffineTransform(sitk.ReadTransform(affine_path))
         field_path = os.path.join(folder, "field.mha")

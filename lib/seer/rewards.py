@@ -188,6 +188,12 @@ class TraceLedger:
         with self._lock:
             return len(self.reward_order)
 
+    def rewarded_proposals(self) -> set[str]:
+        """Paths of the proposals whose reward is recorded (housekeeping may delete them once old)."""
+        with self._lock:
+            self.refresh()
+            return {str(self.traces[t].get("proposal")) for t in self.rewards if self.traces.get(t, {}).get("proposal")}
+
     def reward_counts(self) -> dict[str, int]:
         """study -> rewards earned by its proposals."""
         with self._lock:

@@ -78,6 +78,12 @@ KEYS: dict[str, tuple[type, object, str]] = {
                        "registrations (MB); what it evicts is read again from disk (registrations are kept there)"),
     "volume_cache_mb": (float, 1024.0, "memory for studies loaded for requests (MB; each counted twice its voxel "
                         "array, for its SimpleITK copy)"),
+    "registrations_max_mb": (float, 4096.0, "disk for cached registrations in <datastore>/.seer/registrations (MB); "
+                             "the least recently used pairs are deleted first (and registered again when asked for)"),
+    "proposals_keep_days": (float, 30.0, "a proposal mask whose reward is recorded is deleted this many days after it "
+                            "was made"),
+    "proposals_max_mb": (float, 2048.0, "disk for proposal masks (MB); beyond it the oldest are deleted, rewarded or "
+                         "not (checked at start and hourly)"),
     "skills": (str, "", "skill bank JSONL that seeds round 0 of a datastore's skill rounds (read once, when no round "
                "exists yet); default: the starter skills"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
@@ -176,6 +182,9 @@ class SeerSettings:
     demons_spacing: float
     atlas_cache_mb: float
     volume_cache_mb: float
+    registrations_max_mb: float
+    proposals_keep_days: float
+    proposals_max_mb: float
     skills: str
     skills_top_k: int
     skills_min_score: float
@@ -277,9 +286,18 @@ class SeerSettings:
         for key in ("atlas_cache_mb", "volume_cache_mb"):
             if not 16 <= getattr(self, key) <= 1024 * 1024:
                 raise BadRequest(f"Setting '{key}' must be between 16 and 1048576 MB, got {getattr(self, key):g}.")
+        for key in ("registrations_max_mb", "proposals_keep_days", "proposals_max_mb"):
+            if getattr(self, key) <= 0:
+                raise BadRequest(f"Setting '{key}' must be more than 0, got {getattr(self, key):g}.")
         for key in ("affine_spacing", "demons_spacing"):
             if not 0.5 <= getattr(self, key) <= 10:
                 raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")
+
+    def disk_limits(self):
+        from .housekeeping import DiskLimits
+
+        return DiskLimits(registrations_mb=self.registrations_max_mb, proposals_days=self.proposals_keep_days,
+                          proposals_mb=self.proposals_max_mb)
 
     def modalities(self) -> tuple[str, ...]:
         """`dicomweb_modalities` as ('CT', 'MR')."""
