@@ -258,3 +258,36 @@ def test_a_torn_last_line_is_skipped_and_the_next_row_survives(tmp_path):
     ledger.refresh()
     assert list(ledger.traces) == ["a", "b"]
     assert [r["id"] for r in log.read()] == ["a", "b"]
+
+
+def test_the_trace_log_rotates_without_losing_what_rewards_need(tmp_path):
+    """Past its size bound the live log goes to a gzip archive and keeps only the rows of proposals still waiting
+    for a reward; a ledger following the log and a fresh one both see every row exactly once."""
+    log = TraceLog(tmp_path / "traces.jsonl", max_mb=0.01)  # ~10 kB
+    follower = TraceLedger(log)
+    padding = "x" * 400
+
+    def proposal(i):
+        return {"type": "trace", "id": f"t{i}", "study": f"s{i % 3}", "proposal": f"/p/{i}.nii.gz",
+                "target": {"id": 1, "name": "liver"}, "rationale": padding}
+
+    for i in range(30):
+        log.append(proposal(i))
+        if i % 4 != 3:  # t3, t7, ... t27 wait for their reward
+            log.append({"type": "reward", "trace_id": f"t{i}", "study": f"s{i % 3}", "dice": 0.9})
+        follower.refresh()
+    log.append({"type": "reward", "trace_id": "t27", "study": "s0", "dice": 0.8})  # a reward after rotation
+    assert log.archives(), "the log never rotated"
+    live = [r for r in log.read_from(0)[0]]
+    assert log.path.stat().st_size < 0.01 * 2**20
+    live_traces = {r["id"] for r in live if r["type"] == "trace"}
+    assert len(live_traces) < 30 and {f"t{i}" for i in range(3, 27, 4)} <= live_traces  # pending ones stay live
+    fresh = TraceLedger(log)
+    fresh.refresh()
+    follower.refresh()
+    for ledger in (fresh, follower):
+        assert sorted(ledger.traces) == sorted(f"t{i}" for i in range(30))
+        assert sorted(ledger.rewards) == sorted([f"t{i}" for i in range(30) if i % 4 != 3] + ["t27"])
+        assert sum(len(ids) for ids in ledger.proposals_by_study.values()) == 30  # none counted twice
+        assert sorted(ledger.studies_with_pending()) == ["s0", "s1", "s2"]
+    assert len(log.read_all()) >= 30 + 24

@@ -316,7 +316,7 @@ def build_pipeline(
         reasoner=reasoner,
         backbone=backbone,
         skill_bank=bank,
-        trace_log=TraceLog(state_dir / "traces.jsonl") if state_dir else None,
+        trace_log=TraceLog(state_dir / "traces.jsonl", max_mb=settings.trace_log_mb) if state_dir else None,
         embedder=SentenceEmbedder() if settings.embeddings else None,
         max_request_chars=settings.max_request_chars,
         skills_top_k=settings.skills_top_k,

@@ -119,7 +119,8 @@ class TraceLedger:
 
     def __init__(self, log: TraceLog):
         self.log = log
-        self._offset = 0
+        self._position = None  # (live file identity, offset); None before the first read
+        self._archives_read: set[str] = set()
         self._lock = threading.RLock()
         self.traces: dict[str, dict] = {}
         self.proposals_by_study: dict[str, list[str]] = {}
@@ -128,8 +129,17 @@ class TraceLedger:
         self.skipped: dict[str, dict] = {}
 
     def refresh(self) -> None:
+        """Read what was appended since the last refresh; after a rotation (or on the first read), the archives
+        not read yet come first."""
         with self._lock:
-            rows, self._offset = self.log.read_from(self._offset)
+            first = self._position is None
+            rows, self._position, rotated = self.log.read_since(self._position)
+            if first or rotated:
+                for archive in self.log.archives():
+                    if archive.name not in self._archives_read:
+                        self._archives_read.add(archive.name)
+                        for row in self.log.read_archive(archive):
+                            self._take(row)
             for row in rows:
                 self._take(row)
 
@@ -139,6 +149,8 @@ class TraceLedger:
         if not trace_id:
             return
         if kind == "trace":
+            if trace_id in self.traces:
+                return  # a row a rotation carried over into the new live file
             self.traces[trace_id] = {k: row[k] for k in _TRACE_FIELDS if k in row}
             if row.get("proposal") and not row.get("refused") and row.get("target"):
                 self.proposals_by_study.setdefault(str(row.get("study")), []).append(trace_id)

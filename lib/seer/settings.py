@@ -84,6 +84,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
                             "was made"),
     "proposals_max_mb": (float, 2048.0, "disk for proposal masks (MB); beyond it the oldest are deleted, rewarded or "
                          "not (checked at start and hourly)"),
+    "trace_log_mb": (float, 64.0, "the live trace log (<datastore>/.seer/traces.jsonl) is rotated past this size "
+                     "(MB): its rows go to a gzip archive beside it, and only the rows of proposals still waiting for "
+                     "a reward stay live"),
     "skills": (str, "", "skill bank JSONL that seeds round 0 of a datastore's skill rounds (read once, when no round "
                "exists yet); default: the starter skills"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
@@ -185,6 +188,7 @@ class SeerSettings:
     registrations_max_mb: float
     proposals_keep_days: float
     proposals_max_mb: float
+    trace_log_mb: float
     skills: str
     skills_top_k: int
     skills_min_score: float
@@ -286,7 +290,7 @@ class SeerSettings:
         for key in ("atlas_cache_mb", "volume_cache_mb"):
             if not 16 <= getattr(self, key) <= 1024 * 1024:
                 raise BadRequest(f"Setting '{key}' must be between 16 and 1048576 MB, got {getattr(self, key):g}.")
-        for key in ("registrations_max_mb", "proposals_keep_days", "proposals_max_mb"):
+        for key in ("registrations_max_mb", "proposals_keep_days", "proposals_max_mb", "trace_log_mb"):
             if getattr(self, key) <= 0:
                 raise BadRequest(f"Setting '{key}' must be more than 0, got {getattr(self, key):g}.")
         for key in ("affine_spacing", "demons_spacing"):
