@@ -70,4 +70,5 @@ def take_views(array: np.ndarray, count: int = SLICE_COUNT) -> SliceViews:
     if array.ndim != 3:
         raise ValueError(f"expected a 3D array, got shape {array.shape}")
     indices = slice_indices(array.shape[2], count)
-    return SliceViews(indices=indices, slices=[np.asarray(array[:, :, z], dtype=np.float32) for z in indices])
+    # copies: a view would keep the whole volume alive for as long as the views are cached
+    return SliceViews(indices=indices, slices=[np.array(array[:, :, z], dtype=np.float32) for z in indices])
