@@ -263,3 +263,8 @@ def test_a_label_copied_by_hand_without_names_is_noticed_but_not_guessed(server,
         pytest.fail("no reward_skipped row for the nameless hand-copied label")
     assert "carries no label names" in skipped[0]["reason"]
     assert not [r for r in rows if r.get("type") == "reward" and r["study"] == "ct_small"]
+    # removed again: /info forgets the study once a request notices the change
+    assert requests.delete(f"{server}/datastore/label", params={"id": "ct_small", "tag": "final"},
+                           timeout=30).status_code == 200
+    infer(server, "ct_pelvis", {"prompt": "liver"}, output="json")
+    assert "ct_small" not in requests.get(f"{server}/info/", timeout=10).json()["seer"]["labels_not_atlases"]

@@ -3,6 +3,7 @@ weights) is marked and still resolved through the raw request, never returned un
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import nibabel as nib
 import numpy as np
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.server
 def vlm_server(tmp_path_factory, sample_data, colin27, tiny_qwen, tiny_lora):
     studies = tmp_path_factory.mktemp("vlm-studies")
     shutil.copy(sample_data / "mni152_t1.nii.gz", studies / "mni152_t1.nii.gz")
-    conf = {"reasoner": "qwen-vl", "model": tiny_qwen, "adapter": tiny_lora, "max_new_tokens": 12}
+    conf = {"reasoner": "qwen-vl", "model": tiny_qwen, "adapter": tiny_lora, "max_new_tokens": 12,
+            "reasoner_batch": 4, "infer_concurrency": 4}
     with running_server(studies, tmp_path_factory.mktemp("vlm-log") / "server.log", conf) as url:
         yield url, studies
 
@@ -51,3 +53,21 @@ def test_refusals_still_apply_to_vlm_answers(vlm_server):
     reply = requests.post(f"{url}/infer/seer", params={"image": "mni152_t1"},
                           data={"params": json.dumps({"prompt": "rt hip bone pls"})}, timeout=300)
     assert reply.status_code == 422 and "Out of region" in reply.json()["detail"]
+
+
+def test_concurrent_server_requests_are_generated_together(vlm_server):
+    """Off-loop serving lets concurrent requests reach the model at once; the generation worker batches them
+    (reasoner_batch 4): while it generates the first, the others queue and go together."""
+    url, _ = vlm_server
+    prompts = ["right amygdala", "the brain", "left thalamus", "right caudate nucleus", "left putamen"]
+
+    def infer(prompt):
+        reply = requests.post(f"{url}/infer/seer", params={"image": "mni152_t1", "output": "json"},
+                              data={"params": json.dumps({"prompt": prompt})}, timeout=300)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["latencies"]["reasoner"]
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        timings = list(pool.map(infer, prompts))
+    assert all(t["cache_hit"] is False for t in timings)
+    assert max(t["batch"] for t in timings) >= 2, timings

@@ -37,6 +37,7 @@ from seer.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.housekeeping import Housekeeper  # noqa: E402
+from seer.memory import limit_heap_growth  # noqa: E402
 from seer.pipeline import build_pipeline, datastore_state_dir  # noqa: E402
 from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
@@ -72,6 +73,7 @@ class SEERApp(MONAILabelApp):
             raise SystemExit(2)
         if monailabel_settings.MONAI_LABEL_AUTH_ENABLE:
             install_token_check()
+        limit_heap_growth()  # freed volumes go back to the system (seer/memory.py)
         self.volumes = VolumeCache(self.seer_settings.volume_cache_mb)  # studies and atlases share it
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()
@@ -382,7 +384,7 @@ class SEERApp(MONAILabelApp):
             return []
         datastore = self.datastore()
         sources = []
-        not_atlases = self.not_atlases
+        before, not_atlases = self.not_atlases, {}  # rebuilt, then swapped: /info never reads it half-built
         for image_id in datastore.get_labeled_images(DefaultLabelTag.FINAL):
             image_path = datastore.get_image_uri(image_id)
             label_path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
@@ -391,12 +393,12 @@ class SEERApp(MONAILabelApp):
             names = label_names_from_info(datastore.get_label_info(image_id, DefaultLabelTag.FINAL))
             if names:
                 sources.append(AtlasSource(f"datastore:{image_id}", image_path, label_path, names, "datastore"))
-                not_atlases.pop(image_id, None)
             else:
                 why = ("it was saved without label_names or label_info, so its values cannot be named (a label from "
                        "another tool would become a wrongly named atlas); save it again with label_names "
                        "{name: value}" if names is None else "its label_names / label_info name no usable value")
-                if not_atlases.get(image_id) != why:
+                if before.get(image_id) != why:
                     logger.warning("The final label of %s is not used as an atlas: %s.", image_id, why)
                 not_atlases[image_id] = why
+        self.not_atlases = not_atlases
         return sources
