@@ -10,6 +10,7 @@ Run twice in one process: lexicon only, and lexicon + sentence embeddings (all-M
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 
 from _util import REPO, Timer, need_shared_data, save, table
@@ -25,7 +26,14 @@ from seer.volume import load_volume
 SETS = {
     "development": REPO / "bench" / "data" / "requests.jsonl",  # written by helper 1; the lexicon was fixed on it
     "held-out": REPO / "bench" / "data" / "requests_holdout.jsonl",  # written later by helper 2, never tuned on
+    # written by helper 3 for issue 11 (lesion maps, report findings, parts, lay descriptions, vowel-dropped
+    # abbreviations, appended instructions), never tuned on: its misses are printed only with --show-misses
+    "held-out-v2": REPO / "bench" / "data" / "requests_holdout_v2.jsonl",
 }
+LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
+# label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)
+MAPS_ON = {"brain-mets": ("brain-colin27", LABEL_MAPS / "brain-mets.json"),  # BrainMetShare: one lesion class
+           "liver-msd": ("ct-abdomen-small", LABEL_MAPS / "liver-msd.json")}  # MSD Task03: liver and its tumour
 
 
 def side_of(name: str | None) -> str | None:
@@ -79,6 +87,8 @@ def summarise(results):
         "target_accuracy": sum(r["correct"] for r in targets) / len(targets),
         "refusal_accuracy": sum(r["correct"] for r in refusals) / len(refusals),
         "refusal_kind_accuracy": sum(r["kind_correct"] for r in refusals) / len(refusals),
+        "refusal_precision": (sum(1 for r in results if r["got"] is None and r["expected"] is None)
+                              / max(1, sum(1 for r in results if r["got"] is None))),
         "wrong_target_given": sum(1 for r in results if r["got"] and r["got"] != r["expected"]),
         "laterality_flips": sum(r["flip"] for r in results),
         "style_guess_accuracy": sum(r["style_guess"] == r["style"] for r in results) / n,
@@ -88,6 +98,9 @@ def summarise(results):
             / max(1, sum(r["skill_tag"] is not None for r in results))
         ),
         "per_style": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(per_style.items())},
+        "per_group": {k: f"{sum(r['correct'] for r in results if r.get('group') == k)}/"
+                         f"{sum(1 for r in results if r.get('group') == k)}"
+                      for k in sorted({r["group"] for r in results if r.get("group")})},
     }
 
 
@@ -96,14 +109,16 @@ def main():
     for name, path in SETS.items():
         if path.exists():
             print(f"\n=== {name} set: {path.name} ===")
-            run_set(name, path, shared)
+            run_set(name, path, shared, show_misses=name != "held-out-v2" or "--show-misses" in sys.argv)
 
 
-def run_set(name, path, shared):
+def run_set(name, path, shared, show_misses=True):
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     datasets = sorted({r["dataset"] for r in rows})
-    volumes = {d: load_volume(shared / d / "image.nii.gz") for d in datasets}
-    tables = {d: LabelTable(json.loads((shared / d / "labels.json").read_text())) for d in datasets}
+    image_of = {d: MAPS_ON[d][0] if d in MAPS_ON else d for d in datasets}
+    labels_of = {d: MAPS_ON[d][1] if d in MAPS_ON else shared / d / "labels.json" for d in datasets}
+    volumes = {d: load_volume(shared / image_of[d] / "image.nii.gz") for d in datasets}
+    tables = {d: LabelTable(json.loads(labels_of[d].read_text())) for d in datasets}
     report = {}
     for label, embedder in (("lexicon only", None), ("lexicon + embeddings", SentenceEmbedder())):
         pipeline = SeerPipeline(OfflineReasoner(), None, SkillBank.starter(), embedder=embedder)
@@ -122,6 +137,12 @@ def run_set(name, path, shared):
     print(f"\naccuracy ratio (+embeddings / lexicon only): {emb['accuracy'] / base['accuracy']:.3f}x")
     print("per style (lexicon only):", base["per_style"])
     print("per style (+ embeddings):", emb["per_style"])
+    if base["per_group"]:
+        print("per group (lexicon only):", base["per_group"])
+        print("per group (+ embeddings):", emb["per_group"])
+    if not show_misses:
+        save(f"resolution-{name}", {k: v["summary"] for k, v in report.items()})
+        return
     for label in report:
         wrong = [r for r in report[label]["results"] if not r["correct"]]
         print(f"\nmisses, {label} ({len(wrong)}):")

@@ -29,7 +29,12 @@ _OVERRIDE = re.compile(
     r"\b(ignore|disregard|forget|override|bypass|skip)\b[\w\s,']{0,40}?\b(instructions?|prompts?|rules?|directions?|"
     r"guidelines|context|format|system|above|everything)\b"
     r"|\byou are now\b|\bnew instructions?\b|\bsystem prompt\b|\bact as\b|\bpretend (to be|you)\b"
-    r"|\b(respond|reply|answer|output|print|say|return)\b[\w\s]{0,20}\b(only|with|exactly)\b\s*[:\"']",
+    r"|\b(respond|reply|answer|output|print|say|return)\b[\w\s]{0,20}\b(only|with|exactly)\b\s*[:\"']"
+    # an appended turn: "(assistant: ...)", "[system: ...]", "note to the model: ...", "respond with X instead",
+    # "flip the laterality"
+    r"|[(\[{]?\s*\b(assistant|system|model|ai|chatbot|note to (the )?(model|assistant|ai))\s*:"
+    r"|\b(respond|reply|answer|output)\s+with\b"
+    r"|\b(flip|swap|switch|reverse|invert|mirror)\b[\w\s]{0,20}?\b(sides?|laterality|left and right)\b",
     re.IGNORECASE,
 )
 

@@ -63,6 +63,9 @@ class ParsedText:
     expansions: tuple[tuple[str, str], ...] = ()
     side_words: tuple[str, ...] = field(default=())
     parts: tuple[str, ...] = ()  # part nouns (vein, duct, head, ...) not absorbed by a concept phrase
+    part_of: tuple[tuple[str, str], ...] = ()  # (part phrase, structure) read as the whole structure
+    lay: tuple[tuple[str, str], ...] = ()  # (cue words, structure) of a lay description
+    findings: tuple[str, ...] = ()  # lesion words of a report's finding that only locate the structure asked for
 
     @cached_property
     def token_set(self) -> frozenset[str]:
@@ -101,6 +104,26 @@ class Lexicon:
                     self.phrases.setdefault(tokens, (concept, None))
             for phrase, side in entry.get("sided_synonyms", {}).items():
                 self.phrases[tuple(self.split(phrase))] = (concept, side)
+        # parts a label map usually holds only whole ("iliac crest" -> hip bone)
+        self.part_phrases: dict[tuple[str, ...], Concept] = {}
+        for key, phrases in data.get("part_of", {}).items():
+            for phrase in phrases:
+                tokens = tuple(self.words(phrase))
+                self.part_phrases[tokens] = self.concepts[key]
+                self.phrases.setdefault(tokens, (self.concepts[key], None))
+        # lay descriptions: every cue word (prefix when it ends in *) present -> the concept
+        self.lay_cues: list[tuple[tuple[str, ...], Concept]] = [
+            (tuple(cue), self.concepts[key]) for key, cues in data.get("lay_cues", {}).items() for cue in cues
+        ]
+        self.generic_words = frozenset(data.get("generic_structure_words", []))
+        # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
+        self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
+        self.lesion_words = frozenset(self.lesion_class)
+        self.lesion_generic = frozenset(data.get("lesion_generic", []))
+        self.lesion_if_present = frozenset(data.get("lesion_if_present", []))
+        self.tumor_family = frozenset(data.get("tumor_family", []))
+        self.instruction_words = frozenset(data.get("instruction_words", []))
+        self.anaphora_words = frozenset(data.get("anaphora_words", []))
         self.max_phrase = max(len(p) for p in self.phrases)
         self.phrase_vocabulary = frozenset(t for phrase in self.phrases for t in phrase)
 
@@ -169,6 +192,21 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
+# words that join two targets in one request ("liver and tumour")
+CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
+_VOWELS = frozenset("aeiou")
+
+
+def _skeleton(word: str) -> str:
+    """'pancreas' -> 'pncrs': the first letter, then the consonants."""
+    return word[0] + "".join(ch for ch in word[1:] if ch not in _VOWELS)
+
+
+def _subsequence(short: str, long: str) -> bool:
+    letters = iter(long)
+    return all(ch in letters for ch in short)
+
+
 def typo_budget(word: str) -> int:
     """Edits tolerated for a word of this length: none below 4 letters, 1 up to 5, 2 up to 9, else 3."""
     n = len(word)
@@ -202,7 +240,8 @@ class Parser:
         lex = self.lexicon
         self.content_vocabulary = lex.phrase_vocabulary | self.label_vocabulary
         self._correctable = sorted(
-            (self.content_vocabulary | lex.side_vocabulary | lex.pathology_words | {w for w in lex.filler if len(w) >= 5})
+            (self.content_vocabulary | lex.side_vocabulary | {w for w in lex.filler if len(w) >= 5}
+             | {w for w in lex.pathology_words if len(w) >= 8})  # "center" must not become "cancer"
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
         self._cache = (_parse_cache(self.lexicon, self.label_vocabulary) if shared_cache
@@ -219,10 +258,48 @@ class Parser:
             or token in lex.expansions
             or token.isdigit()
             or bool(_VERTEBRA_LEVEL.match(token))
+            or any(_cue_word(c, token) for cue, _ in lex.lay_cues for c in cue)  # never "corrected" away
         )
 
     def correct(self, token: str) -> str | None:
-        """The closest known word within the typo budget, or None (ties broken toward content words)."""
+        """The closest known word within the typo budget, or None (ties broken toward content words). A word
+        written without its vowels ("pncrs", "kdny") is read as the one content word it abbreviates."""
+        vowels = sum(ch in _VOWELS for ch in token)
+        if vowels == 0:
+            return self.devowelled(token)
+        fixed = self._typo(token)
+        return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
+
+    @cached_property
+    def _skeletons(self) -> list[tuple[str, str]]:
+        """(consonant skeleton, word) of every content and lesion word of 4 letters or more."""
+        words = self.content_vocabulary | self.lexicon.pathology_words
+        return [(_skeleton(w), w) for w in sorted(words) if len(w) >= 4 and w.isalpha()]
+
+    def devowelled(self, token: str) -> str | None:
+        """The content word `token` abbreviates by dropping vowels (and perhaps a doubled letter): same first
+        and last letter, its letters in order within the word's consonants; None unless exactly one word fits
+        (an exact skeleton match wins over partial ones)."""
+        if len(token) < 3 or not token.isalpha():
+            return None
+        exact, partial = set(), set()
+        for skeleton, word in self._skeletons:
+            if skeleton[0] != token[0] or skeleton[-1] != token[-1] or len(skeleton) < len(token):
+                continue
+            if skeleton == token:
+                exact.add(word)
+            elif len(token) >= 4 and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton):
+                partial.add(word)
+        found = exact or partial
+        meanings = {self._meaning(w) for w in found}
+        return min(found, key=lambda w: (len(w), w)) if len(meanings) == 1 else None
+
+    def _meaning(self, word: str) -> str:
+        """What a single word names: its lexicon concept, else its expansion, else itself."""
+        hit = self.lexicon.phrases.get((word,))
+        return hit[0].key if hit else self.lexicon.expansions.get(word, word)
+
+    def _typo(self, token: str) -> str | None:
         budget = typo_budget(token)
         if budget == 0:
             return None
@@ -273,15 +350,21 @@ class Parser:
         unknown: list[str] = []
         pathology: list[str] = []
         parts: list[str] = []
+        part_of: list[tuple[str, str]] = []
         sides: list[str] = []
         side_words: list[str] = []
         negated_until = -1
         i = 0
         while i < len(words):
             for n in range(min(lex.max_phrase, len(words) - i), 0, -1):
-                hit = lex.phrases.get(tuple(words[i : i + n]))
+                phrase = tuple(words[i : i + n])
+                hit = lex.phrases.get(phrase)
                 if hit is None:
                     continue
+                if phrase in lex.part_phrases:
+                    if all(w in self.label_vocabulary for w in phrase):
+                        continue  # the label map names this part itself: it is not read as the whole
+                    part_of.append((" ".join(phrase), hit[0].name))
                 # A single side-like letter ("l", "r") only names a concept when it is the whole phrase of a
                 # sided synonym such as "lv"; plain side words are never swallowed by concept phrases.
                 if n == 1 and lex.side_of(words[i]) is not None:
@@ -299,6 +382,12 @@ class Parser:
                 i += 1
                 if word in lex.negations:
                     negated_until = i + 3  # "no aneurysm", "without focal lesion": not a request for one
+                    before = words[i - 2] if i >= 2 else ""
+                    if word == "free" and before in lex.pathology_words | lex.lesion_words:
+                        # "tumour-free liver": the lesion word before "free" is negated
+                        for found in (pathology, tokens):
+                            if found and found[-1] == before:
+                                found.pop()
                     continue
                 if word in lex.part_nouns and i > negated_until:
                     parts.append(word)
@@ -321,6 +410,18 @@ class Parser:
                         pathology.append(word)
                 else:
                     unknown.append(word)
+        findings: list[str] = []
+        if pathology and self._finding_only(text):
+            findings, pathology = pathology, []
+        lay: list[tuple[str, str]] = []
+        if not tokens and not pathology:
+            matched = {concept: cue for cue, concept in lex.lay_cues if _cue_in(cue, words)}
+            if len(matched) == 1:
+                concept, cue = matched.popitem()
+                concepts.append(concept)
+                tokens.extend(concept.tokens)
+                lay.append((" ".join(c.rstrip("*") for c in cue), concept.name))
+                unknown = [w for w in unknown if not any(_cue_word(c, w) for c in cue)]
         side = _combine_sides(sides)
         return ParsedText(
             text=text,
@@ -333,7 +434,30 @@ class Parser:
             expansions=tuple(expansions),
             side_words=tuple(side_words),
             parts=tuple(dict.fromkeys(parts)),
+            part_of=tuple(dict.fromkeys(part_of)),
+            lay=tuple(lay),
+            findings=tuple(findings),
         )
+
+    def _finding_only(self, text: str) -> bool:
+        """A report whose instruction asks for a structure, not for the finding: "Findings: fracture of the left
+        pubic ramus. Contour the involved bone." Some clause instructs (segment, contour, please ...) and names a
+        structure ("the spleen", "that kidney", "the involved bone"), no instructing clause names a lesion, and
+        another clause does. "... Please segment." alone names no structure: the finding is then the target."""
+        lex = self.lexicon
+        instructing = lesion_elsewhere = False
+        for clause in re.split(r"[.;:!?,\n]+", text):
+            words = set(lex.words(clause))
+            lesion = bool(words & (lex.pathology_words | lex.lesion_words) - self.label_vocabulary)
+            if words & lex.instruction_words:
+                if lesion:
+                    return False
+                names = (words & (self.content_vocabulary | lex.generic_words | lex.anaphora_words)
+                         - lex.instruction_words - lex.filler)
+                instructing = instructing or bool(names)
+            elif lesion:
+                lesion_elsewhere = True
+        return instructing and lesion_elsewhere
 
 
 _LEVEL_PREFIX = {"lumbar": "l", "thoracic": "t", "cervical": "c"}
@@ -374,6 +498,14 @@ def _vertebral_levels(words: list[str]) -> list[str]:
 
 def _neighbours(words: list[str], index: int) -> set[str]:
     return set(words[max(0, index - 1) : index]) | set(words[index + 1 : index + 2])
+
+
+def _cue_word(cue: str, word: str) -> bool:
+    return word.startswith(cue[:-1]) if cue.endswith("*") else word == cue
+
+
+def _cue_in(cue: tuple[str, ...], words: list[str]) -> bool:
+    return all(any(_cue_word(c, w) for w in words) for c in cue)
 
 
 def _merge_crus(words: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadRequest
-from .lexicon import BOTH, LEFT, RIGHT, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
+from .lexicon import BOTH, CONJUNCTIONS, LEFT, RIGHT, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
 
 MATCH = "match"
 REFUSED_KINDS = (
@@ -172,13 +172,6 @@ class Resolver:
         region_clash = self._region_clash(parsed, study_region)
         if region_clash:
             return self._refuse("out_of_region", parsed, region_clash)
-        if parsed.pathology and not (set(parsed.pathology) & self.parser.label_vocabulary):
-            return self._refuse(
-                "lesion_not_supported",
-                parsed,
-                f"'{' '.join(parsed.pathology)}' asks for a lesion, which this backbone's vocabulary does not hold;"
-                " it segments named anatomy",
-            )
         side = parsed.side
         if required_side in (LEFT, RIGHT) and side in (LEFT, RIGHT) and side != required_side:
             return self._refuse(
@@ -187,6 +180,18 @@ class Resolver:
                 f"the answer names the {side} side but the request asks for the {required_side} side",
             )
         side = side or required_side
+        lex = self.parser.lexicon
+        lesion_words = [w for w in (*parsed.pathology, *parsed.tokens) if w in lex.lesion_words]
+        lesion_labels = [e for e in self.table.entries if e.tokens & lex.lesion_words]
+        if lesion_words and lesion_labels:
+            return self._resolve_lesion(parsed, side, lesion_words, lesion_labels)
+        if parsed.pathology and not (set(parsed.pathology) & self.parser.label_vocabulary):
+            return self._refuse(
+                "lesion_not_supported",
+                parsed,
+                f"'{' '.join(parsed.pathology)}' asks for a lesion, which this backbone's vocabulary does not hold;"
+                " it segments named anatomy",
+            )
         candidates = [e for e in self.table.entries if self._covers(parsed, e)]
         if candidates:
             return self._choose(parsed, side, candidates)
@@ -195,6 +200,11 @@ class Resolver:
             if found is not None:
                 return found
         if not parsed.tokens:
+            if set(self.parser.lexicon.split(text)) & self.parser.lexicon.generic_words:
+                return self._refuse(
+                    "not_in_vocabulary", parsed,
+                    f"'{text}' describes a structure, but none that this backbone's vocabulary holds",
+                )
             return self._refuse(
                 "nonsense", parsed, f"No anatomical structure was recognised in '{text}'"
             )
@@ -205,6 +215,67 @@ class Resolver:
         )
 
     # -- helpers -------------------------------------------------------------------------------------------------
+    def _lesion_classes(self, words) -> set[str]:
+        lesion_class = self.parser.lexicon.lesion_class
+        return {lesion_class[w] for w in words if w in lesion_class}
+
+    def _resolve_lesion(self, parsed: ParsedText, side: str | None, words: list[str],
+                        labels: list[LabelEntry]) -> Resolution:
+        """A lesion request on a map with lesion labels: the one lesion label whose class and site fit.
+
+        Classes: a must-match class of the request ("fracture", "edema") must be the label's; "metastases" or
+        "enhancing" must be when some lesion label of the map has it; generic words ("lesion", "tumour") fit any
+        tumour-family label. Site: a structure the request names must be one of the map's (a lesion-only map such
+        as BrainMetShare's takes any), and a label's own site ("liver" in liver_tumor) must be the one named."""
+        lex = self.parser.lexicon
+        asked = self._lesion_classes(words)
+        present = set().union(*(self._lesion_classes(e.tokens) for e in labels))
+        required = {c for c in asked if c not in lex.lesion_generic and (c not in lex.lesion_if_present or c in present)}
+        sites = {t for t in parsed.token_set - lex.lesion_words if not t.isdigit()}
+        anatomy = [e for e in self.table.entries if not e.tokens & lex.lesion_words]
+        if sites and anatomy:
+            known = set().union(*(e.tokens for e in self.table.entries)) - lex.lesion_words
+            if not sites <= known:
+                return self._refuse(
+                    "not_in_vocabulary", parsed,
+                    f"the lesion asked for lies in {', '.join(sorted(sites - known))}, which this label map does not "
+                    f"hold (its lesion labels: {', '.join(e.name for e in labels)})",
+                    suggestions=[e.name for e in labels],
+                )
+        named_anatomy = [e for e in anatomy if e.tokens and e.tokens <= sites]
+        if named_anatomy and set(lex.split(parsed.text)) & CONJUNCTIONS:
+            names = sorted({*(e.name for e in named_anatomy), *(e.name for e in labels)})
+            return self._refuse("multiple_targets", parsed,
+                                f"the request names a structure and a lesion ({', '.join(names[:5])}); SEER segments "
+                                "one target per request", suggestions=names)
+        fits = []
+        for entry in labels:
+            classes = self._lesion_classes(entry.tokens)
+            if (required and not required <= classes) or (not required and not classes & lex.tumor_family):
+                continue
+            site = entry.tokens - lex.lesion_words
+            if site and sites and not site <= sites:
+                continue
+            if _side_ok(entry.side, side):
+                fits.append(entry)
+        names = sorted(e.name for e in fits)
+        if not fits:
+            return self._refuse(
+                "lesion_not_supported", parsed,
+                f"'{' '.join(dict.fromkeys(words))}' asks for a lesion that none of this map's lesion labels "
+                f"({', '.join(e.name for e in labels)}) holds",
+                suggestions=[e.name for e in labels],
+            )
+        if len(fits) == 1:
+            return Resolution(kind=MATCH, parsed=parsed, entry=fits[0], method="lesion label")
+        if len({e.tokens for e in fits}) == 1:
+            return self._refuse("ambiguous_side", parsed,
+                                f"that lesion label exists on both sides; say left or right ({', '.join(names)})",
+                                suggestions=names)
+        return self._refuse("multiple_targets", parsed,
+                            f"several lesion labels fit ({', '.join(names)}); name the one to segment",
+                            suggestions=names)
+
     @staticmethod
     def _covers(parsed: ParsedText, entry: LabelEntry) -> bool:
         """All of the entry's tokens are in the text, and no concept of the text is only partly in the entry

@@ -7,7 +7,7 @@ the contract's tag format and goes through the same parser as a model's text.
 
 from __future__ import annotations
 
-from ..lexicon import BOTH, LEFT, RIGHT, Concept, ParsedText, Parser, coarse_region, default_lexicon
+from ..lexicon import BOTH, CONJUNCTIONS, LEFT, RIGHT, Concept, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
 from ..trace import Trace, parse_output, render_output
 from . import ReasoningInput
 
@@ -36,6 +36,13 @@ class OfflineReasoner:
             steps.append("repaired spelling " + ", ".join(f"'{a}'->'{b}'" for a, b in parsed.corrections))
         if dropped:
             steps.append("dropped out-of-region " + ", ".join(c.name for c in dropped))
+        for part, whole in parsed.part_of:
+            steps.append(f"read '{part}' as part of the {whole} (the label map holds it whole)")
+        if parsed.findings:
+            steps.append(f"the finding ({', '.join(parsed.findings)}) only locates the structure the instruction "
+                         "asks for")
+        for cue, whole in parsed.lay:
+            steps.append(f"read the lay description ({cue}) as the {whole}")
         if parsed.side in (LEFT, RIGHT):
             steps.append(f"laterality {parsed.side} as written ({', '.join(parsed.side_words)}; patient's {parsed.side})")
         elif parsed.side == BOTH:
@@ -48,7 +55,8 @@ class OfflineReasoner:
             where = "head" if region == "head" else "body"
             answer = f"Reject: {names} is outside the imaged region ({where})."
         else:
-            answer = _answer(parsed, kept, dropped, request.text)
+            lexicon = parser.lexicon
+            answer = _answer(parsed, kept, dropped, request.text, lexicon.lesion_words | lexicon.pathology_words)
 
         skill_note = "No skill in the bank matched this request and image"
         if inputs.skills:
@@ -70,7 +78,8 @@ def _split_by_region(concepts, region: str | None) -> tuple[list[Concept], list[
     return kept, dropped
 
 
-def _answer(parsed: ParsedText, kept: list[Concept], dropped: list[Concept], fallback: str) -> str:
+def _answer(parsed: ParsedText, kept: list[Concept], dropped: list[Concept], fallback: str,
+            lesion_words: frozenset[str] = frozenset()) -> str:
     """'Segment the <side> <structure>.' built from concept names and the remaining canonical tokens."""
     if not parsed.tokens and not parsed.pathology:
         return fallback
@@ -83,6 +92,9 @@ def _answer(parsed: ParsedText, kept: list[Concept], dropped: list[Concept], fal
     words += [t for t in parsed.tokens if t not in covered and t not in dropped_tokens]
     words += [p for p in parsed.parts if p not in words]  # "pancreatic duct" must not become "pancreas"
     words += list(parsed.pathology)
+    lesion = [i for i, w in enumerate(words) if w in lesion_words]
+    if lesion and lesion[0] > 0 and set(Lexicon.split(parsed.text)) & CONJUNCTIONS:
+        words.insert(lesion[0], "and")  # "liver with tumour" asks for two targets: the answer keeps saying so
     side = {LEFT: "left ", RIGHT: "right ", BOTH: "left and right "}.get(parsed.side or "", "")
     phrase = " ".join(words).strip()
     return f"Segment the {side}{phrase}." if phrase else fallback
