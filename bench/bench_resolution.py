@@ -94,7 +94,7 @@ def summarise(results):
         "style_guess_accuracy": sum(r["style_guess"] == r["style"] for r in results) / n,
         "skills_retrieved": sum(r["skill_tag"] is not None for r in results) / n,
         "top_skill_tag_matches_style_when_retrieved": (
-            sum(r["skill_tag"] == STYLE_TO_TAG[r["style"]] for r in results if r["skill_tag"])
+            sum(r["skill_tag"] == STYLE_TO_TAG.get(r["style"]) for r in results if r["skill_tag"])
             / max(1, sum(r["skill_tag"] is not None for r in results))
         ),
         "per_style": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(per_style.items())},
@@ -129,7 +129,8 @@ def run_set(name, path, shared, show_misses=True):
         summary["ms_per_request"] = 1000 * t.seconds / len(rows)
         report[label] = {"summary": summary, "results": results}
     base, emb = report["lexicon only"]["summary"], report["lexicon + embeddings"]["summary"]
-    keys = ["accuracy", "target_accuracy", "refusal_accuracy", "refusal_kind_accuracy", "wrong_target_given",
+    keys = ["accuracy", "target_accuracy", "refusal_accuracy", "refusal_kind_accuracy", "refusal_precision",
+            "wrong_target_given",
             "laterality_flips", "style_guess_accuracy", "skills_retrieved", "top_skill_tag_matches_style_when_retrieved",
             "ms_per_request"]
     print(table([{"metric": k, "lexicon only": base[k], "+ embeddings": emb[k]} for k in keys],

@@ -34,7 +34,14 @@ _OVERRIDE = re.compile(
     # "flip the laterality"
     r"|[(\[{]?\s*\b(assistant|system|model|ai|chatbot|note to (the )?(model|assistant|ai))\s*:"
     r"|\b(respond|reply|answer|output)\s+with\b"
-    r"|\b(flip|swap|switch|reverse|invert|mirror)\b[\w\s]{0,20}?\b(sides?|laterality|left and right)\b",
+    r"|\b(flip|swap|switch|reverse|invert|mirror)\b[\w\s]{0,20}?\b(sides?|laterality|left and right)\b"
+    r"|#{2,}|\[\[|/\*|\bp\.\s?s\b\.?|\bnew (task|request|target)\b|\bfrom now on\b|\boverride\b"
+    r"|\b(model|assistant|ai|system|grader|evaluator|checker|reviewer)\b\s+(should|must|will|expects?|wants?)\b"
+    r"|\bassistant\s*,|\bsystem\s+(override|message|note)\b|\b(respond|reply|answer|output)\s+only\b"
+    r"|\b(change|switch|convert|turn)\s+(this|it|that)\b"
+    r"|\b(correct|expected|real|true|right|final) answer\b|\banswer\s*(is|=)"
+    r"|\b(ignore|disregard)\s+(the\s+)?(laterality|sides?)\b"
+    r"|\b(then|and)\s+(output|print|return|say|answer|respond)\b",
     re.IGNORECASE,
 )
 

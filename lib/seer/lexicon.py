@@ -192,6 +192,9 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
+# words that place a structure relative to another ("the gland below the bladder")
+_POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next",
+                         "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
 # words that join two targets in one request ("liver and tumour")
 CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
 _VOWELS = frozenset("aeiou")
@@ -258,6 +261,7 @@ class Parser:
             or token in lex.expansions
             or token.isdigit()
             or bool(_VERTEBRA_LEVEL.match(token))
+            or token in _POSITIONAL
             or any(_cue_word(c, token) for cue, _ in lex.lay_cues for c in cue)  # never "corrected" away
         )
 
@@ -351,6 +355,7 @@ class Parser:
         pathology: list[str] = []
         parts: list[str] = []
         part_of: list[tuple[str, str]] = []
+        landmarks: list[Concept] = []
         sides: list[str] = []
         side_words: list[str] = []
         negated_until = -1
@@ -372,6 +377,8 @@ class Parser:
                 concept, side = hit
                 concepts.append(concept)
                 tokens.extend(concept.tokens)
+                if set(words[max(0, i - 5) : i]) & _POSITIONAL:
+                    landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
                 if side:
                     sides.append(side)
                     side_words.append(" ".join(words[i : i + n]))
@@ -414,12 +421,21 @@ class Parser:
         if pathology and self._finding_only(text):
             findings, pathology = pathology, []
         lay: list[tuple[str, str]] = []
-        if not tokens and not pathology:
-            matched = {concept: cue for cue, concept in lex.lay_cues if _cue_in(cue, words)}
+        if concepts and len(landmarks) == len(concepts):
+            first = min(i for i, w in enumerate(words) if w in _POSITIONAL)
+            if set(words[:first]) & lex.generic_words:  # a structure described by where it lies
+                landmark_tokens = {t for c in landmarks for t in c.tokens}
+                tokens = [t for t in tokens if t not in landmark_tokens]
+                concepts = []
+                sides = []
+        if not pathology and not concepts:
+            # a lay description; words of the cue itself may have been read as tokens ("food" of "food pipe")
+            matched = {concept: cue for cue, concept in lex.lay_cues
+                       if _cue_in(cue, words) and all(any(_cue_word(c, t) for c in cue) for t in tokens)}
             if len(matched) == 1:
                 concept, cue = matched.popitem()
                 concepts.append(concept)
-                tokens.extend(concept.tokens)
+                tokens = list(concept.tokens)
                 lay.append((" ".join(c.rstrip("*") for c in cue), concept.name))
                 unknown = [w for w in unknown if not any(_cue_word(c, w) for c in cue)]
         side = _combine_sides(sides)
