@@ -145,6 +145,7 @@ MORE = [
     ("non-tumorous liver parenchyma", LIVER_TUMOUR, "liver"),
     ("whole liver with tumor", LIVER_TUMOUR, "multiple_targets"),
     ("cystic lesion of the right kidney", CT, "kidney_cyst_right"),
+    ("Findings: 1.8 cm simple cyst in the upper pole of the left kidney.", CT, "kidney_cyst_left"),
     ("renal lesion on the left", CT, "lesion_not_supported"),  # a lesion is not known to be the cyst
     ("gastric fundus varices", CT, "not_in_vocabulary"),  # vessels beside a part are not the organ
     ("the fear center, right", LabelTable({"41": "Amygdala_L", "42": "Amygdala_R"}), "Amygdala_R"),
