@@ -142,6 +142,8 @@ MORE = [
     ("tumour bed, left kidney", CT, "lesion_not_supported"),
     ("cyst in the liver", LIVER_TUMOUR, "lesion_not_supported"),  # a cyst is not the tumour label
     ("tumor-free liver", LIVER_TUMOUR, "liver"),
+    ("Findings: 4 cm arterially enhancing lesion in segment VIII. Contour the liver.", LIVER_TUMOUR, "liver"),
+    ("Findings: 4 cm arterially enhancing lesion in segment VIII. Contour the lesion.", LIVER_TUMOUR, "liver_tumor"),
     ("non-tumorous liver parenchyma", LIVER_TUMOUR, "liver"),
     ("whole liver with tumor", LIVER_TUMOUR, "multiple_targets"),
     ("cystic lesion of the right kidney", CT, "kidney_cyst_right"),

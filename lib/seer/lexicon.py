@@ -463,9 +463,12 @@ class Parser:
         lex = self.lexicon
         instructing = lesion_elsewhere = False
         for clause in re.split(r"[.;:!?,\n]+", text):
-            words = set(lex.words(clause))
+            sequence = lex.words(clause)
+            words = set(sequence)
             lesion = bool(words & (lex.pathology_words | lex.lesion_words) - self.label_vocabulary)
-            if words & lex.instruction_words:
+            nouns = {w for w, after in zip(sequence, sequence[1:], strict=False)
+                     if w.startswith("segment") and after.isdigit()}
+            if (words - nouns) & lex.instruction_words:  # "segment VIII" is a place, not an instruction
                 if lesion:
                     return False
                 names = (words & (self.content_vocabulary | lex.generic_words | lex.anaphora_words)
