@@ -98,7 +98,7 @@ def test_voxtell_with_a_text_encoder_takes_the_answer_as_is(tiny_voxtell, ct_cro
     assert reasoning.entry.prompt == reasoning.trace.answer  # handed to VoxTell unchanged
     embedded = backbone.embed([reasoning.entry.prompt])
     assert embedded.shape == (1, 1, 2560)
-    assert reasoning.entry.prompt.lower() in backbone.bank  # cached for the session
+    assert backbone.encoded.get(reasoning.entry.prompt.lower()) is not None  # cached (bounded) for the session
     assert pipeline.reason("rt hip bone pls", volume).entry.name == "right hip bone"  # the bank still wins
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atlases import LabelRegistry
+from ..cache import BoundedCache
 from ..devices import select_device
 from ..errors import BadRequest, Refusal
 from ..evidence import ImageEvidence
@@ -150,6 +151,7 @@ class VoxTellBackbone:
         self.network.to(self.device)
         bank_path = find_embedding_bank(settings)
         self.bank: dict[str, np.ndarray] = load_embedding_bank(bank_path) if bank_path else {}
+        self.encoded = BoundedCache("voxtell prompt embedding", max_items=4096)  # free-text prompts, 5 kB each
         self.free_text = text_encoder_available(settings.text_encoder)
         if not self.bank and not self.free_text:
             raise BadRequest(
@@ -193,6 +195,8 @@ class VoxTellBackbone:
         missing = []
         for i, prompt in enumerate(prompts):
             vector = self.bank.get(prompt.lower())
+            if vector is None:
+                vector = self.encoded.get(prompt.lower())
             if vector is not None:
                 vectors[i] = torch.from_numpy(np.asarray(vector, dtype=np.float32))
             else:
@@ -206,7 +210,7 @@ class VoxTellBackbone:
             computed = self._encode([prompts[i].lower() for i in missing])
             for i, vector in zip(missing, computed, strict=True):
                 vectors[i] = vector
-                self.bank[prompts[i].lower()] = vector.numpy().astype(np.float16)
+                self.encoded.put(prompts[i].lower(), vector.numpy().astype(np.float16))
         return torch.stack(vectors).view(1, len(prompts), -1).to(self.device)
 
     def _encode(self, prompts: list[str]):
