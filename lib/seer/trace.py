@@ -102,6 +102,7 @@ class TraceLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(str(self.path) + ".lock")
         self.max_bytes = int(max_mb * 2**20)
+        self._rotate_at = self.max_bytes  # raised when a rotation would keep too much, so it is not retried per row
 
     def append(self, row: dict) -> dict:
         row = {"ts": round(time.time(), 3), **row}
@@ -117,8 +118,8 @@ class TraceLog:
                 size += len(line)
             finally:
                 os.close(fd)
-            if size > self.max_bytes:
-                self._rotate()
+            if size > max(self.max_bytes, self._rotate_at):
+                self._rotate(size)
         return row
 
     def archives(self) -> list[Path]:
@@ -135,7 +136,7 @@ class TraceLog:
         rows = [row for archive in self.archives() for row in self.read_archive(archive)]
         return rows + self.read_from(0)[0]
 
-    def _rotate(self) -> None:
+    def _rotate(self, size: int) -> None:
         """Archive the live file and keep only what pending rewards need (caller holds the lock)."""
         with open(self.path, "rb") as fp:
             data = fp.read()
@@ -149,6 +150,7 @@ class TraceLog:
         if len(kept) > self.max_bytes // 2:
             logger.warning("trace log %s not rotated: %d proposals still wait for a reward (%.0f MB)", self.path,
                            len(pending), len(kept) / 2**20)
+            self._rotate_at = size + self.max_bytes // 2
             return
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
         archive = self.path.with_name(f"{self.path.name}.{stamp}.gz")
