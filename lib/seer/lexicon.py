@@ -115,6 +115,9 @@ class Lexicon:
         self.lay_cues: list[tuple[tuple[str, ...], Concept]] = [
             (tuple(cue), self.concepts[key]) for key, cues in data.get("lay_cues", {}).items() for cue in cues
         ]
+        cue_words = [c for cue, _ in self.lay_cues for c in cue]
+        self.cue_exact = frozenset(c for c in cue_words if not c.endswith("*"))
+        self.cue_prefixes = tuple(c[:-1] for c in cue_words if c.endswith("*"))
         self.generic_words = frozenset(data.get("generic_structure_words", []))
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
@@ -262,7 +265,7 @@ class Parser:
             or token.isdigit()
             or bool(_VERTEBRA_LEVEL.match(token))
             or token in _POSITIONAL
-            or any(_cue_word(c, token) for cue, _ in lex.lay_cues for c in cue)  # never "corrected" away
+            or token in lex.cue_exact or token.startswith(lex.cue_prefixes)  # lay cue words are never "corrected"
         )
 
     def correct(self, token: str) -> str | None:
