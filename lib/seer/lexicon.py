@@ -68,6 +68,12 @@ class ParsedText:
     findings: tuple[str, ...] = ()  # lesion words of a report's finding that only locate the structure asked for
 
     @cached_property
+    def joins_targets(self) -> bool:
+        """The text joins words with "and", "with", "including"...: it may ask for two targets ("liver and
+        tumour")."""
+        return bool(set(Lexicon.split(self.text)) & CONJUNCTIONS)
+
+    @cached_property
     def token_set(self) -> frozenset[str]:
         return frozenset(self.tokens)
 
@@ -87,7 +93,7 @@ class Lexicon:
         self.filler = frozenset(data["filler_words"])
         self.optional = frozenset(data["optional_words"])
         self.expansions: dict[str, str] = dict(data["token_expansions"])
-        self.pathology_words = frozenset(data["pathology_words"])
+        self.pathology_words = frozenset(data["pathology_words"])  # with every lesion word (below)
         self.sequence_cues = frozenset(data.get("sequence_cues", []))
         self.negations = frozenset(data.get("negation_words", []))
         self.part_nouns = frozenset(data.get("part_nouns", []))
@@ -122,6 +128,7 @@ class Lexicon:
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
         self.lesion_words = frozenset(self.lesion_class)
+        self.pathology_words |= self.lesion_words
         self.lesion_generic = frozenset(data.get("lesion_generic", []))
         self.lesion_if_present = frozenset(data.get("lesion_if_present", []))
         self.tumor_family = frozenset(data.get("tumor_family", []))
@@ -393,7 +400,7 @@ class Parser:
                 if word in lex.negations:
                     negated_until = i + 3  # "no aneurysm", "without focal lesion": not a request for one
                     before = words[i - 2] if i >= 2 else ""
-                    if word == "free" and before in lex.pathology_words | lex.lesion_words:
+                    if word == "free" and before in lex.pathology_words:
                         # "tumour-free liver": the lesion word before "free" is negated
                         for found in (pathology, tokens):
                             if found and found[-1] == before:
@@ -468,7 +475,7 @@ class Parser:
         for clause in re.split(r"[.;:!?,\n]+", text):
             sequence = lex.words(clause)
             words = set(sequence)
-            lesion = bool(words & (lex.pathology_words | lex.lesion_words) - self.label_vocabulary)
+            lesion = bool(words & lex.pathology_words - self.label_vocabulary)
             nouns = {w for w, after in zip(sequence, sequence[1:], strict=False)
                      if w.startswith("segment") and after.isdigit()}
             if (words - nouns) & lex.instruction_words:  # "segment VIII" is a place, not an instruction

@@ -31,7 +31,7 @@ from .errors import Refusal, SeerError
 from .metrics import dice
 from .skills import RewardedTrace, credited_skills
 from .targets import LabelEntry, LabelTable, Resolver, label_mapping
-from .trace import TraceLog
+from .trace import TraceLog, is_proposal
 from .volume import Volume, load_labels
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class TraceLedger:
             if trace_id in self.traces:
                 return  # a row a rotation carried over into the new live file
             self.traces[trace_id] = {k: row[k] for k in _TRACE_FIELDS if k in row}
-            if row.get("proposal") and not row.get("refused") and row.get("target"):
+            if is_proposal(row):
                 self.proposals_by_study.setdefault(str(row.get("study")), []).append(trace_id)
         elif kind == "reward" and trace_id not in self.rewards:
             self.rewards[trace_id] = row

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadRequest
-from .lexicon import BOTH, CONJUNCTIONS, LEFT, RIGHT, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
+from .lexicon import BOTH, LEFT, RIGHT, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
 
 MATCH = "match"
 REFUSED_KINDS = (
@@ -91,7 +91,7 @@ class LabelTable:
     """A label vocabulary: id -> name, parsed once. Accepts {"1": "spleen"} or {"spleen": 1} mappings."""
 
     def __init__(self, labels: Mapping, lexicon: Lexicon | None = None):
-        pairs = _normalise_label_mapping(labels)
+        pairs = sorted(label_mapping(labels).items())
         lexicon = lexicon or default_lexicon()
         vocabulary = {word for _, name in pairs for word in lexicon.words(name)}
         vocabulary -= lexicon.side_vocabulary | lexicon.filler | lexicon.optional
@@ -137,10 +137,6 @@ def label_mapping(labels: Mapping, strict: bool = True) -> dict[int, str]:
         elif strict:
             raise BadRequest(f"Label map entry {key!r}: {value!r} is neither id -> name nor name -> id.")
     return {v: n for v, n in out.items() if v != 0 and n.strip().lower() not in BACKGROUND_NAMES}
-
-
-def _normalise_label_mapping(labels: Mapping) -> list[tuple[int, str]]:
-    return sorted(label_mapping(labels).items())
 
 
 EmbeddingScorer = Callable[[str, list[LabelEntry]], list[float]]
@@ -243,7 +239,7 @@ class Resolver:
                     suggestions=[e.name for e in labels],
                 )
         named_anatomy = [e for e in anatomy if e.tokens and e.tokens <= sites]
-        if named_anatomy and set(lex.split(parsed.text)) & CONJUNCTIONS:
+        if named_anatomy and parsed.joins_targets:
             names = sorted({*(e.name for e in named_anatomy), *(e.name for e in labels)})
             return self._refuse("multiple_targets", parsed,
                                 f"the request names a structure and a lesion ({', '.join(names[:5])}); SEER segments "

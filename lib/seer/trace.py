@@ -86,6 +86,12 @@ def render_output(evidence: str, rationale: str, answer: str) -> str:
     return f"<evidence>{evidence}</evidence>\n<rationale>{rationale}</rationale>\n<answer>{answer}</answer>"
 
 
+def is_proposal(row: dict) -> bool:
+    """A trace row whose request produced a mask (a proposal that a saved label can reward)."""
+    return (row.get("type", "trace") == "trace" and bool(row.get("proposal")) and not row.get("refused")
+            and bool(row.get("target")))
+
+
 class TraceLog:
     """Append-only JSONL of SEER-Trace rows. Each append is one write + fsync under a file lock, so a crash
     leaves every earlier row readable (a torn last line is skipped by readers, and the next append starts on a
@@ -142,8 +148,7 @@ class TraceLog:
             data = fp.read()
         rows = _parse_lines(data)
         rewarded = {str(r.get("trace_id")) for r in rows if r.get("type") == "reward"}
-        pending = {str(r.get("id")) for r in rows if r.get("type", "trace") == "trace" and r.get("proposal")
-                   and not r.get("refused") and r.get("target") and str(r.get("id")) not in rewarded}
+        pending = {str(r.get("id")) for r in rows if is_proposal(r) and str(r.get("id")) not in rewarded}
         keep = [r for r in rows if (r.get("type", "trace") == "trace" and str(r.get("id")) in pending)
                 or (r.get("type") == "reward_skipped" and str(r.get("trace_id")) in pending)]
         kept = b"".join((json.dumps(r, ensure_ascii=False, default=str) + "\n").encode("utf-8") for r in keep)

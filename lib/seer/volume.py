@@ -60,6 +60,11 @@ class Volume:
     def extent_mm(self) -> tuple[float, float, float]:
         return tuple(n * s for n, s in zip(self.shape, self.spacing, strict=True))  # type: ignore[return-value]
 
+    @property
+    def held_nbytes(self) -> int:
+        """What a cached volume is charged: its voxel array and the SimpleITK copy that registration builds."""
+        return 2 * int(self.array.nbytes)
+
     def to_sitk(self):
         """The same voxels as a SimpleITK image (LPS physical space), built once."""
         if self._sitk is None:
@@ -231,7 +236,7 @@ class VolumeCache:
     twice its voxel array (the array and the SimpleITK copy that registration builds from it)."""
 
     def __init__(self, max_mb: float = 1024):
-        self._items = BoundedCache("volume", max_bytes=int(max_mb * 2**20), sizeof=lambda v: 2 * int(v.array.nbytes))
+        self._items = BoundedCache("volume", max_bytes=int(max_mb * 2**20), sizeof=lambda v: v.held_nbytes)
 
     def get(self, path: str | os.PathLike, name: str | None = None) -> Volume:
         path = str(path)

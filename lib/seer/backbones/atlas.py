@@ -94,11 +94,6 @@ class LoadedAtlas:
         return (self.source.name, self.summary.stamp)
 
 
-def _loaded_nbytes(atlas: LoadedAtlas) -> int:
-    """An atlas is charged its image twice (array and SimpleITK copy) and its label array."""
-    return 2 * int(atlas.volume.array.nbytes) + int(atlas.labels.nbytes)
-
-
 class AtlasBackbone:
     """Multi-atlas segmentation. `sources` lists the current atlases (called on `refresh`)."""
 
@@ -189,7 +184,7 @@ class AtlasBackbone:
                 "do not contain it); label it on a study that shows it.",
                 kind="no_atlas",
             )
-        chosen = [self._load(a) for a in _rank(compatible, evidence)[: self.settings.max_atlases]]
+        chosen = [self._load(a.source, a.stamp) for a in _rank(compatible, evidence)[: self.settings.max_atlases]]
         chosen = [a for a in chosen if a is not None]
         if not chosen:
             raise Refusal(f"The atlases holding '{entry.name}' could not be read (see the server log).", kind="no_atlas")
@@ -240,15 +235,14 @@ class AtlasBackbone:
             return None
 
         def make() -> AtlasSummary | None:
-            atlas = self._read(source, stamp)
+            atlas = self._load(source, stamp)  # cached too: a chosen atlas is not read twice
             return atlas.summary if atlas is not None else None
 
         return self._summaries.get_or_make((source, stamp), make)
 
-    def _load(self, summary: AtlasSummary) -> LoadedAtlas | None:
+    def _load(self, source: AtlasSource, stamp: tuple) -> LoadedAtlas | None:
         """The atlas's voxels, from the cache or its files (None when they changed or became unreadable)."""
-        return self.cache.get_or_make(("atlas", summary.source.name, summary.stamp),
-                                      lambda: self._read(summary.source, summary.stamp))
+        return self.cache.get_or_make(("atlas", source.name, stamp), lambda: self._read(source, stamp))
 
     def _read(self, source: AtlasSource, stamp: tuple) -> LoadedAtlas | None:
         try:
@@ -264,9 +258,7 @@ class AtlasBackbone:
         values, counts = np.unique(labels, return_counts=True)
         summary = AtlasSummary(source, stamp, image.key, describe_volume(image), image.voxel_mm3,
                                {int(v): int(c) for v, c in zip(values, counts, strict=True) if v != 0})
-        atlas = LoadedAtlas(summary, image, labels)
-        self.cache.put(("atlas", source.name, stamp), atlas)
-        return atlas
+        return LoadedAtlas(summary, image, labels)
 
     def _prepare_study(self, volume: Volume, evidence: ImageEvidence) -> Prepared:
         return self.cache.get_or_make(
@@ -363,7 +355,9 @@ def _box_corners(image: sitk.Image, hits: np.ndarray) -> list:
 
 
 def _sizeof(value) -> int:
-    return _loaded_nbytes(value) if isinstance(value, LoadedAtlas) else nbytes(value)
+    if isinstance(value, LoadedAtlas):  # its image as the volume cache charges it, and its label array
+        return value.volume.held_nbytes + int(value.labels.nbytes)
+    return nbytes(value)
 
 
 def _region_ok(atlas_region: str | None, study_region: str | None) -> bool:

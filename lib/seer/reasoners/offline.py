@@ -7,7 +7,7 @@ the contract's tag format and goes through the same parser as a model's text.
 
 from __future__ import annotations
 
-from ..lexicon import BOTH, CONJUNCTIONS, LEFT, RIGHT, Concept, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
+from ..lexicon import BOTH, LEFT, RIGHT, Concept, ParsedText, Parser, coarse_region, default_lexicon
 from ..trace import Trace, parse_output, render_output
 from . import ReasoningInput
 
@@ -55,8 +55,7 @@ class OfflineReasoner:
             where = "head" if region == "head" else "body"
             answer = f"Reject: {names} is outside the imaged region ({where})."
         else:
-            lexicon = parser.lexicon
-            answer = _answer(parsed, kept, dropped, request.text, lexicon.lesion_words | lexicon.pathology_words)
+            answer = _answer(parsed, kept, dropped, request.text, parser.lexicon.pathology_words)
 
         skill_note = "No skill in the bank matched this request and image"
         if inputs.skills:
@@ -93,7 +92,7 @@ def _answer(parsed: ParsedText, kept: list[Concept], dropped: list[Concept], fal
     words += [p for p in parsed.parts if p not in words]  # "pancreatic duct" must not become "pancreas"
     words += list(parsed.pathology)
     lesion = [i for i, w in enumerate(words) if w in lesion_words]
-    if lesion and lesion[0] > 0 and set(Lexicon.split(parsed.text)) & CONJUNCTIONS:
+    if lesion and lesion[0] > 0 and parsed.joins_targets:
         words.insert(lesion[0], "and")  # "liver with tumour" asks for two targets: the answer keeps saying so
     side = {LEFT: "left ", RIGHT: "right ", BOTH: "left and right "}.get(parsed.side or "", "")
     phrase = " ".join(words).strip()
