@@ -29,6 +29,8 @@ def test_values_are_typed_and_unknown_keys_are_kept_aside():
         ({"backbone": "unet"}, "'backbone' must be one of atlas"),
         ({"max_atlases": "0"}, "at least 1"),
         ({"atlas_cache_mb": "4"}, "'atlas_cache_mb' must be between 16 and 1048576 MB, got 4"),
+        ({"trace_log_mb": "0"}, "'trace_log_mb' must be more than 0, got 0"),
+        ({"proposals_keep_days": "-1"}, "'proposals_keep_days' must be more than 0, got -1"),
         ({"affine_spacing": "50"}, "between 0.5 and 10 mm"),
         ({"skill_round": "0"}, "'skill_round' must be at least 1"),
         ({"rewards": "sometimes"}, "'rewards' must be true or false"),
