@@ -9,6 +9,7 @@
   python main.py traces --studies DIR [--study ID] [--json]
   python main.py export-traces --studies DIR --output DIR
   python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
+  python main.py finetune --traces DIR_OR_JSONL --model BASE --output ADAPTER_DIR [--adapter START] [--max-steps N]
   python main.py simulate-al --studies DIR --campaign "A; B" --steps N --output DIR [--strategies seer,random,...]
 
 Bad input exits with code 2 and one sentence on stderr.
@@ -335,13 +336,39 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 def cmd_export_traces(args: argparse.Namespace) -> int:
     from seer import learned
-    from seer.export import export_traces
+    from seer.export import export_traces, skills_of_all_rounds
 
     report = export_traces(learned.open_ledger(args.studies), args.output,
-                           progress=lambda m: print(m, file=sys.stderr) if args.verbose else None)
+                           progress=lambda m: print(m, file=sys.stderr) if args.verbose else None,
+                           skills=skills_of_all_rounds(learned.open_rounds(args.studies)))
     for item in report["skipped"]:
         print(f"skipped {item['trace_id']}: {item['reason']}", file=sys.stderr)
     print(json.dumps(report))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Train a LoRA adapter on rewarded traces; stdout gets one JSON summary, progress goes to stderr."""
+    import contextlib
+
+    from seer.finetune import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(
+        traces=args.traces, model=args.model, output=args.output, adapter=args.adapter, processor=args.processor,
+        max_steps=args.max_steps, epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, min_reward=args.min_reward,
+        eval_fraction=args.eval_fraction, resume=args.resume, overwrite=args.overwrite, save_steps=args.save_steps,
+        seed=args.seed, max_new_tokens=args.max_new_tokens, gradient_checkpointing=args.gradient_checkpointing,
+        progress=not args.no_progress,
+    )
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's progress bar and log lines
+        report = finetune(settings, say=lambda m: print(m, file=sys.stderr, flush=True))
+    keys = ("output", "steps", "loss_first", "loss_last", "seconds_per_step", "peak_rss_mb", "eval_on")
+    summary = {k: report.get(k) for k in keys}
+    summary["rows"] = {k: report["rows"][k] for k in ("read", "used", "corrected", "skipped")}
+    for when in ("before", "after"):
+        summary[when] = {k: report[when][k] for k in ("format_valid_rate", "target_accuracy", "examples")}
+    print(json.dumps(summary))
     return 0
 
 
@@ -497,6 +524,36 @@ def build_parser() -> argparse.ArgumentParser:
     common(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
+    tune = sub.add_parser("finetune", help="train the SEER LoRA adapter on rewarded traces (export-traces' folder "
+                          "or a JSONL of trace rows)")
+    tune.add_argument("--traces", required=True, help="export-traces' output folder, or a JSONL of trace rows")
+    tune.add_argument("--model", default="Qwen/Qwen3-VL-4B-Instruct", help="base model folder or hub id")
+    tune.add_argument("--output", required=True, help="folder for the adapter, checkpoints/ and finetune.json")
+    tune.add_argument("--adapter", help="continue from this LoRA adapter (e.g. the published SEER v1.1)")
+    tune.add_argument("--processor", help="processor folder or hub id (default: the base's)")
+    tune.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (overrides --epochs)")
+    tune.add_argument("--epochs", type=float, default=3.0)
+    tune.add_argument("--lr", type=float, default=1e-4)
+    tune.add_argument("--lora-r", dest="lora_r", type=int, default=16, help="LoRA rank (a new adapter only)")
+    tune.add_argument("--lora-alpha", dest="lora_alpha", type=int, help="LoRA alpha (default 2 x r)")
+    tune.add_argument("--batch-size", dest="batch_size", type=int, default=1)
+    tune.add_argument("--device", default="auto", help="auto | cpu | cuda (the first visible GPU)")
+    tune.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, float32 on CPU) | bfloat16 | float32")
+    tune.add_argument("--min-reward", dest="min_reward", type=float, default=0.5,
+                      help="Dice a proposal needs to teach (corrected proposals teach their correction)")
+    tune.add_argument("--eval-fraction", dest="eval_fraction", type=float, default=0.1,
+                      help="rows held out to measure format-valid rate and target accuracy before and after")
+    tune.add_argument("--save-steps", dest="save_steps", type=int, default=50, help="steps between checkpoints")
+    tune.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256,
+                      help="tokens generated per held-out answer")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true",
+                      help="less GPU memory, slower steps")
+    tune.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    tune.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_finetune)
+
     simulate = sub.add_parser("simulate-al", help="the active-learning loop on a labelled folder: Dice on held-out "
                               "cases against the labelling budget, per strategy (AUBC)")
     simulate.add_argument("--studies", required=True, help="folder of cases: <case>/image.nii.gz, labels.nii.gz, "
@@ -527,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "skills", "traces",
-                "export-traces", "evaluate", "simulate-al", "-h", "--help"}
+                "export-traces", "evaluate", "finetune", "simulate-al", "-h", "--help"}
     if not any(a in commands for a in argv):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)

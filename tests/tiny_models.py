@@ -52,13 +52,15 @@ def qwen_tokenizer():
     return tokenizer
 
 
-def qwen_processor(tokenizer=None):
+def qwen_processor(tokenizer=None, image_edge: int | None = None):
+    """`image_edge`: resize every image to at most that many pixels a side (a multiple of 32) before patching:
+    the 448 x 448 views become (edge/32)^2 tokens each instead of 196, for fast CPU training tests."""
     from transformers import Qwen2VLImageProcessorFast, Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     image_processor = Qwen2VLImageProcessorFast(
         patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-        size={"shortest_edge": 65536, "longest_edge": 16777216},
+        size={"shortest_edge": min(65536, (image_edge or 4096) ** 2), "longest_edge": (image_edge or 4096) ** 2},
     )
     return Qwen3VLProcessor(
         image_processor=image_processor,
@@ -87,8 +89,8 @@ def tiny_config(layers: int = 2, hidden: int = 64):
     )
 
 
-def build_tiny_qwen(folder: str | os.PathLike, seed: int = 0, layers: int = 2) -> Path:
-    """Save a tiny Qwen3-VL (model + processor) into `folder`; returns it."""
+def build_tiny_qwen(folder: str | os.PathLike, seed: int = 0, layers: int = 2, image_edge: int | None = None) -> Path:
+    """Save a tiny Qwen3-VL (model + processor) into `folder`; returns it. `image_edge`: see qwen_processor."""
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
@@ -98,7 +100,7 @@ def build_tiny_qwen(folder: str | os.PathLike, seed: int = 0, layers: int = 2) -
     model.generation_config.eos_token_id = [151645, 151643]
     model.generation_config.pad_token_id = 151643
     model.save_pretrained(folder)
-    qwen_processor().save_pretrained(folder)
+    qwen_processor(image_edge=image_edge).save_pretrained(folder)
     return folder
 
 

@@ -4,7 +4,8 @@ OUTPUT/seer_traces.jsonl, one row per rewarded proposal:
   image, label (paths), label_id (the value of the target in the label file), label_name, raw_prompt,
   style_bucket, dataset, case_id (the study), trace ("<evidence>..</evidence><rationale>..</rationale><answer>..
   </answer>"), answer, target (what SEER proposed), format_valid, skill_ids, dice, raw_dice, gain, corrected_to,
-  trace_id, slices (the contract's 8 PNGs of the study, relative to OUTPUT)
+  trace_id, slices (the contract's 8 PNGs of the study, relative to OUTPUT), skills (the retrieved skills as the
+  model read them: [{skill_id, tag, content, audit}], for `finetune`; a skill no round holds any more is left out)
 OUTPUT/slices/<case_id>/slice_0.png .. slice_7.png
 """
 
@@ -14,12 +15,13 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import BadRequest, SeerError
 from .files import write_atomic
 from .rewards import TraceLedger
+from .skills import Skill
 from .trace import render_output
 from .views import take_views
 from .volume import load_volume
@@ -28,9 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 def export_traces(
-    ledger: TraceLedger, output: str | Path, progress: Callable[[str], None] | None = None
+    ledger: TraceLedger, output: str | Path, progress: Callable[[str], None] | None = None,
+    skills: Mapping[str, Skill] | None = None,
 ) -> dict:
-    """Write the rewarded traces of `ledger` under `output`; returns {"rows", "studies", "skipped", "path"}."""
+    """Write the rewarded traces of `ledger` under `output`; returns {"rows", "studies", "skipped", "path"}.
+    `skills`: skill id -> skill, to write the retrieved skills' text into each row."""
+    skills = skills or {}
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rows, skipped, slices_of = [], [], {}
@@ -73,6 +78,8 @@ def export_traces(
             "corrected_to": reward.get("corrected_to"),
             "trace_id": trace_id,
             "slices": slices_of[case],
+            "skills": [{"skill_id": s.skill_id, "tag": s.tag, "content": s.content, "audit": s.audit}
+                       for sid in trace.get("skill_ids") or [] if (s := skills.get(str(sid)))],
         })
     if not rows:
         raise BadRequest("No rewarded traces to export: save final labels (with label names) for studies that "
@@ -81,6 +88,14 @@ def export_traces(
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
     return {"path": str(path), "rows": len(rows), "studies": len([s for s in slices_of.values() if s]),
             "skipped": skipped}
+
+
+def skills_of_all_rounds(rounds) -> dict[str, Skill]:
+    """Every skill of every round on disk by id (a later round's version wins): what a trace's skill ids named."""
+    found: dict[str, Skill] = {}
+    for number in rounds.rounds():
+        found.update(rounds.bank(number).skills)
+    return found
 
 
 def _write_slices(image: str, out: Path, case: str) -> list[str]:

@@ -99,6 +99,12 @@ def _attention_implementation(device) -> str:
     return "sdpa"
 
 
+def chat_prompt(processor, messages: list[dict]) -> str:
+    """The exact text the processor's chat template renders, generation prompt included (before the image
+    placeholders are expanded). Serving and fine-tuning both build their prompt here, so they cannot drift."""
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 class QwenVLEngine:
     """Model + processor + the generation worker. Shared by the reasoner and the test endpoint server."""
 
@@ -139,8 +145,7 @@ class QwenVLEngine:
 
     # -- prompt ------------------------------------------------------------------------------------------------
     def render(self, messages: list[dict]) -> str:
-        """The exact text the processor's chat template renders (before image placeholders are expanded)."""
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat_prompt(self.processor, messages)
 
     # -- generation --------------------------------------------------------------------------------------------
     def generate(self, messages: list[dict], images: list, max_new_tokens: int | None = None) -> tuple[str, dict]:
