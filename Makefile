@@ -45,7 +45,7 @@ lint: $(STAMP)
 
 test: setup
 	$(VENV)/bin/ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py

@@ -128,6 +128,15 @@ def test_saved_labels_reward_proposals_evolve_skills_and_survive_a_restart(datas
     assert first["case_id"] == "ct_small" and first["label_name"] == "liver" and first["label_id"] == 5
     assert first["trace"].startswith("<evidence>") and first["trace"].endswith("</answer>")
     assert all((tmp_path / "export" / p).is_file() for p in first["slices"]) and len(first["slices"]) == 8
+    exported_rows = [json.loads(line) for line in (tmp_path / "export" / "seer_traces.jsonl").read_text().splitlines()]
+    assert any(r["skill_ids"] for r in exported_rows)  # each retrieved skill is written with the text the model read
+    assert all([s["skill_id"] for s in r["skills"]] == r["skill_ids"] and all(s["content"] for s in r["skills"])
+               for r in exported_rows)
+    from seer.finetune import read_examples  # the export is finetune's input as it is
+
+    examples, report = read_examples(tmp_path / "export", 0.5)
+    assert report["used"] == len(PHRASINGS) and [len(e.skills) for e in examples] == [
+        len(r["skill_ids"]) for r in exported_rows]
 
     log_rows = (studies / ".seer" / "traces.jsonl").read_text().splitlines()
     with running_server(studies, tmp_path / "server2.log", datastore["conf"]) as url:
