@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import BoundedCache
 from .errors import BadRequest, SeerError
 from .files import write_atomic
 from .prompts import build_messages
@@ -107,21 +108,34 @@ class PromptSkill:
     audit: str = ""
 
 
+def _views_size(images: list) -> int:
+    return sum(i.width * i.height * len(i.getbands()) for i in images)
+
+
+# the 8 views of the studies being trained on, loaded on use: a team's thousands of studies never sit in memory
+VIEW_CACHE = BoundedCache("finetune views", max_bytes=512 * 2**20, sizeof=_views_size)
+
+
 @dataclass
 class Example:
-    """One training example. images: the 8 views (PIL RGB, 448 x 448); completion: the target text (a SEER trace);
-    expected: the label name the answer must resolve to (None when the row does not say); labels: the label map
-    of the row (id -> name), used for target accuracy."""
+    """One training example. images: the 8 views (PIL RGB, 448 x 448), loaded through VIEW_CACHE by `view_key`
+    with `load_views`; completion: the target text (a SEER trace); expected: the label name the answer must resolve
+    to (None when the row does not say); labels: the label map of the row (id -> name), for target accuracy."""
 
     source: str
-    images: list
-    raw_prompt: str
-    completion: str
-    answer: str
+    view_key: str
+    load_views: Callable[[], list] = field(repr=False, compare=False)
+    raw_prompt: str = ""
+    completion: str = ""
+    answer: str = ""
     skills: list[PromptSkill] = field(default_factory=list)
     expected: str | None = None
     labels: dict | None = None
     corrected: bool = False
+
+    @property
+    def images(self) -> list:
+        return VIEW_CACHE.get_or_make(self.view_key, self.load_views)
 
     def messages(self) -> list[dict]:
         return build_messages(self.images, self.raw_prompt, self.skills)
@@ -148,7 +162,6 @@ def read_examples(source: str | os.PathLike, min_reward: float) -> tuple[list[Ex
     examples: list[Example] = []
     skipped: Counter = Counter()
     skipped_rows: list[dict] = []
-    views_of: dict[str, list | None] = {}
     read = 0
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -159,7 +172,7 @@ def read_examples(source: str | os.PathLike, min_reward: float) -> tuple[list[Ex
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not an object")
-            example = _example(row, where, folder, min_reward, views_of)
+            example = _example(row, where, folder, min_reward)
         except ValueError as exc:
             example, reason = None, f"not a JSON object ({str(exc)[:60]})"
         except _Skip as skip:
@@ -186,7 +199,7 @@ class _Skip(Exception):
         self.reason = reason
 
 
-def _example(row: dict, where: str, folder: Path, min_reward: float, views_of: dict) -> Example:
+def _example(row: dict, where: str, folder: Path, min_reward: float) -> Example:
     raw_prompt = str(row.get("raw_prompt") or "").strip()
     text = str(row.get("trace") or "").strip()
     if not raw_prompt or not text:
@@ -217,10 +230,11 @@ def _example(row: dict, where: str, folder: Path, min_reward: float, views_of: d
         if not resolution.ok:
             raise _Skip("answers do not resolve to a name of their label map")
         expected = resolution.entry.name
-    images = _views(row, folder, views_of)
+    view_key, load_views = _views(row, folder)
     skills = [PromptSkill(str(s.get("tag") or ""), str(s.get("content") or ""), str(s.get("audit") or ""))
               for s in row.get("skills") or [] if isinstance(s, dict) and s.get("content")]
-    return Example(source=where, images=images, raw_prompt=raw_prompt, completion=completion, answer=answer,
+    return Example(source=where, view_key=view_key, load_views=load_views, raw_prompt=raw_prompt,
+                   completion=completion, answer=answer,
                    skills=skills, expected=expected, labels=labels, corrected=bool(corrected_to))
 
 
@@ -244,36 +258,42 @@ def _labels(value, folder: Path) -> dict | None:
         raise _Skip("rows name a label map that is not {id: name}") from None
 
 
-def _views(row: dict, folder: Path, views_of: dict) -> list:
-    """The 8 contract views of the row's study: its exported PNGs when all are there, else rendered from its
-    volume (seer.views, as the server renders them)."""
-    from PIL import Image
-
+def _views(row: dict, folder: Path) -> tuple[str, Callable[[], list]]:
+    """(key, loader) of the row's 8 contract views: its exported PNGs when all are there, else rendered from its
+    volume (seer.views, as the server renders them). A volume is read once here, to check it."""
     slices = row.get("slices") or []
     paths = [p if p.is_absolute() else folder / p for p in (Path(str(s)) for s in slices)]
     if len(paths) == 8 and all(p.is_file() for p in paths):
-        key = "|".join(str(p) for p in paths)
-        if key not in views_of:
-            views_of[key] = [Image.open(p).convert("RGB") for p in paths]
-        return views_of[key]
+        return "png:" + "|".join(str(p) for p in paths), lambda: _read_pngs(paths)
     image = str(row.get("image") or "")
     if not image:
         raise _Skip("rows have neither their 8 slices nor an image")
     image_path = Path(image) if Path(image).is_absolute() else folder / image
-    key = str(image_path)
-    if key not in views_of:
-        if not image_path.exists():
-            raise _Skip("rows' images are gone")
-        from .views import take_views
-        from .volume import load_volume
+    if not image_path.exists():
+        raise _Skip("rows' images are gone")
+    key = f"volume:{image_path}"
+    try:
+        VIEW_CACHE.get_or_make(key, lambda: _render(image_path))
+    except (SeerError, ValueError):
+        raise _Skip("rows' images cannot be read as 3D volumes") from None
+    return key, lambda: _render(image_path)
 
-        try:
-            views_of[key] = take_views(load_volume(image_path).array).images()
-        except (SeerError, ValueError):
-            views_of[key] = None
-    if views_of[key] is None:
-        raise _Skip("rows' images cannot be read as 3D volumes")
-    return views_of[key]
+
+def _read_pngs(paths: list[Path]) -> list:
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as picture:
+            images.append(picture.convert("RGB"))
+    return images
+
+
+def _render(image_path: Path) -> list:
+    from .views import take_views
+    from .volume import load_volume
+
+    return take_views(load_volume(image_path).array).images()
 
 
 def split_examples(examples: list[Example], eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -524,19 +544,13 @@ def _train(settings, out: Path, rows: dict, train: list[Example], held_out: list
         gradient_checkpointing=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=TraceDataset(train, processor),
-                      data_collator=collate(processor.tokenizer.pad_token_id))
+                      data_collator=collate(processor.tokenizer.pad_token_id), callbacks=[_save_last_step_callback()])
     t0 = time.perf_counter()
     start_step = int(resume_from.name[11:]) if resume_from else 0
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_s = time.perf_counter() - t0
     steps = trainer.state.global_step - start_step
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
-    # the last checkpoint at the final step (Trainer saves only every save_steps): a later --resume continues here
-    if not (out / CHECKPOINTS / f"checkpoint-{trainer.state.global_step}").exists():
-        trainer.save_model(str(out / CHECKPOINTS / f"checkpoint-{trainer.state.global_step}"))
-        trainer._save_optimizer_and_scheduler(str(out / CHECKPOINTS / f"checkpoint-{trainer.state.global_step}"))
-        trainer.state.save_to_json(str(out / CHECKPOINTS / f"checkpoint-{trainer.state.global_step}" /
-                                       "trainer_state.json"))
     _save_adapter(model, out)
     say(f"generating {len(eval_set)} {eval_on.replace('_', '-')} answers after training")
     after = evaluate_examples(model, processor, eval_set, settings.max_new_tokens, device)
@@ -557,6 +571,20 @@ def _train(settings, out: Path, rows: dict, train: list[Example], held_out: list
     })
     write_atomic(out / REPORT_FILE, (json.dumps(report, indent=1) + "\n").encode())
     return report
+
+
+def _save_last_step_callback():
+    from transformers import TrainerCallback
+
+    class SaveLastStep(TrainerCallback):
+        """A checkpoint at the final step too (the Trainer saves every save_steps only): --resume continues there."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_save = True
+            return control
+
+    return SaveLastStep()
 
 
 def _save_adapter(model, out: Path) -> None:
