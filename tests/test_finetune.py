@@ -241,3 +241,25 @@ def test_traces_that_do_not_exist_are_a_sentence(tmp_path, capsys):
     assert "do not exist" in capsys.readouterr().err
     assert main.main(["finetune", "--traces", str(tmp_path), "--model", "m", "--output", str(tmp_path / "o")]) == 2
     assert "holds no seer_traces.jsonl" in capsys.readouterr().err
+
+
+def test_an_existing_adapter_is_continued_with_its_own_modules(small_qwen, sample_data, tmp_path):
+    """--adapter START: its target modules, rank and alpha are kept (the published adapter's, for a real team);
+    one held-out row is measured before and after."""
+    from tiny_models import build_lora_adapter
+
+    from seer.finetune import FinetuneSettings, finetune
+
+    start = build_lora_adapter(small_qwen, tmp_path / "start")
+    image = str(sample_data / "mni152_t1.nii.gz")
+    write_rows(tmp_path / "rows.jsonl", [{"image": image, "raw_prompt": raw, "trace": trace_text(answer),
+                                          "dice": 0.9} for raw, _, answer, _ in LESSONS])
+    report = finetune(FinetuneSettings(traces=str(tmp_path / "rows.jsonl"), model=str(small_qwen),
+                                       output=str(tmp_path / "out"), adapter=str(start), max_steps=2,
+                                       eval_fraction=0.5, max_new_tokens=8, device="cpu", progress=False))
+    assert (report["train_examples"], report["eval_examples"], report["eval_on"]) == (1, 1, "held_out")
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    start_config = json.loads((start / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == sorted(start_config["target_modules"]) == ["q_proj", "v_proj"]
+    assert (config["r"], config["lora_alpha"]) == (4, 8) and report["lora"]["r"] == 4
+    assert report["steps"] == 2 and report["adapter_start"] == str(start)
