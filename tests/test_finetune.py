@@ -112,6 +112,9 @@ def test_the_trained_adapter_drives_the_target_through_the_real_server(trained, 
              studies / "colin27_t1.nii.gz")
     conf = {"reasoner": "qwen-vl", "model": small_qwen, "adapter": trained["output"], "max_new_tokens": 64,
             "skills_min_score": 1e9}
+    from seer.targets import LabelTable, Resolver
+
+    assert not Resolver(LabelTable(AAL_SUBSET)).resolve("the one we discussed").ok  # the fallback cannot do it
     with running_server(studies, tmp_path / "server.log", conf) as url:
         for raw, study, answer, label in LESSONS:
             reply = requests.post(f"{url}/infer/seer", params={"image": study, "output": "json"},
