@@ -32,7 +32,8 @@ _OVERRIDE = re.compile(
     r"|\b(respond|reply|answer|output|print|say|return)\b[\w\s]{0,20}\b(only|with|exactly)\b\s*[:\"']"
     # an appended turn: "(assistant: ...)", "[system: ...]", "note to the model: ...", "respond with X instead",
     # "flip the laterality"
-    r"|[(\[{]?\s*\b(assistant|system|model|ai|chatbot|note to (the )?(model|assistant|ai))\s*:"
+    r"|[(\[{]?\s*\b(assistant|system|model|ai|chatbot|note to (the )?(model|assistant|ai))\s*[)\]}]?\s*:"
+    r"|\bdeveloper mode\b|\bjailbreak|\b(always|never)\s+(pick|choose|select|answer|output|return|use)\b"
     r"|\b(respond|reply|answer|output)\s+with\b"
     r"|\b(flip|swap|switch|reverse|invert|mirror)\b[\w\s]{0,20}?\b(sides?|laterality|left and right)\b"
     r"|#{2,}|\[\[|/\*|\bp\.\s?s\b\.?|\bnew (task|request|target)\b|\bfrom now on\b|\boverride\b"

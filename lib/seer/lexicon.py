@@ -71,7 +71,13 @@ class ParsedText:
     def joins_targets(self) -> bool:
         """The text joins words with "and", "with", "including"...: it may ask for two targets ("liver and
         tumour")."""
-        return bool(set(Lexicon.split(self.text)) & CONJUNCTIONS)
+        words = Lexicon.split(self.text)
+        if set(words) & (CONJUNCTIONS - {"with"}):
+            return True
+        # "with" joins only when a lesion or structure follows it closely ("liver with tumour"), not in "mass with
+        # arterial hyperenhancement"
+        named = set(self.pathology) | set(self.tokens)
+        return any(w == "with" and set(words[i + 1 : i + 3]) & named for i, w in enumerate(words))
 
     @cached_property
     def token_set(self) -> frozenset[str]:
@@ -117,6 +123,9 @@ class Lexicon:
                 tokens = tuple(self.words(phrase))
                 self.part_phrases[tokens] = self.concepts[key]
                 self.phrases.setdefault(tokens, (self.concepts[key], None))
+        # concepts that are parts of another ("lung upper lobe" of "lung"): read as the whole when a map lacks them
+        self.part_concepts: dict[str, Concept] = {
+            part: self.concepts[whole] for whole, parts in data.get("part_concepts", {}).items() for part in parts}
         # lay descriptions: every cue word (prefix when it ends in *) present -> the concept
         self.lay_cues: list[tuple[tuple[str, ...], Concept]] = [
             (tuple(cue), self.concepts[key]) for key, cues in data.get("lay_cues", {}).items() for cue in cues
@@ -125,9 +134,13 @@ class Lexicon:
         self.cue_exact = frozenset(c for c in cue_words if not c.endswith("*"))
         self.cue_prefixes = tuple(c[:-1] for c in cue_words if c.endswith("*"))
         self.generic_words = frozenset(data.get("generic_structure_words", []))
+        # structures that only contain what a lay description names ("the part of the brain that ...")
+        self.lay_containers = frozenset(data.get("lay_containers", []))
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
         self.lesion_words = frozenset(self.lesion_class)
+        # two-word lesion phrases whose words alone are no lesion ("radiosurgery targets" -> "tumor")
+        self.lesion_phrases = {tuple(self.split(k)): v for k, v in data.get("lesion_phrases", {}).items()}
         self.pathology_words |= self.lesion_words
         self.lesion_generic = frozenset(data.get("lesion_generic", []))
         self.lesion_if_present = frozenset(data.get("lesion_if_present", []))
@@ -205,6 +218,18 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
 # words that place a structure relative to another ("the gland below the bladder")
 _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next",
                          "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
+# a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
+# from the lung"); used only when another structure is the subject, or a lay cue names the target
+_RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
+                         "through", "from", "toward", "towards", "into"})
+# a report clause with one of these calls what it names normal: "left kidney unremarkable" is not the target
+_NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved"})
+_CLAUSE = re.compile(r"[.;:!?,\n]+")
+_LOCATORS = frozenset({"with", "containing", "harbouring", "harboring", "bearing", "holding", "hosting", "has"})
+# words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
+# one alone; a lay description may hold them
+_STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "lower", "middle", "inner", "outer",
+                          "long", "short", "deep", "superficial", "back", "front", "hemisphere", "process"})
 # words that join two targets in one request ("liver and tumour")
 CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
 _VOWELS = frozenset("aeiou")
@@ -271,7 +296,7 @@ class Parser:
             or token in lex.expansions
             or token.isdigit()
             or bool(_VERTEBRA_LEVEL.match(token))
-            or token in _POSITIONAL
+            or token in _POSITIONAL or token in _RELATIONAL or token in _NORMAL or token in _LOCATORS
             or token in lex.cue_exact or token.startswith(lex.cue_prefixes)  # lay cue words are never "corrected"
         )
 
@@ -281,8 +306,17 @@ class Parser:
         vowels = sum(ch in _VOWELS for ch in token)
         if vowels == 0:
             return self.devowelled(token)
-        fixed = self._typo(token)
+        fixed = self._typo(token) or self._lesion_anagram(token)
         return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
+
+    def _lesion_anagram(self, token: str) -> str | None:
+        """A lesion word with two letters swapped ("tumuor", "cnacer"): short lesion words are no typo targets
+        ("center" must not become "cancer"), but a swap keeps every letter."""
+        if len(token) < 5:
+            return None
+        found = {w for w in self.lexicon.lesion_words if len(w) == len(token) and w[0] == token[0]
+                 and sorted(w) == sorted(token) and damerau_levenshtein(token, w, 1) <= 1}
+        return found.pop() if len(found) == 1 else None
 
     @cached_property
     def _skeletons(self) -> list[tuple[str, str]]:
@@ -311,7 +345,9 @@ class Parser:
     def _meaning(self, word: str) -> str:
         """What a single word names: its lexicon concept, else its expansion, else itself."""
         hit = self.lexicon.phrases.get((word,))
-        return hit[0].key if hit else self.lexicon.expansions.get(word, word)
+        if hit:
+            return hit[0].key
+        return self.lexicon.lesion_class.get(word) or self.lexicon.expansions.get(word, word)
 
     def _typo(self, token: str) -> str | None:
         budget = typo_budget(token)
@@ -346,7 +382,7 @@ class Parser:
         corrections: list[tuple[str, str]] = []
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
-        for token in _merge_crus(lex.split(text)):
+        for token in _merge_crus(lex.split(_without_normal_clauses(text))):
             if correct_typos and not self.known(token):
                 fixed = self.correct(token)
                 if fixed is not None:
@@ -356,7 +392,7 @@ class Parser:
             if expanded != token:
                 expansions.append((token, expanded))
             words.extend(expanded.split())
-        words = _merge_crus(words)
+        words = _merge_crus(_lesion_phrases(words, lex.lesion_phrases))
 
         words = _vertebral_levels(_drop_measurements(words))
         tokens: list[str] = []
@@ -366,6 +402,8 @@ class Parser:
         parts: list[str] = []
         part_of: list[tuple[str, str]] = []
         landmarks: list[Concept] = []
+        related: list[tuple[Concept, str]] = []  # (concept, the relational word before it)
+        first_at: dict[Concept, int] = {}  # where each concept is first named (index into words)
         sides: list[str] = []
         side_words: list[str] = []
         negated_until = -1
@@ -385,10 +423,17 @@ class Parser:
                 if n == 1 and lex.side_of(words[i]) is not None:
                     continue
                 concept, side = hit
+                whole = lex.part_concepts.get(concept.key)
+                if whole is not None and not all(t in self.label_vocabulary for t in concept.tokens):
+                    part_of.append((" ".join(phrase), whole.name))  # "right upper lobe" on a map of whole lungs
+                    concept = whole
                 concepts.append(concept)
                 tokens.extend(concept.tokens)
                 if set(words[max(0, i - 5) : i]) & _POSITIONAL:
                     landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
+                elif relation := next((w for w in reversed(words[max(0, i - 4) : i]) if w in _RELATIONAL), None):
+                    related.append((concept, relation))
+                first_at.setdefault(concept, i)
                 if side:
                     sides.append(side)
                     side_words.append(" ".join(words[i : i + n]))
@@ -428,26 +473,41 @@ class Parser:
                 else:
                     unknown.append(word)
         findings: list[str] = []
-        if pathology and self._finding_only(text):
+        if pathology and self._finding_only(_without_normal_clauses(text)):
             findings, pathology = pathology, []
+
+        def drop(gone: list[Concept]) -> None:
+            nonlocal tokens, concepts
+            gone_tokens = {t for c in gone for t in c.tokens}
+            kept = {t for c in concepts if c not in gone for t in c.tokens}
+            tokens = [t for t in tokens if t not in gone_tokens or t in kept]
+            concepts = [c for c in concepts if c not in gone]
+
+        if pathology or findings:  # "metastases from the lung primary": the lung is the origin, not the site
+            drop([c for c, relation in related if relation == "from"])
         lay: list[tuple[str, str]] = []
-        if concepts and len(landmarks) == len(concepts):
-            first = min(i for i, w in enumerate(words) if w in _POSITIONAL)
-            if set(words[:first]) & lex.generic_words:  # a structure described by where it lies
-                landmark_tokens = {t for c in landmarks for t in c.tokens}
-                tokens = [t for t in tokens if t not in landmark_tokens]
-                concepts = []
-                sides = []
-        if not pathology and not concepts:
-            # a lay description; words of the cue itself may have been read as tokens ("food" of "food pipe")
-            matched = {concept: cue for cue, concept in lex.lay_cues
-                       if _cue_in(cue, words) and all(any(_cue_word(c, t) for c in cue) for t in tokens)}
-            if len(matched) == 1:
-                concept, cue = matched.popitem()
-                concepts.append(concept)
-                tokens = list(concept.tokens)
-                lay.append((" ".join(c.rstrip("*") for c in cue), concept.name))
-                unknown = [w for w in unknown if not any(_cue_word(c, w) for c in cue)]
+        beside = [*landmarks, *(c for c, _ in related)]
+        aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
+        cue = self._lay_cue(words, [t for t in tokens if t not in aside],
+                            [c for c in concepts if c not in beside and c.key not in lex.lay_containers])
+        if concepts and all(c in beside for c in concepts):
+            first = min(i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL)
+            if set(words[:first]) & lex.generic_words or cue:  # a structure described by where it lies
+                drop(concepts)
+                sides = [] if not cue else sides
+        elif related and any(c not in beside for c in concepts):
+            relation_at = min(i for i, w in enumerate(words) if w in _RELATIONAL)
+            if all(first_at.get(c, 0) < relation_at for c in concepts if c not in beside):
+                drop([c for c, _ in related])  # "prostate ... indenting the bladder base": the prostate
+        if not pathology and concepts and all(c.key in lex.lay_containers for c in concepts) and cue:
+            drop(concepts)  # "the part of the brain that makes you feel fear": the brain only contains it
+        if not pathology and not concepts and cue:
+            concept, words_of_cue = cue
+            concepts.append(concept)
+            tokens = list(concept.tokens)
+            lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
+            unknown = [w for w in unknown if not any(_cue_word(c, w) for c in words_of_cue)]
+            parts = [w for w in parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
         side = _combine_sides(sides)
         return ParsedText(
             text=text,
@@ -465,6 +525,22 @@ class Parser:
             findings=tuple(findings),
         )
 
+    def _lay_cue(self, words: list[str], tokens: list[str], others: list[Concept]):
+        """(concept, cue) of the one structure a lay description names, or None. Every word of a cue must be in the
+        text; the longest matching cues decide ("makes pee" is the kidney, "pee" alone the bladder); content
+        tokens outside the cue must be stray adjectives ("small"), and no other structure may be named."""
+        if others:
+            return None
+        lex = self.lexicon
+        content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
+        matched = [(cue, concept) for cue, concept in lex.lay_cues
+                   if _cue_in(cue, words) and all(any(_cue_word(c, t) for c in cue) for t in content)]
+        if not matched:
+            return None
+        longest = max(len(cue) for cue, _ in matched)
+        found = {concept: cue for cue, concept in matched if len(cue) == longest}
+        return found.popitem() if len(found) == 1 else None
+
     def _finding_only(self, text: str) -> bool:
         """A report whose instruction asks for a structure, not for the finding: "Findings: fracture of the left
         pubic ramus. Contour the involved bone." Some clause instructs (segment, contour, please ...) and names a
@@ -472,25 +548,50 @@ class Parser:
         another clause does. "... Please segment." alone names no structure: the finding is then the target."""
         lex = self.lexicon
         instructing = lesion_elsewhere = False
-        for clause in re.split(r"[.;:!?,\n]+", text):
+        for clause in _CLAUSE.split(text):
             sequence = lex.words(clause)
             words = set(sequence)
-            lesion = bool(words & lex.pathology_words - self.label_vocabulary)
+            lesion_at = [i for i, w in enumerate(sequence) if w in lex.pathology_words - self.label_vocabulary]
             nouns = {w for w, after in zip(sequence, sequence[1:], strict=False)
                      if w.startswith("segment") and after.isdigit()}
             if (words - nouns) & lex.instruction_words:  # "segment VIII" is a place, not an instruction
-                if lesion:
-                    return False
-                names = (words & (self.content_vocabulary | lex.generic_words | lex.anaphora_words)
-                         - lex.instruction_words - lex.filler)
-                instructing = instructing or bool(names)
-            elif lesion:
+                named_at = [i for i, w in enumerate(sequence)
+                            if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
+                                and lex.side_of(w) is None) or w in lex.generic_words or w in lex.anaphora_words]
+                if lesion_at:
+                    # "the organ containing the stone": the lesion locates the structure asked for
+                    locator = next((i for i, w in enumerate(sequence) if w in _LOCATORS), None)
+                    if locator is None or min(lesion_at) < locator or not [i for i in named_at if i < locator]:
+                        return False
+                instructing = instructing or bool(named_at)
+            elif lesion_at:
                 lesion_elsewhere = True
         return instructing and lesion_elsewhere
 
 
 _LEVEL_PREFIX = {"lumbar": "l", "thoracic": "t", "cervical": "c"}
 _UNITS = {"cm", "mm", "ml", "cc", "hu", "mg", "kg", "cm2", "cm3", "mm2", "mm3", "percent"}
+
+
+def _lesion_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> list[str]:
+    """'radiosurgery', 'targets' -> 'tumor' (each pair in `phrases`)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        found = phrases.get(tuple(words[i : i + 2]))
+        out.append(found or words[i])
+        i += 2 if found else 1
+    return out
+
+
+def _without_normal_clauses(text: str) -> str:
+    """The text without the clauses of a report that call something normal ("left kidney unremarkable"), when
+    another clause remains."""
+    clauses = [c for c in _CLAUSE.split(text) if c.strip()]
+    if len(clauses) < 2:
+        return text
+    kept = [c for c in clauses if not set(_SPLIT.split(c.lower())) & _NORMAL]
+    return ". ".join(kept) if kept and len(kept) < len(clauses) else text
 
 
 def _drop_measurements(words: list[str]) -> list[str]:
