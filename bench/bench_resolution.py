@@ -32,6 +32,9 @@ SETS = {
     # written by helper 4 (same groups and maps as v2, 200 requests, blind to the code and the other sets); the
     # rules were worked on with its misses, so it is a development set
     "development-v3": REPO / "bench" / "data" / "requests_dev_v3.jsonl",
+    # written by helper 5 in the same way, with a "trap" group (landmarks, vessels named after organs, origins,
+    # negations); also worked on
+    "development-v4": REPO / "bench" / "data" / "requests_dev_v4.jsonl",
 }
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)

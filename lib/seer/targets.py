@@ -180,7 +180,7 @@ class Resolver:
         lesion_words = [w for w in (*parsed.pathology, *parsed.tokens) if w in lex.lesion_words]
         lesion_labels = [e for e in self.table.entries if e.tokens & lex.lesion_words]
         if lesion_words and lesion_labels:
-            return self._resolve_lesion(parsed, side, lesion_words, lesion_labels)
+            return self._resolve_lesion(parsed, side, list(parsed.asked) or lesion_words, lesion_labels)
         if parsed.pathology and not (set(parsed.pathology) & self.parser.label_vocabulary):
             return self._refuse(
                 "lesion_not_supported",

@@ -90,7 +90,7 @@ def _answer(parsed: ParsedText, kept: list[Concept], dropped: list[Concept], fal
         covered.update(concept.tokens)
     words += [t for t in parsed.tokens if t not in covered and t not in dropped_tokens]
     words += [p for p in parsed.parts if p not in words]  # "pancreatic duct" must not become "pancreas"
-    words += list(parsed.pathology)
+    words += list(parsed.asked or parsed.pathology)  # a report's instruction says which lesion it asks for
     lesion = [i for i, w in enumerate(words) if w in lesion_words]
     if lesion and lesion[0] > 0 and parsed.joins_targets:
         words.insert(lesion[0], "and")  # "liver with tumour" asks for two targets: the answer keeps saying so
