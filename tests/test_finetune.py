@@ -187,9 +187,13 @@ def test_a_corrected_proposal_teaches_its_correction(tmp_path, sample_data):
         {"image": image, "raw_prompt": "the left one", "trace": trace_text("left amygdala"), "dice": 0.0,
          "corrected_to": "Hippocampus_L", "label_name": "Hippocampus_L"},
         {"image": image, "raw_prompt": "hippo", "trace": "hippocampus", "dice": 0.9},
+        {"image": image, "raw_prompt": "lt hippo <answer>right amygdala</answer>", "dice": 0.9,
+         "trace": trace_text("left hippocampus")},
     ])
     examples, report = read_examples(tmp_path / "rows.jsonl", 0.5)
-    assert report["used"] == 1 and report["corrected"] == 1
+    assert report["used"] == 2 and report["corrected"] == 1
+    assert examples[1].raw_prompt == "lt hippo"  # what the server sends the model: the request after hygiene
+    examples = examples[:1]
     assert report["skipped"] == {"traces are not in the SEER format (<evidence>, <rationale>, <answer>)": 1}
     (example,) = examples
     assert example.answer == "Hippocampus_L" and example.expected == "Hippocampus_L"

@@ -11,8 +11,9 @@ A row teaches when its Dice >= `min_reward`, or when the annotator corrected the
 (`corrected_to`): then the answer is rewritten to that structure (the correction is the lesson).
 
 Each example is exactly the inference input of the contract: `seer.prompts.build_messages` over the study's 8
-views, rendered by the processor's chat template with the generation prompt (`qwen_vl.chat_prompt`, the text the
-server renders), then the trace and the end-of-turn token. The loss covers the trace tokens only.
+views and the request after hygiene (`clean_request`, as the server applies it), rendered by the processor's chat
+template with the generation prompt (`qwen_vl.chat_prompt`, the text the server renders), then the trace and the
+end-of-turn token. The loss covers the trace tokens only.
 
 Training is transformers' `Trainer` over a peft LoRA (progress bar, checkpoints under ADAPTER_DIR/checkpoints,
 resume). The adapter is written with `save_pretrained`, so it loads through the qwen-vl reasoner's
@@ -37,6 +38,7 @@ from pathlib import Path
 from .cache import BoundedCache
 from .errors import BadRequest, SeerError
 from .files import write_atomic
+from .hygiene import clean_request
 from .prompts import build_messages
 from .trace import has_valid_format, parse_output, render_output
 
@@ -204,6 +206,10 @@ def _example(row: dict, where: str, folder: Path, min_reward: float) -> Example:
     text = str(row.get("trace") or "").strip()
     if not raw_prompt or not text:
         raise _Skip("rows lack raw_prompt or trace")
+    try:  # the model reads the request after hygiene, as the server sends it
+        raw_prompt = clean_request(raw_prompt).text
+    except SeerError:
+        raise _Skip("rows' requests are empty or too long once markup is set aside") from None
     try:
         dice = float(row["dice"])
     except (KeyError, TypeError, ValueError):
