@@ -35,6 +35,8 @@ SETS = {
     # written by helper 5 in the same way, with a "trap" group (landmarks, vessels named after organs, origins,
     # negations); also worked on
     "development-v4": REPO / "bench" / "data" / "requests_dev_v4.jsonl",
+    # helper 6, more lesion jargon, lay words and parts; also worked on
+    "development-v5": REPO / "bench" / "data" / "requests_dev_v5.jsonl",
 }
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)

@@ -19,7 +19,11 @@ GLIOMA = LabelTable({"1": "necrotic_core", "2": "peritumoral_edema", "3": "enhan
 LUNGS = LabelTable({"1": "lung_left", "2": "lung_right", "3": "urinary_bladder", "4": "prostate"})
 LOBES = LabelTable({"1": "lung_upper_lobe_right", "2": "lung_middle_lobe_right", "3": "lung_lower_lobe_right"})
 AAL = LabelTable({"1": "Amygdala_L", "2": "Amygdala_R", "3": "Heschl_L", "4": "Heschl_R", "5": "Precentral_L",
-                  "6": "Precentral_R", "7": "Insula_L", "8": "Insula_R"})
+                  "6": "Precentral_R", "7": "Insula_L", "8": "Insula_R", "9": "Pallidum_L", "10": "Pallidum_R",
+                  "11": "Hippocampus_L", "12": "Hippocampus_R"})
+MUSCLES = LabelTable({"1": "iliopsoas_left", "2": "iliopsoas_right", "3": "hip_left", "4": "hip_right",
+                      "5": "gluteus_maximus_left", "6": "gluteus_maximus_right", "7": "esophagus",
+                      "8": "adrenal_gland_left", "9": "adrenal_gland_right"})
 VESSELS = LabelTable({"1": "aorta", "2": "inferior_vena_cava", "3": "portal_vein_and_splenic_vein"})
 
 
@@ -54,6 +58,11 @@ CASES = {
         ("contour the lesions that spread from the lung primary", BRAIN_METS, "metastases"),  # origin, not site
         ("SRS targets", BRAIN_METS, "metastases"),
         ("pancreatic adenocarcinoma, contour please", CT, "lesion_not_supported"),  # a tumour by its ending
+        ("the glioblastoma", BRAIN_METS, "lesion_not_supported"),  # a glioblastoma is no metastasis
+        ("the glioblastoma", GLIOMA, "multiple_targets"),  # which of its parts?
+        ("tumer of the liver", LIVER_TUMOUR, "liver_tumor"),  # one vowel wrong, the lesion word's consonants
+        ("LI-RADS 5 observation in segment 7", LIVER_TUMOUR, "liver_tumor"),
+        ("her lung cancer has spread to the brain, outline the deposits", BRAIN_METS, "metastases"),
         ("cholangiocarcinoma", LIVER_TUMOUR, "liver_tumor"),
         ("brain mets; primary is breast carcinoma", BRAIN_METS, "metastases"),  # the primary is not the site
         ("Findings: two enhancing lesions in the right parietal lobe with vasogenic oedema, likely metastatic. "
@@ -75,6 +84,8 @@ CASES = {
         ("Acute infarct in the right amygdala. Please segment that structure.", AAL, "Amygdala_R"),
         ("Findings: 6 mm nodule in the left lower lobe. Contour the affected lung.", LUNGS, "lung_left"),
         ("Hepatomegaly, span 21 cm. Outline the enlarged organ.", CT, "liver"),
+        ("FLAIR signal confined to the right hippocampus. Left hippocampus normal. Segment the abnormal structure.",
+         AAL, "Hippocampus_R"),
         ("Liver: normal. Spleen: 2 cm cyst. Kidneys: unremarkable. Please outline the organ with the cyst.", CT,
          "spleen"),
         ("Hypodense lesion in the spleen; liver, pancreas and kidneys normal. Segment the organ containing it.", CT,
@@ -95,6 +106,8 @@ CASES = {
         ("RUL", LUNGS, "lung_right"),  # a lobe on a map of whole lungs
         ("left lower lobe", LUNGS, "lung_left"),
         ("right middle lobe", LOBES, "lung_middle_lobe_right"),  # the map has the lobe itself
+        ("basolateral nucleus of the left amygdala", AAL, "Amygdala_L"),
+        ("GPi, left", AAL, "Pallidum_L"),
         ("left renal vein", CT, "not_in_vocabulary"),
     ],
     "lay_description": [
@@ -119,6 +132,8 @@ CASES = {
         ("the main artery in the belly", VESSELS, "aorta"),
         ("the brain region that processes sound, right side", AAL, "Heschl_R"),
         ("the part of the brain that controls movement on the left", AAL, "Precentral_L"),
+        ("the hip flexor muscle on the right", MUSCLES, "iliopsoas_right"),  # "hip" is the cue's own word
+        ("the big bum muscle, right", MUSCLES, "gluteus_maximus_right"),
     ],
     "vowel_dropped": [
         ("spln", CT, "spleen"),
@@ -129,6 +144,8 @@ CASES = {
         ("lvr pls", CT, "liver"),
         ("stmch", CT, "stomach"),
         ("kdny", CT, "ambiguous_side"),
+        ("sphgs", MUSCLES, "esophagus"),  # the leading vowel dropped too
+        ("lt drnl", MUSCLES, "adrenal_gland_left"),
         ("xqzt", CT, "nonsense"),
     ],
     "appended_instruction": [

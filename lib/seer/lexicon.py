@@ -146,6 +146,7 @@ class Lexicon:
         self.lesion_generic = frozenset(data.get("lesion_generic", []))
         self.lesion_if_present = frozenset(data.get("lesion_if_present", []))
         self.tumor_family = frozenset(data.get("tumor_family", []))
+        self.lesion_exclusive = [frozenset(group) for group in data.get("lesion_exclusive", [])]
         self.instruction_words = frozenset(data.get("instruction_words", []))
         self.anaphora_words = frozenset(data.get("anaphora_words", []))
         self.max_phrase = max(len(p) for p in self.phrases)
@@ -237,18 +238,21 @@ _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "ov
 # a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
 _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
-                         "through", "from", "toward", "towards", "into"})
+                         "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
+                         "following"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
 _PART = re.compile(r"[,:]+")
-_LOCATORS = frozenset({"with", "containing", "harbouring", "harboring", "bearing", "holding", "hosting", "has"})
+_LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harboring", "bearing", "bears", "holding",
+                       "holds", "hosting", "has"})
 # words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
 # one alone; a lay description may hold them
 _STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "lower", "middle", "inner", "outer",
-                          "long", "short", "deep", "superficial", "back", "front", "hemisphere", "process"})
+                          "long", "short", "deep", "superficial", "back", "front", "hemisphere", "process",
+                          "pelvis", "abdomen", "chest", "thigh", "arm", "leg"})
 # words that join two targets in one request ("liver and tumour")
 CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
 _VOWELS = frozenset("aeiou")
@@ -258,9 +262,10 @@ _TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymp
                             r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
 # idioms with a side word that state no side: "right away"
 _IDIOMS = {("right", "away"), ("right", "now"), ("right", "after"), ("right", "then"), ("all", "right"),
-           ("right", "here"), ("right", "there")}
+           ("right", "here"), ("right", "there"), ("front", "of")}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
 _ORIGIN = frozenset({"from", "primary", "origin"})
+_SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
 
 
 def _skeleton(word: str) -> str:
@@ -336,7 +341,7 @@ class Parser:
             return self.devowelled(token)
         if token in english_words():  # "held" is not a typo of "head", nor "long" of "lung"
             return None
-        fixed = self._typo(token) or self._lesion_anagram(token)
+        fixed = self._lesion_vowel_slip(token) or self._typo(token) or self._lesion_anagram(token)
         return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
 
     def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
@@ -347,6 +352,17 @@ class Parser:
         if fixed and ((before, fixed) in bigrams or (after and (fixed, after[0]) in bigrams)):
             return fixed
         return None
+
+    def _lesion_vowel_slip(self, token: str) -> str | None:
+        """A lesion word with one vowel wrong, added or missing ("tumer"): its consonants are the lesion word's
+        ("center" is not "cancer": other consonants)."""
+        if len(token) < 4:
+            return None
+        skeleton = _skeleton(token)
+        found = {w for w in self.lexicon.lesion_words if _skeleton(w) == skeleton and w[0] == token[0]
+                 and damerau_levenshtein(token, w, 1) <= 1}
+        meanings = {self.lexicon.lesion_class[w] for w in found}
+        return min(found, key=lambda w: (len(w), w)) if len(meanings) == 1 else None
 
     def _lesion_anagram(self, token: str) -> str | None:
         """A lesion word with two letters swapped ("tumuor", "cnacer"): short lesion words are no typo targets
@@ -363,6 +379,13 @@ class Parser:
         words = self.content_vocabulary | self.lexicon.pathology_words
         return [(_skeleton(w), w) for w in sorted(words) if len(w) >= 4 and w.isalpha()]
 
+    @cached_property
+    def _vowel_initial(self) -> list[tuple[str, str]]:
+        """(consonants, word) of content words of 5 letters or more that start with a vowel."""
+        words = self.content_vocabulary | self.lexicon.pathology_words
+        return [("".join(ch for ch in w if ch not in _VOWELS), w) for w in sorted(words)
+                if len(w) >= 5 and w.isalpha() and w[0] in _VOWELS]
+
     def devowelled(self, token: str) -> str | None:
         """The content word `token` abbreviates by dropping vowels (and perhaps a doubled letter): same first
         and last letter, its letters in order within the word's consonants; None unless exactly one word fits
@@ -370,6 +393,8 @@ class Parser:
         if len(token) < 3 or not token.isalpha():
             return None
         exact, partial, collapsed = set(), set(), False
+        # a word that starts with a vowel may lose it too: "sphgs" (oesophagus), "drnl" (adrenal)
+        exact |= {w for consonants, w in self._vowel_initial if consonants == token}
         for skeleton, word in self._skeletons:
             if skeleton[0] != token[0] or skeleton[-1] != token[-1] or len(skeleton) < len(token):
                 continue
@@ -544,14 +569,19 @@ class Parser:
             concepts = [c for c in concepts if c not in gone]
 
         if pathology or findings:  # "metastases from the lung primary": the lung is the origin, not the site
+            spread_at = next((i for i, w in enumerate(words) if w in _SPREAD), None)
+            if spread_at is not None:  # "breast cancer has spread to her brain": what comes before spread from it
+                origins += [c for c in concepts if first_at.get(c, len(words)) < spread_at]
             drop(origins)
         if negated_concepts and any(c not in negated_concepts for c in concepts):
             drop(negated_concepts)
         lay: list[tuple[str, str]] = []
         beside = [*landmarks, *(c for c, _ in related)]
         aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
-        cue = self._lay_cue(words, [t for t in tokens if t not in aside],
-                            [c for c in concepts if c not in beside and c.key not in lex.lay_containers])
+        cue = self._lay_cue(words, [t for t in tokens if t not in aside]) if not pathology else None
+        if cue and concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
+            drop([c for c in concepts if c not in beside and all(any(_cue_word(w, t) for w in cue[1])
+                                                                 for t in c.tokens)])
         if concepts and all(c in beside for c in concepts):
             first = min(i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL)
             # a structure described by where it lies: "the gland below the bladder", "the fat next to the kidney"
@@ -560,7 +590,7 @@ class Parser:
             if (all(c in landmarks for c in concepts) and described) or set(words[:first]) & lex.generic_words or cue:
                 drop(concepts)
                 sides = [] if not cue else sides
-        elif related and any(c not in beside for c in concepts):
+        elif related and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
             relation_at = min(i for i, w in enumerate(words) if w in _RELATIONAL)
             if all(first_at.get(c, 0) < relation_at for c in concepts if c not in beside):
                 drop([c for c, _ in related])  # "prostate ... indenting the bladder base": the prostate
@@ -635,12 +665,10 @@ class Parser:
                  if x not in lex.filler and x not in CONJUNCTIONS]
         return bool(words) and all(w in self.content_vocabulary or lex.side_of(w) for w in words)
 
-    def _lay_cue(self, words: list[str], tokens: list[str], others: list[Concept]):
+    def _lay_cue(self, words: list[str], tokens: list[str]):
         """(concept, cue) of the one structure a lay description names, or None. Every word of a cue must be in the
         text; the longest matching cues decide ("makes pee" is the kidney, "pee" alone the bladder); content
-        tokens outside the cue must be stray adjectives ("small"), and no other structure may be named."""
-        if others:
-            return None
+        tokens outside the cue must be stray words ("small"), so no other structure is named."""
         lex = self.lexicon
         content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
         matched = [(cue, concept) for cue, concept in lex.lay_cues

@@ -249,6 +249,8 @@ class Resolver:
             classes = self._lesion_classes(entry.tokens)
             if (required and not required <= classes) or (not required and not classes & lex.tumor_family):
                 continue
+            if any(len((asked | classes) & group) > 1 for group in lex.lesion_exclusive):
+                continue  # a glioblastoma is no metastasis
             site = entry.tokens - lex.lesion_words
             if site and sites and not site <= sites:
                 continue
