@@ -37,6 +37,8 @@ SETS = {
     "development-v4": REPO / "bench" / "data" / "requests_dev_v4.jsonl",
     # helper 6, more lesion jargon, lay words and parts; also worked on
     "development-v5": REPO / "bench" / "data" / "requests_dev_v5.jsonl",
+    # helper 7, other kinds of users (radiographers, students, dictating surgeons); also worked on
+    "development-v6": REPO / "bench" / "data" / "requests_dev_v6.jsonl",
 }
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)

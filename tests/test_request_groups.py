@@ -134,6 +134,11 @@ CASES = {
         ("the part of the brain that controls movement on the left", AAL, "Precentral_L"),
         ("the hip flexor muscle on the right", MUSCLES, "iliopsoas_right"),  # "hip" is the cue's own word
         ("the big bum muscle, right", MUSCLES, "gluteus_maximus_right"),
+        ("the strip of brain that moves the right hand", AAL, "ambiguous_side"),  # the hand's side, not the brain's
+        ("the worm-like bit hanging off the large bowel", LabelTable({"1": "colon", "2": "small_bowel"}),
+         "not_in_vocabulary"),  # the appendix: the bowel is where it hangs
+        ("the flat gland behind the stomach that makes insulin", CT, "pancreas"),  # "flat" is English, not a typo
+        ("the organ under the ribs on the left of the tummy", CT, "not_in_vocabulary"),  # the tummy only holds it
     ],
     "vowel_dropped": [
         ("spln", CT, "spleen"),
@@ -192,6 +197,9 @@ CASES = {
         ("the normal-looking right kidney", CT, "kidney_right"),  # one clause: "normal" drops nothing
         ("right kidney only - the left one was removed", CT, "kidney_right"),
         ("do not segment the spleen, I want the liver", CT, "liver"),
+        ("outline the left kidney; keep the spleen out of the mask", CT, "kidney_left"),
+        ("right hippocampus, and make sure the amygdala is kept out", AAL, "Hippocampus_R"),
+        ("known metastasis left kidney segment the kidney it sits in", CT, "kidney_left"),  # dictation, no stops
         ("kidney, right away please", CT, "ambiguous_side"),  # "right away" states no side
         ("where pee is held", CT, "urinary_bladder"),  # "held" is English, not a typo of "head"
         ("small bowl", LabelTable({"1": "small_bowel", "2": "colon"}), "small_bowel"),  # ...but "bowl" here is

@@ -239,7 +239,7 @@ _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "ov
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
 _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
-                         "following"})
+                         "following", "off"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
@@ -262,10 +262,15 @@ _TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymp
                             r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
 # idioms with a side word that state no side: "right away"
 _IDIOMS = {("right", "away"), ("right", "now"), ("right", "after"), ("right", "then"), ("all", "right"),
-           ("right", "here"), ("right", "there"), ("front", "of")}
+           ("right", "here"), ("right", "there"), ("front", "of"), ("right", "behind"), ("right", "at"),
+           ("right", "in"), ("right", "under"), ("right", "above"), ("right", "below"), ("right", "next")}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
 _ORIGIN = frozenset({"from", "primary", "origin"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
+_VERBS = frozenset({"segment", "contour", "outline", "delineate", "mark", "label", "annotate", "draw", "trace"})
+_LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
+                    "toe", "toes", "eye", "eyes", "ear", "ears"})
+_KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
 
 
 def _skeleton(word: str) -> str:
@@ -348,8 +353,9 @@ class Parser:
         """The typo reading of an English word, only when it completes a structure phrase with its neighbour
         ("small bowl" -> "small bowel"; "where pee is held" keeps "held")."""
         fixed = self._typo(token)
-        bigrams = self.lexicon.phrase_bigrams
-        if fixed and ((before, fixed) in bigrams or (after and (fixed, after[0]) in bigrams)):
+        bigrams, filler = self.lexicon.phrase_bigrams, self.lexicon.filler
+        if fixed and (((before, fixed) in bigrams and before not in filler)
+                      or (after and (fixed, after[0]) in bigrams and after[0] not in filler)):
             return fixed
         return None
 
@@ -509,7 +515,7 @@ class Parser:
                 tokens.extend(concept.tokens)
                 if set(words[max(0, i - 5) : i]) & _POSITIONAL:
                     landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
-                elif relation := next((w for w in reversed(words[max(0, i - 4) : i]) if w in _RELATIONAL), None):
+                elif relation := next((w for w in reversed(words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
                     related.append((concept, relation))
                 if set(words[max(0, i - 4) : i]) & _ORIGIN:
                     origins.append(concept)
@@ -536,6 +542,8 @@ class Parser:
                 if word in lex.part_nouns and i > negated_until:
                     parts.append(word)
                 side = lex.side_of(word)
+                if side is not None and i < len(words) and words[i] in _LIMBS:
+                    continue  # "the strip that moves the left hand": the hand's side (the brain's is the other)
                 if side is not None:
                     sides.append(side)
                     side_words.append(word)
@@ -573,6 +581,11 @@ class Parser:
             if spread_at is not None:  # "breast cancer has spread to her brain": what comes before spread from it
                 origins += [c for c in concepts if first_at.get(c, len(words)) < spread_at]
             drop(origins)
+        for out_at in (i for i, w in enumerate(words) if w == "out" and set(words[max(0, i - 6) : i]) & _KEEP):
+            keep_at = max(i for i in range(max(0, out_at - 6), out_at) if words[i] in _KEEP)
+            # "keep the IVC out", "the amygdala is kept out": not the target
+            between = [c for c in concepts if keep_at < first_at.get(c, -1) < out_at]
+            negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
         if negated_concepts and any(c not in negated_concepts for c in concepts):
             drop(negated_concepts)
         lay: list[tuple[str, str]] = []
@@ -651,12 +664,29 @@ class Parser:
         lesions with surrounding oedema, in keeping with metastases. Please segment the lesions."): the
         instruction says which lesion class is asked for; empty for a one-clause request."""
         lex = self.lexicon
-        clauses = [lex.words(c) for c in _CLAUSE.split(text) if c.strip()]
+        clauses = [lex.words(c) for c in self._clauses(text) if c.strip()]
         if len(clauses) < 2:
             return []
         asked = [w for words in clauses if set(words) & lex.instruction_words for w in words if w in lex.lesion_words]
         described = any(set(words) & lex.lesion_words for words in clauses if not set(words) & lex.instruction_words)
         return asked if asked and described else []
+
+    def _clauses(self, text: str) -> list[str]:
+        """Clauses at punctuation, and before an instruction verb in dictation without it ("known metastasis left
+        thalamus segment the thalamus it sits in"); "segment" before a number is a place, not a verb."""
+        clauses = []
+        for clause in _CLAUSE.split(text):
+            words = clause.split()
+            start = 0
+            for i, word in enumerate(words):
+                low = word.lower()
+                following = words[i + 1].lower() if i + 1 < len(words) else ""
+                if (i > start and low in _VERBS and not following[:1].isdigit()
+                        and not following.startswith(("viii", "vii", "vi", "iv", "v", "ii", "i", "x"))):
+                    clauses.append(" ".join(words[start:i]))
+                    start = i
+            clauses.append(" ".join(words[start:]))
+        return clauses
 
     def _names_only(self, part: str) -> bool:
         """Only structure names and joining words ("Liver", "spleen and kidneys")."""
@@ -686,7 +716,7 @@ class Parser:
         another clause does. "... Please segment." alone names no structure: the finding is then the target."""
         lex = self.lexicon
         instructing = lesion_elsewhere = False
-        for clause in _CLAUSE.split(text):
+        for clause in self._clauses(text):
             sequence = lex.words(clause)
             words = set(sequence)
             lesion_at = [i for i, w in enumerate(sequence) if w in lex.pathology_words or _TUMOUR_ENDING.match(w)]
