@@ -150,7 +150,13 @@ class Lexicon:
         self.instruction_words = frozenset(data.get("instruction_words", []))
         self.anaphora_words = frozenset(data.get("anaphora_words", []))
         self.max_phrase = max(len(p) for p in self.phrases)
-        self.phrase_bigrams = frozenset(pair for p in self.phrases for pair in zip(p, p[1:], strict=False))
+        # word -> the words that follow / precede it inside some structure phrase ("small" -> {"bowel", ...})
+        self.phrase_next: dict[str, set[str]] = {}
+        self.phrase_previous: dict[str, set[str]] = {}
+        for phrase in self.phrases:
+            for first, second in zip(phrase, phrase[1:], strict=False):
+                self.phrase_next.setdefault(first, set()).add(second)
+                self.phrase_previous.setdefault(second, set()).add(first)
         self.phrase_vocabulary = frozenset(t for phrase in self.phrases for t in phrase)
 
     @staticmethod
@@ -352,12 +358,16 @@ class Parser:
     def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
         """The typo reading of an English word, only when it completes a structure phrase with its neighbour
         ("small bowl" -> "small bowel"; "where pee is held" keeps "held")."""
-        fixed = self._typo(token)
-        bigrams, filler = self.lexicon.phrase_bigrams, self.lexicon.filler
-        if fixed and (((before, fixed) in bigrams and before not in filler)
-                      or (after and (fixed, after[0]) in bigrams and after[0] not in filler)):
-            return fixed
-        return None
+        lex = self.lexicon
+        candidates = set()
+        if before and before not in lex.filler:
+            candidates |= lex.phrase_next.get(before, set())
+        if after and after[0] not in lex.filler:
+            candidates |= lex.phrase_previous.get(after[0], set())
+        budget = typo_budget(token)
+        found = sorted((damerau_levenshtein(token, w, budget), w) for w in candidates
+                       if w[0] == token[0] and abs(len(w) - len(token)) <= budget)
+        return found[0][1] if found and found[0][0] <= budget else None
 
     def _lesion_vowel_slip(self, token: str) -> str | None:
         """A lesion word with one vowel wrong, added or missing ("tumer"): its consonants are the lesion word's
@@ -701,8 +711,11 @@ class Parser:
         tokens outside the cue must be stray words ("small"), so no other structure is named."""
         lex = self.lexicon
         content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
+        present = set(words)
+        stems = [p for p in lex.cue_prefixes if any(w.startswith(p) for w in present)]
+        present.update(c + "*" for c in stems)  # a prefix cue word counts as present when some word starts so
         matched = [(cue, concept) for cue, concept in lex.lay_cues
-                   if _cue_in(cue, words) and all(any(_cue_word(c, t) for c in cue) for t in content)]
+                   if all(c in present for c in cue) and all(any(_cue_word(c, t) for c in cue) for t in content)]
         if not matched:
             return None
         longest = max(len(cue) for cue, _ in matched)
