@@ -419,7 +419,7 @@ def prepare_output(settings: FinetuneSettings) -> Path:
         raise BadRequest(f"The output '{out}' is a file; give a folder for the adapter.")
     exists = out.is_dir() and any(out.iterdir())
     if settings.resume:
-        if not _checkpoints(out):
+        if _last_checkpoint(out) is None:
             raise BadRequest(f"Nothing to resume: '{out}' holds no checkpoint (start without --resume).")
     elif exists and not settings.overwrite:
         raise BadRequest(f"The output folder '{out}' exists; pass --resume to continue its training or --overwrite "
@@ -430,12 +430,13 @@ def prepare_output(settings: FinetuneSettings) -> Path:
     return out
 
 
-def _checkpoints(out: Path) -> list[Path]:
+def _last_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint-N folder the Trainer wrote under `out`/checkpoints, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
     folder = out / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.name.startswith("checkpoint-") and p.name[11:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[11:]))
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
 
 
 def _peak_rss_mb() -> float:
@@ -522,7 +523,7 @@ def _train(settings, out: Path, rows: dict, train: list[Example], held_out: list
         "before": before,
     }
     write_atomic(out / REPORT_FILE, (json.dumps(report, indent=1) + "\n").encode())
-    resume_from = _checkpoints(out)[-1] if settings.resume else None
+    resume_from = _last_checkpoint(out) if settings.resume else None
     args = TrainingArguments(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=settings.batch_size,

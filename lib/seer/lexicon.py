@@ -468,7 +468,8 @@ class Parser:
         corrections: list[tuple[str, str]] = []
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
-        raw = _merge_crus(_without_idioms(lex.split(self.without_normal_clauses(text))))
+        reported = self.without_normal_clauses(text)  # what a report does not call normal
+        raw = _merge_crus(_without_idioms(lex.split(reported)))
         for index, token in enumerate(raw):
             if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
                 expansions.append((token, "tumor"))
@@ -574,7 +575,7 @@ class Parser:
                     unknown.append(word)
         findings: list[str] = []
         named_lesions = [t for t in tokens if t in lex.lesion_words]  # "cyst" of a map's kidney_cyst label
-        if (pathology or named_lesions) and self._finding_only(self.without_normal_clauses(text)):
+        if (pathology or named_lesions) and self._finding_only(reported):
             findings, pathology = [*pathology, *named_lesions], []
             tokens = [t for t in tokens if t not in lex.lesion_words]
         asked = self._instructed_lesion_words(text) if pathology else ()
