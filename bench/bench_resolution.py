@@ -39,7 +39,13 @@ SETS = {
     "development-v5": REPO / "bench" / "data" / "requests_dev_v5.jsonl",
     # helper 7, other kinds of users (radiographers, students, dictating surgeons); also worked on
     "development-v6": REPO / "bench" / "data" / "requests_dev_v6.jsonl",
+    # helpers 8 and 9 (issue 11's groups; nurses, patients, non-native speakers, phone typing); also worked on
+    "development-v7": REPO / "bench" / "data" / "requests_dev_v7.jsonl",
+    "development-v8": REPO / "bench" / "data" / "requests_dev_v8.jsonl",
+    # written by helper 10 at the same time as v7 and v8, never tuned on: misses only with --show-misses
+    "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
 }
+HELD_OUT = {"held-out-v2", "held-out-v3"}  # sets whose misses are not printed unless --show-misses
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)
 MAPS_ON = {"brain-mets": ("brain-colin27", LABEL_MAPS / "brain-mets.json"),  # BrainMetShare: one lesion class
@@ -120,7 +126,7 @@ def main():
     for name, path in SETS.items():
         if path.exists() and name in chosen:
             print(f"\n=== {name} set: {path.name} ===")
-            run_set(name, path, shared, show_misses=name != "held-out-v2" or "--show-misses" in sys.argv)
+            run_set(name, path, shared, show_misses=name not in HELD_OUT or "--show-misses" in sys.argv)
 
 
 def run_set(name, path, shared, show_misses=True):

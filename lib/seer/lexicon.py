@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from importlib import resources
 
@@ -67,12 +67,14 @@ class ParsedText:
     lay: tuple[tuple[str, str], ...] = ()  # (cue words, structure) of a lay description
     findings: tuple[str, ...] = ()  # lesion words of a report's finding that only locate the structure asked for
     asked: tuple[str, ...] = ()  # lesion words of the instructing clause of a report ("Please segment the lesions")
+    instruction: str = ""  # the instructing clauses of a report that also describes its lesion (with `asked`)
+    focus: str = ""  # the one instructing sentence read alone, the rest being context ("Please segment the left femur.")
 
     @cached_property
     def joins_targets(self) -> bool:
         """The text joins words with "and", "with", "including"...: it may ask for two targets ("liver and
         tumour")."""
-        words = Lexicon.split(self.text)
+        words = Lexicon.split(self.instruction or self.text)  # a report's description joins nothing it asks for
         if set(words) & (CONJUNCTIONS - {"with"}):
             return True
         # "with" joins only when a lesion or structure follows it closely ("liver with tumour"), not in "mass with
@@ -128,8 +130,10 @@ class Lexicon:
         self.part_concepts: dict[str, Concept] = {
             part: self.concepts[whole] for whole, parts in data.get("part_concepts", {}).items() for part in parts}
         # lay descriptions: every cue word (prefix when it ends in *) present -> the concept
+        # (cue words are expanded like the text: "intestine" is read as "bowel")
         self.lay_cues: list[tuple[tuple[str, ...], Concept]] = [
-            (tuple(cue), self.concepts[key]) for key, cues in data.get("lay_cues", {}).items() for cue in cues
+            (tuple(c if c.endswith("*") else self.expansions.get(c, c) for c in cue), self.concepts[key])
+            for key, cues in data.get("lay_cues", {}).items() for cue in cues
         ]
         cue_words = [c for cue, _ in self.lay_cues for c in cue]
         self.cue_exact = frozenset(c for c in cue_words if not c.endswith("*"))
@@ -137,6 +141,8 @@ class Lexicon:
         self.generic_words = frozenset(data.get("generic_structure_words", []))
         # structures that only contain what a lay description names ("the part of the brain that ...")
         self.lay_containers = frozenset(data.get("lay_containers", []))
+        # brain areas that serve the body's other side: "the part that moves my right hand" is the left one
+        self.contralateral = frozenset(data.get("contralateral_to_limbs", []))
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
         self.lesion_words = frozenset(self.lesion_class)
@@ -239,7 +245,7 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
 
 
 # words that place a structure relative to another ("the gland below the bladder")
-_POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next",
+_POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next", "bottom",
                          "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
 # a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
@@ -258,7 +264,10 @@ _LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harborin
 # one alone; a lay description may hold them
 _STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "lower", "middle", "inner", "outer",
                           "long", "short", "deep", "superficial", "back", "front", "hemisphere", "process",
-                          "pelvis", "abdomen", "chest", "thigh", "arm", "leg"})
+                          "pelvis", "abdomen", "chest", "thigh", "arm", "leg", "neck", "head", "tail", "body", "half",
+                          "side", "top", "bottom", "base", "groin"})
+# words before a vertebral level that make it a place ("atrophy ... at L4-L5", "the L4/5 disc")
+_LEVEL_PLACE = frozenset({"at", "level", "levels", "between", "from", "opposite"})
 # words that join two targets in one request ("liver and tumour")
 CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
 _VOWELS = frozenset("aeiou")
@@ -277,6 +286,9 @@ _VERBS = frozenset({"segment", "contour", "outline", "delineate", "mark", "label
 _LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
                     "toe", "toes", "eye", "eyes", "ear", "ears"})
 _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
+_OPPOSITE = frozenset({"contralateral", "opposite"})
+_NUMBERED = frozenset({"vertebrae", "rib"})  # structures a map holds one by one, by number
+_ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
 
 
 def _skeleton(word: str) -> str:
@@ -469,6 +481,9 @@ class Parser:
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
+        focused = self._focused(reported, correct_typos)
+        if focused is not None:
+            return replace(focused, text=text)
         raw = _merge_crus(_without_idioms(lex.split(reported)))
         for index, token in enumerate(raw):
             if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
@@ -501,6 +516,9 @@ class Parser:
         negated_concepts: list[Concept] = []
         sides: list[str] = []
         side_words: list[str] = []
+        limb_sides: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
+        loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
+        levels: list[tuple[int, str]] = []  # (index, "l4") of vertebral levels
         negated_until = -1
         i = 0
         while i < len(words):
@@ -528,10 +546,12 @@ class Parser:
                     landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
                 elif relation := next((w for w in reversed(words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
                     related.append((concept, relation))
-                if set(words[max(0, i - 4) : i]) & _ORIGIN:
-                    origins.append(concept)
+                if concept not in first_at and set(words[max(0, i - 4) : i]) & _ORIGIN:
+                    origins.append(concept)  # (its first mention: "no change from prior. Segment the insula")
                 if negated_until >= 0 and i <= negated_until + 2:  # "not the liver, the spleen"
                     negated_concepts.append(concept)
+                    if set(words[i + n : i + n + 2]) & {"or", "nor", "and"}:
+                        negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
                 first_at.setdefault(concept, i)
                 if side:
                     sides.append(side)
@@ -554,7 +574,8 @@ class Parser:
                     parts.append(word)
                 side = lex.side_of(word)
                 if side is not None and i < len(words) and words[i] in _LIMBS:
-                    continue  # "the strip that moves the left hand": the hand's side (the brain's is the other)
+                    limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
+                    continue
                 if side is not None:
                     sides.append(side)
                     side_words.append(word)
@@ -564,10 +585,13 @@ class Parser:
                     if word in ("t1", "t2") and self._mr_sequence(words, i - 1):
                         continue  # "on T1", "T1-weighted": an MR sequence, not the vertebra
                     tokens.append(word)
+                    levels.append((i - 1, word))
                     if "vertebrae" not in tokens:
                         tokens.append("vertebrae")
                 elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
                     tokens.append(word)
+                    if not word.isdigit() and set(words[max(0, i - 5) : i - 1]) & (_POSITIONAL | _RELATIONAL):
+                        loose_related.append(word)  # "into the intestines", "in front of the neck"
                 elif word in lex.pathology_words:
                     if i > negated_until:
                         pathology.append(word)
@@ -578,7 +602,7 @@ class Parser:
         if (pathology or named_lesions) and self._finding_only(reported):
             findings, pathology = [*pathology, *named_lesions], []
             tokens = [t for t in tokens if t not in lex.lesion_words]
-        asked = self._instructed_lesion_words(text) if pathology else ()
+        asked, instruction = self._instructed_lesion_words(text) if pathology else ((), "")
 
         def drop(gone: list[Concept]) -> None:
             nonlocal tokens, concepts
@@ -599,9 +623,19 @@ class Parser:
             negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
         if negated_concepts and any(c not in negated_concepts for c in concepts):
             drop(negated_concepts)
+        others = [c for c in concepts if c.key != "vertebrae"]
+        if levels and others and (any(c.key == "intervertebral disc" for c in others) or all(
+                set(words[max(0, at - 2) : at]) & _LEVEL_PLACE for at, _ in levels)):
+            # "fatty atrophy of the right erector spinae at L4-L5", "the L4/5 disc": the levels only place it
+            placed = {w for _, w in levels} | {words[at + 1] for at, _ in levels
+                                               if at + 1 < len(words) and words[at + 1].isdigit()}
+            if len(others) == len(concepts):
+                placed.add("vertebrae")
+            tokens = [t for t in tokens if t not in placed]
         lay: list[tuple[str, str]] = []
         beside = [*landmarks, *(c for c, _ in related)]
         aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
+        aside.update(t for t in loose_related if not any(t in c.tokens for c in concepts if c not in beside))
         cue = self._lay_cue(words, [t for t in tokens if t not in aside]) if not pathology else None
         if cue and concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
             drop([c for c in concepts if c not in beside and all(any(_cue_word(w, t) for w in cue[1])
@@ -618,7 +652,7 @@ class Parser:
             relation_at = min(i for i, w in enumerate(words) if w in _RELATIONAL)
             if all(first_at.get(c, 0) < relation_at for c in concepts if c not in beside):
                 drop([c for c, _ in related])  # "prostate ... indenting the bladder base": the prostate
-        if not pathology and concepts and all(c.key in lex.lay_containers for c in concepts) and cue:
+        if not pathology and concepts and all(c.key in lex.lay_containers or c in beside for c in concepts) and cue:
             drop(concepts)  # "the part of the brain that makes you feel fear": the brain only contains it
         if not pathology and not concepts and cue:
             concept, words_of_cue = cue
@@ -627,6 +661,11 @@ class Parser:
             lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
             unknown = [w for w in unknown if not any(_cue_word(c, w) for c in words_of_cue)]
             parts = [w for w in parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
+        if limb_sides and concepts:
+            if all(coarse_region(c.region) == BODY for c in concepts):
+                sides += limb_sides  # "thigh bone, right leg": the bone is in that leg
+            elif all(c.key in lex.contralateral for c in concepts):
+                sides += [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in limb_sides]
         side = _combine_sides(sides)
         return ParsedText(
             text=text,
@@ -643,7 +682,39 @@ class Parser:
             lay=tuple(lay),
             findings=tuple(findings),
             asked=tuple(asked),
+            instruction=instruction,
         )
+
+    def _focused(self, text: str, correct_typos: bool) -> ParsedText | None:
+        """The parse of a text's one instructing sentence when that sentence names a whole target by itself (a
+        structure with its side, or an unpaired one) and no lesion: "Please segment the left femur. Patient has a
+        right hip replacement." is the left femur. "The contralateral femur" takes the side opposite the one the
+        other sentences state. None when no, or more than one, sentence instructs."""
+        sentences = [p.strip() for p in _SENTENCE.split(text) if p.strip()]
+        if len(sentences) < 2:
+            return None
+        instructing = [s for s in sentences if self._instructs(s)]
+        if len(instructing) != 1:
+            return None
+        sentence = instructing[0]
+        inner = self.parse(sentence, correct_typos)
+        side = inner.side
+        if side is None and set(self.lexicon.split(sentence)) & _OPPOSITE:
+            context = self.parse(" ".join(s for s in sentences if s != sentence), correct_typos).side
+            side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
+        whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
+        counted = any(t.isdigit() or _VERTEBRA_LEVEL.match(t) for t in inner.tokens)
+        if (not inner.concepts or inner.pathology or inner.findings or not whole
+                or set(self.lexicon.split(sentence)) & self.lexicon.anaphora_words  # "segment this vertebra"
+                or any(c.key in _NUMBERED for c in inner.concepts) and not counted):
+            return None
+        return replace(inner, side=side, focus=sentence)
+
+    def _instructs(self, sentence: str) -> bool:
+        """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place)."""
+        words = [w.lower() for w in sentence.split()]
+        return any(w.strip(",:") in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
+                   for w, following in zip(words, [*words[1:], ""], strict=True))
 
     def without_normal_clauses(self, text: str) -> str:
         """The text without what a report calls normal or removed: "left kidney unremarkable", "Liver: normal",
@@ -670,17 +741,19 @@ class Parser:
             return text
         return ". ".join(kept_sentences)
 
-    def _instructed_lesion_words(self, text: str) -> list[str]:
+    def _instructed_lesion_words(self, text: str) -> tuple[list[str], str]:
         """The lesion words of the instructing clauses, when a report also describes the lesion elsewhere ("...
         lesions with surrounding oedema, in keeping with metastases. Please segment the lesions."): the
-        instruction says which lesion class is asked for; empty for a one-clause request."""
+        instruction says which lesion class is asked for. Also the instructing clauses' text. Empty for a one-clause
+        request."""
         lex = self.lexicon
-        clauses = [lex.words(c) for c in self._clauses(text) if c.strip()]
+        clauses = [(c, lex.words(c)) for c in self._clauses(text) if c.strip()]
         if len(clauses) < 2:
-            return []
-        asked = [w for words in clauses if set(words) & lex.instruction_words for w in words if w in lex.lesion_words]
-        described = any(set(words) & lex.lesion_words for words in clauses if not set(words) & lex.instruction_words)
-        return asked if asked and described else []
+            return [], ""
+        instructing = [(c, words) for c, words in clauses if self._instruction_in(words)]
+        asked = [w for _, words in instructing for w in words if w in lex.lesion_words]
+        described = any(set(words) & lex.lesion_words for _, words in clauses if not self._instruction_in(words))
+        return (asked, ". ".join(c for c, _ in instructing)) if asked and described else ([], "")
 
     def _clauses(self, text: str) -> list[str]:
         """Clauses at punctuation, and before an instruction verb in dictation without it ("known metastasis left
@@ -699,6 +772,11 @@ class Parser:
             clauses.append(" ".join(words[start:]))
         return clauses
 
+    def _instruction_in(self, words: list[str]) -> bool:
+        """Some word instructs ("segment", "please"); "segment VIII" (read as "segment 8") is a place."""
+        return any(w in self.lexicon.instruction_words and not (w.startswith("segment") and after.isdigit())
+                   for w, after in zip(words, [*words[1:], ""], strict=False))
+
     def _names_only(self, part: str) -> bool:
         """Only structure names and joining words ("Liver", "spleen and kidneys")."""
         lex = self.lexicon
@@ -707,21 +785,31 @@ class Parser:
         return bool(words) and all(w in self.content_vocabulary or lex.side_of(w) for w in words)
 
     def _lay_cue(self, words: list[str], tokens: list[str]):
-        """(concept, cue) of the one structure a lay description names, or None. Every word of a cue must be in the
-        text; the longest matching cues decide ("makes pee" is the kidney, "pee" alone the bladder); content
-        tokens outside the cue must be stray words ("small"), so no other structure is named."""
+        """(concept, cue words) of the one structure a lay description names, or None. Every word of a cue must be
+        in the text; the structure whose matching cues hold the most words wins ("makes pee" is the kidney, "pee"
+        alone the bladder), then the one with the longest cue; content tokens outside its cues must be stray words
+        ("small"), so no other structure is named."""
         lex = self.lexicon
         content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
         present = set(words)
         stems = [p for p in lex.cue_prefixes if any(w.startswith(p) for w in present)]
         present.update(c + "*" for c in stems)  # a prefix cue word counts as present when some word starts so
-        matched = [(cue, concept) for cue, concept in lex.lay_cues
-                   if all(c in present for c in cue) and all(any(_cue_word(c, t) for c in cue) for t in content)]
-        if not matched:
+        matched = [(cue, concept) for cue, concept in lex.lay_cues if all(c in present for c in cue)]
+        # a structure's score: the distinct cue words its matching cues share with the text, then its longest cue
+        # ("the long tube where food gets absorbed, the thin gut" is the small bowel over the "food tube")
+        cue_words: dict[Concept, dict[str, None]] = {}  # ordered set
+        longest: dict[Concept, tuple[str, ...]] = {}
+        for cue, concept in matched:
+            cue_words.setdefault(concept, {}).update(dict.fromkeys(cue))
+            if len(cue) > len(longest.get(concept, ())):
+                longest[concept] = cue
+        score = {c: (len(cue_words[c]), len(longest[c])) for c in longest
+                 if all(any(_cue_word(w, t) for w in cue_words[c]) for t in content)}  # no other structure named
+        if not score:
             return None
-        longest = max(len(cue) for cue, _ in matched)
-        found = {concept: cue for cue, concept in matched if len(cue) == longest}
-        return found.popitem() if len(found) == 1 else None
+        best = max(score.values())
+        found = [c for c in score if score[c] == best]
+        return (found[0], tuple(cue_words[found[0]])) if len(found) == 1 else None
 
     def _finding_only(self, text: str) -> bool:
         """A report whose instruction asks for a structure, not for the finding: "Findings: fracture of the left
@@ -734,9 +822,7 @@ class Parser:
             sequence = lex.words(clause)
             words = set(sequence)
             lesion_at = [i for i, w in enumerate(sequence) if w in lex.pathology_words or _TUMOUR_ENDING.match(w)]
-            nouns = {w for w, after in zip(sequence, sequence[1:], strict=False)
-                     if w.startswith("segment") and after.isdigit()}
-            if (words - nouns) & lex.instruction_words:  # "segment VIII" is a place, not an instruction
+            if self._instruction_in(sequence):
                 named_at = [i for i, w in enumerate(sequence)
                             if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
                                 and lex.side_of(w) is None) or w in lex.generic_words or w in lex.anaphora_words]
@@ -767,11 +853,13 @@ def _lesion_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> li
 
 
 def _without_idioms(words: list[str]) -> list[str]:
+    """The words without the side word (or "front") of an idiom: "right behind the groove" keeps "behind"."""
     out: list[str] = []
     for word in words:
         if out and (out[-1], word) in _IDIOMS:
-            out.pop()
-            continue
+            if out[-1] in ("right", "front"):
+                out[-1] = word  # "right away" -> "away"
+            continue  # "all right" -> "all"
         out.append(word)
     return out
 

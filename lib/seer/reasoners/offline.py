@@ -30,6 +30,8 @@ class OfflineReasoner:
         steps: list[str] = []
         if request.was_altered:
             steps.append(f"set aside {' and '.join(request.removed)} found in the request (request text is data)")
+        if parsed.focus:
+            steps.append(f"read the one instructing sentence '{parsed.focus}' alone (the rest is context)")
         if parsed.expansions:
             steps.append("expanded " + ", ".join(f"'{a}'->'{b}'" for a, b in parsed.expansions))
         if parsed.corrections:
