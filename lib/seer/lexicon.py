@@ -251,7 +251,7 @@ _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "ov
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
 _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
-                         "following", "off"})
+                         "following", "off", "out"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
@@ -276,13 +276,13 @@ _DOUBLED = re.compile(r"(.)\1")
 _TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymphoma|melanoma|angioma|lipoma|myoma|"
                             r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
 # idioms with a side word that state no side: "right away"
-_IDIOMS = {("right", "away"), ("right", "now"), ("right", "after"), ("right", "then"), ("all", "right"),
+_IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right", "now"), ("right", "after"), ("right", "then"), ("all", "right"),
            ("right", "here"), ("right", "there"), ("front", "of"), ("right", "behind"), ("right", "at"),
            ("right", "in"), ("right", "under"), ("right", "above"), ("right", "below"), ("right", "next")}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
 _ORIGIN = frozenset({"from", "primary", "origin"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
-_VERBS = frozenset({"segment", "contour", "outline", "delineate", "mark", "label", "annotate", "draw", "trace"})
+_VERBS = frozenset({"segment", "seg", "contour", "outline", "delineate", "mark", "label", "annotate", "draw", "trace"})
 _LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
                     "toe", "toes", "eye", "eyes", "ear", "ears"})
 _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
@@ -366,6 +366,19 @@ class Parser:
             return None
         fixed = self._lesion_vowel_slip(token) or self._typo(token) or self._lesion_anagram(token)
         return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
+
+    def _run_together(self, token: str) -> tuple[str, str] | None:
+        """Two words typed without a space: a side or content word, then a content or lesion word ("rightkidney",
+        "renalcyst"); None unless exactly one split fits."""
+        if len(token) < 6 or not token.isalpha():
+            return None
+        lex = self.lexicon
+        heads = self.content_vocabulary | lex.side_vocabulary | set(lex.expansions)
+        tails = self.content_vocabulary | lex.pathology_words | set(lex.expansions)
+        found = [(token[:k], token[k:]) for k in range(2, len(token) - 2)
+                 if token[:k] in heads and token[k:] in tails and len(token[:k]) + (token[:k] in lex.side_vocabulary) >= 3
+                 and token[:k] not in lex.filler and token[k:] not in lex.filler]
+        return found[0] if len(found) == 1 else None
 
     def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
         """The typo reading of an English word, only when it completes a structure phrase with its neighbour
@@ -489,6 +502,10 @@ class Parser:
             if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
                 expansions.append((token, "tumor"))
                 token = "tumor"
+            if correct_typos and not self.known(token) and (pair := self._run_together(token)):
+                corrections.append((token, " ".join(pair)))  # "rightkidney" -> "right kidney"
+                words.extend(w for t in pair for w in lex.expansions.get(t, t).split())
+                continue
             if correct_typos and not self.known(token):
                 fixed = self.correct(token)
                 if fixed is None and token in english_words():  # "small bowl": an English word, but a typo here
@@ -588,13 +605,13 @@ class Parser:
                     levels.append((i - 1, word))
                     if "vertebrae" not in tokens:
                         tokens.append("vertebrae")
+                elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
+                    if i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
+                        pathology.append(word)
                 elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
                     tokens.append(word)
                     if not word.isdigit() and set(words[max(0, i - 5) : i - 1]) & (_POSITIONAL | _RELATIONAL):
                         loose_related.append(word)  # "into the intestines", "in front of the neck"
-                elif word in lex.pathology_words:
-                    if i > negated_until:
-                        pathology.append(word)
                 else:
                     unknown.append(word)
         findings: list[str] = []
@@ -791,6 +808,17 @@ class Parser:
         ("small"), so no other structure is named."""
         lex = self.lexicon
         content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
+        # "the little wedge ... just above the vision groove": what lies outside a positional phrase describes the
+        # target; the whole text is read when that alone matches no cue ("the gland on top of the kidney")
+        outside = [w for i, w in enumerate(words) if not set(words[max(0, i - 4) : i]) & _POSITIONAL]
+        if len(outside) < len(words):
+            found = self._lay_cue_in(outside, [t for t in content if t in outside])
+            if found is not None:
+                return found
+        return self._lay_cue_in(words, content)
+
+    def _lay_cue_in(self, words: list[str], content: list[str]):
+        lex = self.lexicon
         present = set(words)
         stems = [p for p in lex.cue_prefixes if any(w.startswith(p) for w in present)]
         present.update(c + "*" for c in stems)  # a prefix cue word counts as present when some word starts so
@@ -821,7 +849,8 @@ class Parser:
         for clause in self._clauses(text):
             sequence = lex.words(clause)
             words = set(sequence)
-            lesion_at = [i for i, w in enumerate(sequence) if w in lex.pathology_words or _TUMOUR_ENDING.match(w)]
+            lesion_at = [i for i, w in enumerate(sequence) if (w in lex.pathology_words or _TUMOUR_ENDING.match(w))
+                         and not set(sequence[max(0, i - 3) : i]) & lex.negations]  # "(not the cyst)"
             if self._instruction_in(sequence):
                 named_at = [i for i, w in enumerate(sequence)
                             if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
@@ -859,6 +888,8 @@ def _without_idioms(words: list[str]) -> list[str]:
         if out and (out[-1], word) in _IDIOMS:
             if out[-1] in ("right", "front"):
                 out[-1] = word  # "right away" -> "away"
+            elif word == "board":
+                out.pop()  # "the tumour board": a meeting
             continue  # "all right" -> "all"
         out.append(word)
     return out
