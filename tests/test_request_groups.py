@@ -25,6 +25,10 @@ MUSCLES = LabelTable({"1": "iliopsoas_left", "2": "iliopsoas_right", "3": "hip_l
                       "5": "gluteus_maximus_left", "6": "gluteus_maximus_right", "7": "esophagus",
                       "8": "adrenal_gland_left", "9": "adrenal_gland_right"})
 VESSELS = LabelTable({"1": "aorta", "2": "inferior_vena_cava", "3": "portal_vein_and_splenic_vein"})
+SPINE = LabelTable({"1": "vertebrae_L2", "2": "vertebrae_L3", "3": "intervertebral_discs", "4": "sacrum"})
+GUT = LabelTable({"1": "small_bowel", "2": "esophagus", "3": "colon", "4": "stomach"})
+CORTEX = LabelTable({"1": "Cuneus_L", "2": "Cuneus_R", "3": "Calcarine_L", "4": "Calcarine_R", "5": "Postcentral_L",
+                     "6": "Postcentral_R", "7": "Precentral_L", "8": "Precentral_R"})
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +138,7 @@ CASES = {
         ("the part of the brain that controls movement on the left", AAL, "Precentral_L"),
         ("the hip flexor muscle on the right", MUSCLES, "iliopsoas_right"),  # "hip" is the cue's own word
         ("the big bum muscle, right", MUSCLES, "gluteus_maximus_right"),
-        ("the strip of brain that moves the right hand", AAL, "ambiguous_side"),  # the hand's side, not the brain's
+        ("the strip of brain that moves the right hand", AAL, "Precentral_L"),  # the right hand's is the left
         ("the worm-like bit hanging off the large bowel", LabelTable({"1": "colon", "2": "small_bowel"}),
          "not_in_vocabulary"),  # the appendix: the bowel is where it hangs
         ("the flat gland behind the stomach that makes insulin", CT, "pancreas"),  # "flat" is English, not a typo
@@ -208,6 +212,45 @@ CASES = {
         ("the fat next to the left kidney", CT, "not_in_vocabulary"),  # a landmark: the target is the fat
         ("could you draw around the left kidney for me?", CT, "kidney_left"),  # "around" after a verb only
     ],
+    # rules of the rounds on development sets v7 and v8 (cases written here)
+    "instructing_sentence": [
+        ("Contour the left femur. History: right hip prosthesis, expect artefact.", CT, "femur_left"),
+        ("Right kidney transplant noted. Segment the contralateral kidney.", CT, "kidney_left"),
+        ("Old fracture of the left femur. Segment the opposite hip bone.", CT, "hip_right"),
+        ("Segment the right kidney. Then segment the left kidney too.", CT, "multiple_targets"),  # two instruct
+        ("Cyst in the right kidney. Segment the kidney.", CT, "kidney_right"),  # no side: the report gives it
+        ("Segment the kidney. It is the one with the stone.", CT, "ambiguous_side"),
+    ],
+    "levels_and_limbs": [
+        ("fatty infiltration of the left psoas at L3", MUSCLES, "iliopsoas_left"),
+        ("the L2/3 disc", SPINE, "intervertebral_discs"),
+        ("L3", SPINE, "vertebrae_L3"),
+        ("L2 and L3", SPINE, "multiple_targets"),
+        ("the thigh bone in her left leg", CT, "femur_left"),
+        ("the area of cortex that moves the left hand", AAL, "Precentral_R"),  # the other half of the brain
+        ("the hippocampus that controls the right hand", AAL, "ambiguous_side"),  # only motor/sensory cross
+        ("hippocampus, left hand side", AAL, "Hippocampus_L"),
+    ],
+    "lay_and_typing": [
+        ("the long thin gut that absorbs the food", GUT, "small_bowel"),  # over the "food tube"
+        ("the wedge-shaped bit at the back of the left hemisphere, above the vision groove", CORTEX, "Cuneus_L"),
+        ("the touch strip right behind the central groove, left hemisphere", CORTEX, "Postcentral_L"),
+        ("leftkidney", CT, "kidney_left"),
+        ("rt renalcyst", CT, "kidney_cyst_right"),
+    ],
+    "lesion_words": [
+        ("the necrotic centre of the largest met", BRAIN_METS, "metastases"),  # part of the lesion: the whole
+        ("necrotic core", GLIOMA, "necrotic_core"),  # ...unless the map has that part
+        ("typical haemangioma, segment it", LIVER_TUMOUR, "lesion_not_supported"),  # benign: not the tumour
+        ("the lump in the liver", LIVER_TUMOUR, "liver_tumor"),
+        ("what time is the tumour board", BRAIN_METS, "nonsense"),
+        ("a fluid bubble on the left kidney", CT, "kidney_cyst_left"),
+        ("the cyst in the liver", LabelTable({"1": "liver", "2": "spleen"}), "lesion_not_supported"),
+        ("2 cm cyst in the right kidney. Segment the kidney, not the cyst.", CT, "kidney_right"),
+        ("Aneurysmal dilatation of the abdominal aorta to 5 cm. Segment the vessel.", VESSELS, "aorta"),
+        ("Cholelithiasis. Outline the organ containing the stones.", CT, "gallbladder"),
+        ("Findings: nodular liver contour, no focal lesion. Segment the organ.", LIVER_TUMOUR, "liver"),
+    ],
 }
 
 
@@ -234,4 +277,8 @@ def test_rationales_name_the_group_rule(pipeline):
     assert "instructions" in injected.trace.rationale
     refused, _ = outcome(pipeline, "outline the metastases", CT)
     assert refused == "lesion_not_supported"
+    _, focused = outcome(pipeline, "Contour the left femur. History: right hip prosthesis.", CT)
+    assert "instructing sentence 'Contour the left femur' alone" in focused.trace.rationale
+    _, joined = outcome(pipeline, "leftkidney", CT)
+    assert "'leftkidney'->'left kidney'" in joined.trace.rationale
 

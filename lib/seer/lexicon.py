@@ -46,7 +46,8 @@ class ParsedText:
     """A text reduced to canonical tokens.
 
     tokens: content tokens in canonical (label-style) form, order of appearance, no side words.
-    side: "left" | "right" | "both" | None, as written (the patient's side; never inferred).
+    side: "left" | "right" | "both" | None, as written (the patient's side), or the other side for a motor or
+        sensory area named by the limb it serves ("moves my right hand"); never guessed.
     concepts: lexicon concepts recognised, in order.
     unknown: content words found in no vocabulary.
     pathology: lesion-type words (lesion, mets, tumour ...).
@@ -151,6 +152,9 @@ class Lexicon:
         self.pathology_words |= self.lesion_words
         self.lesion_generic = frozenset(data.get("lesion_generic", []))
         self.lesion_if_present = frozenset(data.get("lesion_if_present", []))
+        # parts of a lesion ("necrotic centre of the met"): the whole lesion where the map has no such part label,
+        # but not when asked alone ("necrotic core" on a map of whole metastases)
+        self.lesion_parts = frozenset(data.get("lesion_parts", []))
         self.tumor_family = frozenset(data.get("tumor_family", []))
         self.lesion_exclusive = [frozenset(group) for group in data.get("lesion_exclusive", [])]
         self.instruction_words = frozenset(data.get("instruction_words", []))
@@ -590,7 +594,7 @@ class Parser:
                 if word in lex.part_nouns and i > negated_until:
                     parts.append(word)
                 side = lex.side_of(word)
-                if side is not None and i < len(words) and words[i] in _LIMBS:
+                if side is not None and i < len(words) and words[i] in _LIMBS and words[i + 1 : i + 2] != ["side"]:
                     limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
                     continue
                 if side is not None:

@@ -227,6 +227,8 @@ class Resolver:
         asked = self._lesion_classes(words)
         present = set().union(*(self._lesion_classes(e.tokens) for e in labels))
         required = {c for c in asked if c not in lex.lesion_generic and (c not in lex.lesion_if_present or c in present)}
+        if required - lex.lesion_parts or asked - lex.lesion_parts - required:  # "the necrotic centre of the met"
+            required -= {c for c in lex.lesion_parts if c not in present}
         sites = {t for c in parsed.concepts if c.key not in lex.lay_containers  # "CT abdomen" names no site
                  for t in c.tokens} - lex.lesion_words  # structures named, not "pole"
         anatomy = [e for e in self.table.entries if not e.tokens & lex.lesion_words]
