@@ -250,6 +250,23 @@ CASES = {
         ("Aneurysmal dilatation of the abdominal aorta to 5 cm. Segment the vessel.", VESSELS, "aorta"),
         ("Cholelithiasis. Outline the organ containing the stones.", CT, "gallbladder"),
         ("Findings: nodular liver contour, no focal lesion. Segment the organ.", LIVER_TUMOUR, "liver"),
+        ("the blobs that light up with contrast", BRAIN_METS, "metastases"),
+        ("exophytic tumour off the liver - segment the organ it grows from, not the tumour", LIVER_TUMOUR, "liver"),
+        ("Irregular liver contour and a 2 cm mass in segment IV. Outline the organ.", LIVER_TUMOUR, "liver"),
+    ],
+    "sides_by_context": [
+        ("the kidney on the same side as the liver", CT, "kidney_right"),
+        ("the kidney on the spleen side", CT, "kidney_left"),
+        ("the kidney on the side opposite the liver", CT, "kidney_left"),
+        ("the liver side of the kidney", CT, "multiple_targets"),  # the organ first: a part, not a side
+        ("Atrophy of both hippocampi. Segment the right one.", AAL, "Hippocampus_R"),
+        ("Cysts in both kidneys. Segment the left one.", CT, "multiple_targets"),  # the cyst or the kidney?
+        ("Right kidney patent vessels, left kidney scarred. Segment the scarred kidney.", CT, "kidney_left"),
+        ("small right pleural effusion, please segment the lung on the side of the effusion", LUNGS, "lung_right"),
+        ("the tadpole-shaped nucleus hugging the right lateral ventricle",
+         LabelTable({"1": "Caudate_L", "2": "Caudate_R", "3": "Thalamus_L", "4": "Thalamus_R"}), "Caudate_R"),
+        ("the smell area under the frontal lobe, right side", LabelTable({"1": "Olfactory_L", "2": "Olfactory_R"}),
+         "Olfactory_R"),
     ],
 }
 

@@ -144,6 +144,7 @@ class Lexicon:
         self.lay_containers = frozenset(data.get("lay_containers", []))
         # brain areas that serve the body's other side: "the part that moves my right hand" is the left one
         self.contralateral = frozenset(data.get("contralateral_to_limbs", []))
+        self.organ_sides: dict[str, str] = dict(data.get("organ_sides", {}))  # "the liver side" is the right
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
         self.lesion_words = frozenset(self.lesion_class)
@@ -250,6 +251,7 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
 
 # words that place a structure relative to another ("the gland below the bladder")
 _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next", "bottom",
+                         "hugging", "wrapping", "curling", "lining",
                          "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
 # a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
@@ -257,13 +259,13 @@ _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
                          "following", "off", "out"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
-_SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "removed", "resected", "excised",
+_SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
-_CLAUSE = re.compile(r"[.;:!?,\n]+")
+_CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
 _PART = re.compile(r"[,:]+")
 _LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harboring", "bearing", "bears", "holding",
-                       "holds", "hosting", "has"})
+                       "holds", "hosting", "has", "side"})
 # words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
 # one alone; a lay description may hold them
 _STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "lower", "middle", "inner", "outer",
@@ -291,6 +293,8 @@ _LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet
                     "toe", "toes", "eye", "eyes", "ear", "ears"})
 _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
 _OPPOSITE = frozenset({"contralateral", "opposite"})
+# words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
+_NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
 _NUMBERED = frozenset({"vertebrae", "rib"})  # structures a map holds one by one, by number
 _ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
 
@@ -644,6 +648,13 @@ class Parser:
             negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
         if negated_concepts and any(c not in negated_concepts for c in concepts):
             drop(negated_concepts)
+        if concepts and not sides:
+            by_organ = self._organ_side(words, concepts, first_at)
+            if by_organ is not None:
+                organ, side = by_organ
+                drop([organ])
+                sides.append(side)
+                side_words.append(f"{organ.name} side")
         others = [c for c in concepts if c.key != "vertebrae"]
         if levels and others and (any(c.key == "intervertebral disc" for c in others) or all(
                 set(words[max(0, at - 2) : at]) & _LEVEL_PLACE for at, _ in levels)):
@@ -719,9 +730,17 @@ class Parser:
             return None
         sentence = instructing[0]
         inner = self.parse(sentence, correct_typos)
+        rest = " ".join(s for s in sentences if s != sentence)
+        if not inner.concepts and not inner.pathology and inner.side in (LEFT, RIGHT):
+            # "Caudate head atrophy bilaterally. Segment the left one.": the context's structure, that side
+            context = self.parse(rest, correct_typos)
+            if (len(context.concepts) == 1 and context.concepts[0].paired and not context.pathology
+                    and not context.findings):
+                return replace(context, side=inner.side, side_words=inner.side_words, focus=sentence)
+            return None
         side = inner.side
         if side is None and set(self.lexicon.split(sentence)) & _OPPOSITE:
-            context = self.parse(" ".join(s for s in sentences if s != sentence), correct_typos).side
+            context = self.parse(rest, correct_typos).side
             side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
         whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
         counted = any(t.isdigit() or _VERTEBRA_LEVEL.match(t) for t in inner.tokens)
@@ -731,10 +750,31 @@ class Parser:
             return None
         return replace(inner, side=side, focus=sentence)
 
+    def _organ_side(self, words: list[str], concepts: list[Concept], first_at: dict[Concept, int]):
+        """(organ, side) when the text places a paired target by an unpaired organ that lies on one side: "the
+        kidney on the same side as the liver", "the adrenal on the liver side", "the lung where the heart sits"
+        (left), "the kidney opposite the spleen" (right). None otherwise."""
+        organs = [c for c in concepts if c.key in self.lexicon.organ_sides]
+        paired = [c for c in concepts if c.paired]
+        if len(organs) != 1 or not paired or len(concepts) != 2:
+            return None
+        organ = organs[0]
+        at = first_at.get(organ, -1)
+        near = words[max(0, at - 5) : at + 3]
+        if "side" not in near and "sided" not in near:
+            return None
+        if first_at.get(paired[0], len(words)) > at:
+            return None  # "the liver side of the kidney": the organ comes first, the target after it
+        side = self.lexicon.organ_sides[organ.key]
+        if set(words[max(0, at - 5) : at]) & (_OPPOSITE | {"other"}):
+            side = {LEFT: RIGHT, RIGHT: LEFT}[side]
+        return organ, side
+
     def _instructs(self, sentence: str) -> bool:
         """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place)."""
         words = [w.lower() for w in sentence.split()]
         return any(w.strip(",:") in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
+                   and following not in _NOUN_AFTER
                    for w, following in zip(words, [*words[1:], ""], strict=True))
 
     def without_normal_clauses(self, text: str) -> str:
@@ -772,8 +812,8 @@ class Parser:
         if len(clauses) < 2:
             return [], ""
         instructing = [(c, words) for c, words in clauses if self._instruction_in(words)]
-        asked = [w for _, words in instructing for w in words if w in lex.lesion_words]
-        described = any(set(words) & lex.lesion_words for _, words in clauses if not self._instruction_in(words))
+        asked = [w for _, words in instructing for w in self._lesion_words_in(words)]
+        described = any(self._lesion_words_in(words) for _, words in clauses if not self._instruction_in(words))
         return (asked, ". ".join(c for c, _ in instructing)) if asked and described else ([], "")
 
     def _clauses(self, text: str) -> list[str]:
@@ -786,17 +826,22 @@ class Parser:
             for i, word in enumerate(words):
                 low = word.lower()
                 following = words[i + 1].lower() if i + 1 < len(words) else ""
-                if (i > start and low in _VERBS and not following[:1].isdigit()
+                if (i > start and low in _VERBS and not following[:1].isdigit() and following not in _NOUN_AFTER
                         and not following.startswith(("viii", "vii", "vi", "iv", "v", "ii", "i", "x"))):
                     clauses.append(" ".join(words[start:i]))
                     start = i
             clauses.append(" ".join(words[start:]))
         return clauses
 
+    def _lesion_words_in(self, words: list[str]) -> list[str]:
+        """The lesion words of a clause that no negation just before denies ("not the mass")."""
+        return [w for i, w in enumerate(words) if w in self.lexicon.lesion_words
+                and not set(words[max(0, i - 3) : i]) & self.lexicon.negations]
+
     def _instruction_in(self, words: list[str]) -> bool:
         """Some word instructs ("segment", "please"); "segment VIII" (read as "segment 8") is a place."""
         return any(w in self.lexicon.instruction_words and not (w.startswith("segment") and after.isdigit())
-                   for w, after in zip(words, [*words[1:], ""], strict=False))
+                   and after not in _NOUN_AFTER for w, after in zip(words, [*words[1:], ""], strict=False))
 
     def _names_only(self, part: str) -> bool:
         """Only structure names and joining words ("Liver", "spleen and kidneys")."""
@@ -812,6 +857,8 @@ class Parser:
         ("small"), so no other structure is named."""
         lex = self.lexicon
         content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
+        lobes = {w for w, after in zip(words, words[1:], strict=False) if after in ("lobe", "lobes")}
+        content = [t for t in content if t not in lobes | {"lobe", "lobes"}]  # "in the frontal lobe" contains it
         # "the little wedge ... just above the vision groove": what lies outside a positional phrase describes the
         # target; the whole text is read when that alone matches no cue ("the gland on top of the kidney")
         outside = [w for i, w in enumerate(words) if not set(words[max(0, i - 4) : i]) & _POSITIONAL]
