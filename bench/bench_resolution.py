@@ -42,6 +42,10 @@ SETS = {
     # helpers 8 and 9 (issue 11's groups; nurses, patients, non-native speakers, phone typing); also worked on
     "development-v7": REPO / "bench" / "data" / "requests_dev_v7.jsonl",
     "development-v8": REPO / "bench" / "data" / "requests_dev_v8.jsonl",
+    # helper 11: laterality traps (idioms, limbs, landmarks' sides, "contralateral", reports with several sides)
+    "development-v9": REPO / "bench" / "data" / "requests_dev_v9.jsonl",
+    # helper 12: dictation errors, translated English, pasted finding lists, exam questions, terse notes
+    "development-v10": REPO / "bench" / "data" / "requests_dev_v10.jsonl",
     # written by helper 10 at the same time as v7 and v8, never tuned on: misses only with --show-misses
     "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
 }

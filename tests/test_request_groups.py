@@ -268,6 +268,29 @@ CASES = {
         ("the smell area under the frontal lobe, right side", LabelTable({"1": "Olfactory_L", "2": "Olfactory_R"}),
          "Olfactory_R"),
     ],
+    # laterality traps of development set v9: a side word that is not the target's side must never become one
+    "side_traps": [
+        ("what's left of the right kidney after the partial nephrectomy", CT, "kidney_right"),
+        ("s/p right nephrectomy. Segment the remaining kidney.", CT, "kidney_left"),
+        ("s/p left nephrectomy. Segment the adrenal.", MUSCLES, "ambiguous_side"),  # the adrenal was not removed
+        ("segment whatever is left of the kidney", CT, "ambiguous_side"),
+        ("I left the femur for last, do it now", CT, "ambiguous_side"),
+        ("right-handed patient, segment the hippocampus", AAL, "ambiguous_side"),
+        ("the mass is left-sided; segment the kidney it arises from", CT, "kidney_left"),
+        ("Stone in the left ureter; segment the kidney on the other side", CT, "kidney_right"),
+        ("the kidney on the left of the screen", CT, "ambiguous_side"),
+        ("radiological convention: the femur on the right of the screen", CT, "femur_left"),
+        ("facing the patient, the hip bone on my left", CT, "hip_right"),
+        ("the left kidney in this image", CT, "kidney_left"),
+        ("the bean shaped organ on my left side", CT, "kidney_left"),  # the patient's own left
+        ("the vein draining my left leg up into the IVC",
+         LabelTable({"1": "iliac_vena_left", "2": "iliac_vena_right", "3": "inferior_vena_cava"}), "iliac_vena_left"),
+        ("precentral gyrus on the side of the weak right hand", AAL, "ambiguous_side"),  # named, not described
+        ("I've had pain on the left side for weeks. Can you segment the hippocampus?", AAL, "ambiguous_side"),
+        ("Moderate right hydronephrosis; the left kidney is normal. Segment the affected kidney.", CT, "kidney_right"),
+        ("4 mm non-obstructing stone in the left kidney. Segment the kidney containing the stone.", CT,
+         "kidney_left"),
+    ],
 }
 
 

@@ -145,6 +145,7 @@ class Lexicon:
         # brain areas that serve the body's other side: "the part that moves my right hand" is the left one
         self.contralateral = frozenset(data.get("contralateral_to_limbs", []))
         self.organ_sides: dict[str, str] = dict(data.get("organ_sides", {}))  # "the liver side" is the right
+        self.removals: dict[str, str] = dict(data.get("removals", {}))  # "nephrectomy" removes a kidney
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
         self.lesion_words = frozenset(self.lesion_class)
@@ -261,6 +262,7 @@ _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
+_NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
 _PART = re.compile(r"[,:]+")
@@ -282,9 +284,14 @@ _DOUBLED = re.compile(r"(.)\1")
 _TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymphoma|melanoma|angioma|lipoma|myoma|"
                             r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
 # idioms with a side word that state no side: "right away"
-_IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right", "now"), ("right", "after"), ("right", "then"), ("all", "right"),
-           ("right", "here"), ("right", "there"), ("front", "of"), ("right", "behind"), ("right", "at"),
-           ("right", "in"), ("right", "under"), ("right", "above"), ("right", "below"), ("right", "next")}
+_IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right", "now"), ("right", "after"),
+           ("right", "then"), ("all", "right"), ("right", "here"), ("right", "there"), ("front", "of"),
+           ("right", "behind"), ("right", "at"), ("right", "in"), ("right", "under"), ("right", "above"),
+           ("right", "below"), ("right", "next"), ("right", "handed"), ("left", "handed"),
+           # "left" as a verb or a remainder: "what's left of the kidney", "I left the femur for last"
+           *((w, "left") for w in ("what", "whatever", "is", "anything", "nothing", "still", "was", "are", "were",
+                                   "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
+           *(("left", w) for w in ("over", "him", "her", "them", "me", "us"))}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
 _ORIGIN = frozenset({"from", "primary", "origin"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
@@ -505,6 +512,7 @@ class Parser:
         focused = self._focused(reported, correct_typos)
         if focused is not None:
             return replace(focused, text=text)
+        removed = self._removed(text) if reported != text else {}
         raw = _merge_crus(_without_idioms(lex.split(reported)))
         for index, token in enumerate(raw):
             if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
@@ -541,6 +549,7 @@ class Parser:
         negated_concepts: list[Concept] = []
         sides: list[str] = []
         side_words: list[str] = []
+        viewer_sides: list[str] = []
         limb_sides: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
         loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
         levels: list[tuple[int, str]] = []  # (index, "l4") of vertebral levels
@@ -587,7 +596,8 @@ class Parser:
                 word = words[i]
                 i += 1
                 if word in lex.negations:
-                    negated_until = i + 3  # "no aneurysm", "without focal lesion": not a request for one
+                    # "no aneurysm", "without focal lesion": not a request for one; "non-obstructing" only its word
+                    negated_until = i if word == "non" else i + 3
                     before = words[i - 2] if i >= 2 else ""
                     if word == "free" and before in lex.pathology_words:
                         # "tumour-free liver": the lesion word before "free" is negated
@@ -600,6 +610,9 @@ class Parser:
                 side = lex.side_of(word)
                 if side is not None and i < len(words) and words[i] in _LIMBS and words[i + 1 : i + 2] != ["side"]:
                     limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
+                    continue
+                if side is not None and _viewer_side(words, i - 1):
+                    viewer_sides.append(side)  # "the kidney on the left of the screen": the viewer's left
                     continue
                 if side is not None:
                     sides.append(side)
@@ -677,7 +690,8 @@ class Parser:
             # a structure described by where it lies: "the gland below the bladder", "the fat next to the kidney"
             described = [w for w in words[:first] if w not in lex.filler and w not in lex.instruction_words
                          and w not in lex.optional and lex.side_of(w) is None]  # "draw around the liver": none
-            if (all(c in landmarks for c in concepts) and described) or set(words[:first]) & lex.generic_words or cue:
+            if ((all(c in landmarks for c in concepts) and described) or set(words[:first]) & lex.generic_words or cue
+                    or set(words[:first]) & lex.part_nouns):  # "the vein draining my right leg into the IVC"
                 drop(concepts)
                 sides = [] if not cue else sides
         elif related and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
@@ -693,10 +707,22 @@ class Parser:
             lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
             unknown = [w for w in unknown if not any(_cue_word(c, w) for c in words_of_cue)]
             parts = [w for w in parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
+        if not sides and removed and concepts and all(c.paired for c in concepts):
+            gone = {removed[c.key] for c in concepts if c.key in removed}
+            if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
+                sides.append({LEFT: RIGHT, RIGHT: LEFT}[left])  # "s/p left nephrectomy: the remaining kidney"
+                side_words.append(f"the one not removed ({left} removed)")
+        if viewer_sides:
+            if set(words) & {"radiological", "radiologic", "facing"}:  # the screen's left is the patient's right
+                sides += [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in viewer_sides]
+                side_words.append("the viewer's side, mirrored (radiological convention or facing the patient)")
+            elif "neurological" in words:
+                sides += viewer_sides
+                side_words.append("the viewer's side (neurological convention)")
         if limb_sides and concepts:
             if all(coarse_region(c.region) == BODY for c in concepts):
                 sides += limb_sides  # "thigh bone, right leg": the bone is in that leg
-            elif all(c.key in lex.contralateral for c in concepts):
+            elif lay and all(c.key in lex.contralateral for c in concepts):  # "the strip that moves my hand"
                 sides += [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in limb_sides]
         side = _combine_sides(sides)
         return ParsedText(
@@ -739,9 +765,19 @@ class Parser:
                 return replace(context, side=inner.side, side_words=inner.side_words, focus=sentence)
             return None
         side = inner.side
-        if side is None and set(self.lexicon.split(sentence)) & _OPPOSITE:
-            context = self.parse(rest, correct_typos).side
+        said = self.lexicon.split(sentence)
+        opposite = set(said) & _OPPOSITE or any(w == "other" and following in ("side", "one", *inner.tokens)
+                                                for w, following in zip(said, said[1:], strict=False))
+        if side is None and opposite:
+            context = self.parse(rest, correct_typos).side  # "Stone in the right ureter; the other kidney"
             side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
+        if (side is None and inner.concepts and not inner.pathology and not inner.findings
+                and any(c.paired for c in inner.concepts) and not set(said) & self.lexicon.anaphora_words):
+            context = self.parse(rest, correct_typos)
+            if (context.side and not context.concepts and not context.pathology and not context.findings
+                    and not _sets_aside(self.lexicon.split(rest))):
+                # "I've had headaches on the right side. Segment the hippocampus.": a side of nothing named
+                return replace(inner, focus=sentence)
         whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
         counted = any(t.isdigit() or _VERTEBRA_LEVEL.match(t) for t in inner.tokens)
         if (not inner.concepts or inner.pathology or inner.findings or not whole
@@ -749,6 +785,23 @@ class Parser:
                 or any(c.key in _NUMBERED for c in inner.concepts) and not counted):
             return None
         return replace(inner, side=side, focus=sentence)
+
+    def _removed(self, text: str) -> dict[str, str]:
+        """Structure key -> side of what a report says was removed ("s/p left adrenalectomy", "the right kidney
+        was removed"); a side only when the part states one."""
+        out: dict[str, str] = {}
+        for sentence in _SENTENCE.split(text):
+            for part in _PART.split(sentence):
+                words = self.lexicon.split(part)
+                if not _sets_aside(words) or set(words) & _NORMAL:
+                    continue
+                parsed = self.parse(part)
+                keys = [c.key for c in parsed.concepts] + [self.lexicon.removals[w] for w in words
+                                                           if w in self.lexicon.removals]
+                for key in keys:
+                    if parsed.side in (LEFT, RIGHT):
+                        out[key] = parsed.side
+        return out
 
     def _organ_side(self, words: list[str], concepts: list[Concept], first_at: dict[Concept, int]):
         """(organ, side) when the text places a paired target by an unpaired organ that lies on one side: "the
@@ -789,7 +842,7 @@ class Parser:
             parts = [p for p in _PART.split(sentence) if p.strip()]
             keep = [True] * len(parts)
             for index, part in enumerate(parts):
-                if set(self.lexicon.split(part)) & _SET_ASIDE:
+                if _sets_aside(self.lexicon.split(part)):
                     keep[index] = False
                     back = index - 1
                     while back >= 0 and keep[back] and self._names_only(parts[back]):
@@ -836,7 +889,7 @@ class Parser:
     def _lesion_words_in(self, words: list[str]) -> list[str]:
         """The lesion words of a clause that no negation just before denies ("not the mass")."""
         return [w for i, w in enumerate(words) if w in self.lexicon.lesion_words
-                and not set(words[max(0, i - 3) : i]) & self.lexicon.negations]
+                and not _negated(words, i, self.lexicon.negations)]
 
     def _instruction_in(self, words: list[str]) -> bool:
         """Some word instructs ("segment", "please"); "segment VIII" (read as "segment 8") is a place."""
@@ -901,7 +954,7 @@ class Parser:
             sequence = lex.words(clause)
             words = set(sequence)
             lesion_at = [i for i, w in enumerate(sequence) if (w in lex.pathology_words or _TUMOUR_ENDING.match(w))
-                         and not set(sequence[max(0, i - 3) : i]) & lex.negations]  # "(not the cyst)"
+                         and not _negated(sequence, i, lex.negations)]  # "(not the cyst)"
             if self._instruction_in(sequence):
                 named_at = [i for i, w in enumerate(sequence)
                             if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
@@ -932,16 +985,50 @@ def _lesion_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> li
     return out
 
 
+_VIEWER = frozenset({"screen", "monitor", "display", "image", "slice", "viewer", "picture", "scan", "film"})
+
+
+def _viewer_side(words: list[str], at: int) -> bool:
+    """The side word at `at` is the viewer's, not the patient's: "on the left of the screen", "shown on the right
+    side of the image", "on my left as I look at the monitor", "facing the patient, the bone on my right"."""
+    after = words[at + 1 : at + 6]
+    before = words[max(0, at - 3) : at]
+    present = set(words)
+    if after[:1] and after[0] in ("of", "side", "half", "part", "hand") and set(after) & _VIEWER:
+        return True
+    if set(before) & {"shown", "displayed", "appears", "seen"} and present & _VIEWER:
+        return True
+    return "my" in before and bool(present & (_VIEWER | {"facing", "look", "looking", "viewing"}))
+
+
+def _negated(words: list[str], at: int, negations: frozenset[str]) -> bool:
+    """A negation within three words before `at` ("not the cyst"); "non" only right before ("non-obstructing")."""
+    return any(w in negations and (w != "non" or j == at - 1)
+               for j, w in enumerate(words[max(0, at - 3) : at], start=max(0, at - 3)))
+
+
+def _sets_aside(words: list[str]) -> bool:
+    """A report part that calls what it names normal or removed ("unremarkable", "left nephrectomy"; not a
+    partial or hemi- resection)."""
+    present = set(words)
+    removed = any(w.endswith("ectomy") for w in present) or bool(present & _SET_ASIDE - _NORMAL)
+    if removed and present & {"partial", "hemi", "subtotal"}:
+        return bool(present & _NORMAL)  # "what's left of the kidney after the partial nephrectomy" is still there
+    return removed or bool(present & _NORMAL)
+
+
 def _without_idioms(words: list[str]) -> list[str]:
-    """The words without the side word (or "front") of an idiom: "right behind the groove" keeps "behind"."""
+    """The words without the side word (or "front") of an idiom: "right behind the groove" keeps "behind", "what's
+    left of the kidney" keeps "what"; "the tumour board" (a meeting) loses both. "Is left-sided" keeps its side."""
     out: list[str] = []
-    for word in words:
-        if out and (out[-1], word) in _IDIOMS:
-            if out[-1] in ("right", "front"):
-                out[-1] = word  # "right away" -> "away"
+    for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if out and (out[-1], word) in _IDIOMS and following not in ("sided", "side"):
+            if out[-1] in ("right", "front", "left"):
+                out[-1] = word  # "right away" -> "away", "left over" -> "over"
             elif word == "board":
-                out.pop()  # "the tumour board": a meeting
-            continue  # "all right" -> "all"
+                out.pop()
+            continue  # "all right" -> "all", "what left" -> "what"
         out.append(word)
     return out
 
