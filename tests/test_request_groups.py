@@ -290,6 +290,25 @@ CASES = {
         ("Moderate right hydronephrosis; the left kidney is normal. Segment the affected kidney.", CT, "kidney_right"),
         ("4 mm non-obstructing stone in the left kidney. Segment the kidney containing the stone.", CT,
          "kidney_left"),
+        ("Left hydronephrosis; right kidney normal. Segment the normal kidney.", CT, "kidney_right"),
+        ("Oedema in the left iliopsoas, right normal. Segment the normal psoas.", MUSCLES, "iliopsoas_right"),
+        ("Spleen please. Oh, and the liver too.", CT, "multiple_targets"),
+    ],
+    # a report of several findings whose instruction picks one by what it says (development set v10)
+    "report_items": [
+        ("1. Fatty liver. 2. Wedge compression of L2. Segment the vertebra with the wedge compression.", SPINE,
+         "vertebrae_L2"),
+        ("findings: splenomegaly 16 cm; aortic calcification. contour the enlarged organ", CT, "spleen"),
+        ("Acute cholecystitis. Please outline the inflamed organ.", CT, "gallbladder"),
+        ("Colonic diverticulosis. Cholelithiasis. Outline the organ holding the gallstones.",
+         LabelTable({"1": "colon", "2": "gallbladder", "3": "liver"}), "gallbladder"),
+        ("report: fatty liver, one gallstone. make segmentation of the fatty organ", CT, "liver"),
+        ("Infrarenal aortic aneurysm 5 cm. Segment the vessel that is aneurysmal.", VESSELS, "aorta"),
+        ("pasted: 1) liver enlarged 2) 2 cm lesion in segment VI. pls segment finding 2", LIVER_TUMOUR, "liver_tumor"),
+        ("Bilateral renal cysts, the largest in the left kidney. Segment that largest cyst.", CT, "multiple_targets"),
+        ("Hx breast ca. 6 mm enhancing nodule in the left cerebellar hemisphere. Please segment the nodule.",
+         BRAIN_METS, "metastases"),  # the breast is the history, the cerebellum the site
+        ("the nucleus pulposus at L2-L3", SPINE, "intervertebral_discs"),
     ],
 }
 

@@ -262,6 +262,10 @@ _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
+# long words of an instruction that describe nothing
+_PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
+                    "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
+_ITEM = re.compile(r"[.;!?\n]+\s|[.;!?\n]+$|[;,]|(?:^|\s)\(?\d{1,2}[).]\s")  # report items: sentences, "2)" lists
 _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
@@ -293,7 +297,7 @@ _IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right",
                                    "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
            *(("left", w) for w in ("over", "him", "her", "them", "me", "us"))}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
-_ORIGIN = frozenset({"from", "primary", "origin"})
+_ORIGIN = frozenset({"from", "primary", "origin", "hx", "history"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
 _VERBS = frozenset({"segment", "seg", "contour", "outline", "delineate", "mark", "label", "annotate", "draw", "trace"})
 _LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
@@ -302,7 +306,8 @@ _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
 _OPPOSITE = frozenset({"contralateral", "opposite"})
 # words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
 _NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
-_NUMBERED = frozenset({"vertebrae", "rib"})  # structures a map holds one by one, by number
+_NUMBERED = frozenset({"vertebrae", "rib"})
+_ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
 _ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
 
 
@@ -512,6 +517,9 @@ class Parser:
         focused = self._focused(reported, correct_typos)
         if focused is not None:
             return replace(focused, text=text)
+        matched = self._matched_item(reported, correct_typos)
+        if matched is not None:
+            return replace(matched, text=text)
         removed = self._removed(text) if reported != text else {}
         raw = _merge_crus(_without_idioms(lex.split(reported)))
         for index, token in enumerate(raw):
@@ -694,7 +702,7 @@ class Parser:
                     or set(words[:first]) & lex.part_nouns):  # "the vein draining my right leg into the IVC"
                 drop(concepts)
                 sides = [] if not cue else sides
-        elif related and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
+        elif related and not pathology and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
             relation_at = min(i for i, w in enumerate(words) if w in _RELATIONAL)
             if all(first_at.get(c, 0) < relation_at for c in concepts if c not in beside):
                 drop([c for c, _ in related])  # "prostate ... indenting the bladder base": the prostate
@@ -757,6 +765,8 @@ class Parser:
         sentence = instructing[0]
         inner = self.parse(sentence, correct_typos)
         rest = " ".join(s for s in sentences if s != sentence)
+        if set(self.lexicon.split(rest)) & _ADDING:
+            return None  # "Spleen please. Oh and the liver too.": the other sentence asks for more
         if not inner.concepts and not inner.pathology and inner.side in (LEFT, RIGHT):
             # "Caudate head atrophy bilaterally. Segment the left one.": the context's structure, that side
             context = self.parse(rest, correct_typos)
@@ -785,6 +795,72 @@ class Parser:
                 or any(c.key in _NUMBERED for c in inner.concepts) and not counted):
             return None
         return replace(inner, side=side, focus=sentence)
+
+    def _matched_item(self, text: str, correct_typos: bool) -> ParsedText | None:
+        """A report of several findings whose one instruction picks a finding by what it says rather than by name:
+        "1. Hepatic steatosis. 2. Compression deformity of L1. Segment the vertebra with the compression
+        deformity." (L1), "splenomegaly; small left effusion. Contour the enlarged organ." (the spleen), "pls
+        segment finding 2". The finding that shares a describing word with the instruction (same stem, or
+        enlarged ~ -megaly, inflamed ~ -itis, the same lesion class) is read alone, as the structure it names;
+        its lesion words only locate it unless the instruction names the finding by number. None unless exactly
+        one finding matches."""
+        lex = self.lexicon
+        items = [p.strip() for p in _ITEM.split(text) if p and p.strip() and not p.strip().isdigit()]
+        instructing = [it for it in items if self._instructs(it)]
+        if len(items) < 2 or len(instructing) != 1:
+            return None
+        instruction = instructing[0]
+        said = lex.words(instruction)
+        number = next((b for a, b in zip(said, said[1:], strict=False)
+                       if a in ("finding", "item", "number", "point") and b.isdigit()), None)
+        if number is not None:
+            numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)", text))
+            if number in numbered:
+                inner = self.parse(numbered[number].strip(" .;"), correct_typos)
+                return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
+            return None
+        inner = self.parse(instruction, correct_typos)
+        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words]
+        lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words or self.parse(w).pathology]
+        describes_structure = bool(generic_at) and (min(generic_at) < min(lesion_at, default=99)
+                                                    or any(i + 1 in generic_at for i in lesion_at))
+        if (lesion_at and not describes_structure) or any(not c.paired and c.key not in _NUMBERED
+                                                                for c in inner.concepts):
+            return None  # it asks for a lesion ("segment the new nodule"), or names a whole structure itself
+        describing = [w for w in said if len(w) >= 5 and w not in _PLAIN and w not in lex.instruction_words
+                      and w not in lex.generic_words and w not in lex.anaphora_words and lex.side_of(w) is None
+                      and w not in self.content_vocabulary and w not in _LOCATORS and w not in _VERBS]
+        if not describing:
+            return None
+        found = [it for it in items if it is not instruction and self._describes(describing, lex.words(it))]
+        if len(found) != 1:
+            return None
+        item = self.parse(found[0], correct_typos)
+        if not item.concepts and item.side in (LEFT, RIGHT) and inner.concepts and all(c.paired for c in inner.concepts):
+            # "Edema in the right iliopsoas, left normal. Segment the normal psoas": the instruction's, that side
+            return replace(inner, side=item.side, side_words=item.side_words, focus=instruction)
+        levels = any(_VERTEBRA_LEVEL.match(t) for t in item.tokens)
+        if (not item.concepts and not levels) or not {t for c in inner.concepts for t in c.tokens} <= set(item.tokens):
+            return None
+        lesions = tuple(w for w in (*item.pathology, *item.findings) if w)
+        tokens = tuple(t for t in item.tokens if t not in lex.lesion_words)
+        return replace(item, tokens=tokens, pathology=(), findings=lesions, asked=(), focus=instruction)
+
+    def _describes(self, describing: list[str], words: list[str]) -> bool:
+        """Some describing word of an instruction fits a word of a finding: the same stem ("thrombosed" ~
+        "thrombosis"), enlarged ~ "-megaly", inflamed ~ "-itis", or the same lesion class."""
+        lesion_class = self.lexicon.lesion_class
+        for d in describing:
+            for w in words:
+                if len(w) >= 5 and d[:5] == w[:5]:
+                    return True
+                if d.startswith(("enlarg", "swollen", "bigger")) and (w.endswith("megaly") or w.startswith("enlarg")):
+                    return True
+                if d.startswith(("inflam", "infect")) and (w.endswith("itis") or w.startswith("inflam")):
+                    return True
+                if d in lesion_class and lesion_class.get(w) == lesion_class[d]:
+                    return True
+        return False
 
     def _removed(self, text: str) -> dict[str, str]:
         """Structure key -> side of what a report says was removed ("s/p left adrenalectomy", "the right kidney
@@ -824,8 +900,11 @@ class Parser:
         return organ, side
 
     def _instructs(self, sentence: str) -> bool:
-        """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place)."""
+        """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place), or asks
+        ("please", "make segmentation of")."""
         words = [w.lower() for w in sentence.split()]
+        if {w.strip(",:.") for w in words} & {"please", "pls", "plz", "segmentation"}:
+            return True
         return any(w.strip(",:") in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
                    and following not in _NOUN_AFTER
                    for w, following in zip(words, [*words[1:], ""], strict=True))
@@ -836,6 +915,8 @@ class Parser:
         sentences; a part before a normal part that holds only structure names goes with it. Unchanged when
         nothing else would remain."""
         sentences = [p for p in _SENTENCE.split(text) if p.strip()]
+        if any(self._instructs(p) and set(self.lexicon.split(p)) & _NORMAL for p in sentences):
+            return text  # "Segment the normal kidney": the normal one is asked for
         kept_sentences = []
         dropped = False
         for sentence in sentences:
