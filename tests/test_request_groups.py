@@ -285,7 +285,20 @@ CASES = {
         ("the bean shaped organ on my left side", CT, "kidney_left"),  # the patient's own left
         ("the vein draining my left leg up into the IVC",
          LabelTable({"1": "iliac_vena_left", "2": "iliac_vena_right", "3": "inferior_vena_cava"}), "iliac_vena_left"),
-        ("precentral gyrus on the side of the weak right hand", AAL, "ambiguous_side"),  # named, not described
+        ("precentral gyrus on the side of the weak right hand", AAL, "Precentral_R"),  # the relation is written
+        ("left hand weakness; outline the precentral gyrus responsible", AAL, "Precentral_R"),  # the strips cross
+        ("hippocampus contralateral to the left hand", AAL, "Hippocampus_R"),
+        ("the hippocampus, left hand numb", AAL, "ambiguous_side"),  # the hippocampus serves no hand
+        ("gluteal wasting R>L, segment the more wasted gluteus maximus", MUSCLES, "gluteus_maximus_right"),
+        ("gluteal wasting R>L, segment the gluteus maximus", MUSCLES, "ambiguous_side"),  # which one?
+        ("bilateral adrenal hyperplasia - for now only the left gland", MUSCLES, "adrenal_gland_left"),
+        ("the kidney next to the spleen", CT, "kidney_left"),
+        ("the kidney tucked under the liver", CT, "kidney_right"),
+        ("the lung next to the heart", LUNGS, "ambiguous_side"),  # both lungs are
+        ("dictation: outline the cyst on the write kidney", CT, "kidney_cyst_right"),
+        ("contour the left acid tabulum", CT, "hip_left"),
+        ("segment the pan creas", CT, "pancreas"),
+        ("just the liver parenchyma, no lesion", LIVER_TUMOUR, "liver"),
         ("I've had pain on the left side for weeks. Can you segment the hippocampus?", AAL, "ambiguous_side"),
         ("Moderate right hydronephrosis; the left kidney is normal. Segment the affected kidney.", CT, "kidney_right"),
         ("4 mm non-obstructing stone in the left kidney. Segment the kidney containing the stone.", CT,

@@ -307,6 +307,7 @@ _OPPOSITE = frozenset({"contralateral", "opposite"})
 # words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
 _NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
 _NUMBERED = frozenset({"vertebrae", "rib"})
+_ONLY = frozenset({"only", "just", "solely"})
 _ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
 _ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
 
@@ -386,6 +387,26 @@ class Parser:
             return None
         fixed = self._lesion_vowel_slip(token) or self._typo(token) or self._lesion_anagram(token)
         return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
+
+    def _split_word(self, first: str, second: str) -> str | None:
+        """One content word dictated as two ("pan creas", "fusi form", "acid tabulum"): their join is a content
+        word, or repairs to one, and one of the two is no word of ours."""
+        lex = self.lexicon
+        if not (first.isalpha() and second.isalpha()) or len(first) + len(second) < 6:
+            return None
+        for part in (first, second):
+            if (part in self.content_vocabulary or part in lex.side_vocabulary or part in lex.filler
+                    or part in lex.negations or part in lex.pathology_words):
+                return None
+        if self.known(first) and self.known(second):
+            return None
+        if not self.known(first) and self.correct(first) is not None:
+            return None  # "hipocampus rt": the first word repairs alone
+        joined = first + second
+        if joined in self.content_vocabulary:
+            return joined
+        fixed = self._typo(joined)
+        return fixed if fixed in self.content_vocabulary and len(fixed) >= 7 else None
 
     def _run_together(self, token: str) -> tuple[str, str] | None:
         """Two words typed without a space: a side or content word, then a content or lesion word ("rightkidney",
@@ -514,15 +535,27 @@ class Parser:
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
-        focused = self._focused(reported, correct_typos)
+        greater = _greater_side(reported) if set(lex.split(reported)) & _MORE else None  # "R>L ... the more ..."
+        focused = self._focused(reported, correct_typos) or self._matched_item(reported, correct_typos)
         if focused is not None:
+            if greater:
+                return replace(focused, text=text, side=greater,
+                               side_words=(f"the {greater} (written first in a comparison)",))
             return replace(focused, text=text)
-        matched = self._matched_item(reported, correct_typos)
-        if matched is not None:
-            return replace(matched, text=text)
         removed = self._removed(text) if reported != text else {}
-        raw = _merge_crus(_without_idioms(lex.split(reported)))
+        raw = _merge_crus(_without_idioms(lex.split(_GREATER.sub(" ", reported))))
+        skip = False
         for index, token in enumerate(raw):
+            if skip:
+                skip = False
+                continue
+            following = raw[index + 1] if index + 1 < len(raw) else ""
+            if correct_typos and following and (merged := self._split_word(token, following)):
+                corrections.append((f"{token} {following}", merged))  # dictation: "pan creas" -> "pancreas"
+                token, skip = merged, True
+            if token == "write" and (following in self.content_vocabulary or following in ("side", "sided", "one")):
+                corrections.append((token, "right"))  # dictation: "the write kidney"
+                token = "right"
             if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
                 expansions.append((token, "tumor"))
                 token = "tumor"
@@ -558,7 +591,9 @@ class Parser:
         sides: list[str] = []
         side_words: list[str] = []
         viewer_sides: list[str] = []
-        limb_sides: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
+        only_sides: list[str] = []
+        limb_sides: list[str] = []
+        limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
         loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
         levels: list[tuple[int, str]] = []  # (index, "l4") of vertebral levels
         negated_until = -1
@@ -618,7 +653,10 @@ class Parser:
                 side = lex.side_of(word)
                 if side is not None and i < len(words) and words[i] in _LIMBS and words[i + 1 : i + 2] != ["side"]:
                     limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
+                    limb_words.append(f"{word} {words[i]}")
                     continue
+                if side is not None and set(words[max(0, i - 4) : i - 1]) & _ONLY:
+                    only_sides.append(side)  # "not both psoas muscles, only the right one"
                 if side is not None and _viewer_side(words, i - 1):
                     viewer_sides.append(side)  # "the kidney on the left of the screen": the viewer's left
                     continue
@@ -727,11 +765,23 @@ class Parser:
             elif "neurological" in words:
                 sides += viewer_sides
                 side_words.append("the viewer's side (neurological convention)")
-        if limb_sides and concepts:
+        relation = _side_relation(words)
+        crossed = [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in limb_sides]
+        if limb_sides and concepts and relation is not None:  # "postcentral gyrus contralateral to the numb left hand"
+            sides += crossed if relation == "other" else limb_sides
+            side_words += [f"{relation} side as the {w}" for w in limb_words]
+        elif limb_sides and concepts:
             if all(coarse_region(c.region) == BODY for c in concepts):
                 sides += limb_sides  # "thigh bone, right leg": the bone is in that leg
-            elif lay and all(c.key in lex.contralateral for c in concepts):  # "the strip that moves my hand"
-                sides += [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in limb_sides]
+                side_words += limb_words
+            elif all(c.key in lex.contralateral for c in concepts):  # "the strip that moves my hand", "left hand
+                # weakness ... the precentral gyrus": the motor and sensory strips serve the other side
+                sides += crossed
+                side_words += [f"the hemisphere serving the {w}" for w in limb_words]
+        if greater:  # "gluteal atrophy R>L, segment the more wasted gluteus maximus"
+            sides, side_words = [greater], [*side_words, f"the {greater} (written first in a comparison)"]
+        if only_sides and len(set(only_sides)) == 1:
+            sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
         side = _combine_sides(sides)
         return ParsedText(
             text=text,
@@ -890,8 +940,9 @@ class Parser:
         organ = organs[0]
         at = first_at.get(organ, -1)
         near = words[max(0, at - 5) : at + 3]
-        if "side" not in near and "sided" not in near:
-            return None
+        by_position = organ.key != "heart" and set(words[max(0, at - 4) : at]) & (_POSITIONAL - {"around", "between"})
+        if "side" not in near and "sided" not in near and not by_position:
+            return None  # "the kidney next to the spleen", "the adrenal behind the IVC" place it by position
         if first_at.get(paired[0], len(words)) > at:
             return None  # "the liver side of the kidney": the organ comes first, the target after it
         side = self.lexicon.organ_sides[organ.key]
@@ -1080,6 +1131,31 @@ def _viewer_side(words: list[str], at: int) -> bool:
     if set(before) & {"shown", "displayed", "appears", "seen"} and present & _VIEWER:
         return True
     return "my" in before and bool(present & (_VIEWER | {"facing", "look", "looking", "viewing"}))
+
+
+_GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b")
+_MORE = frozenset({"more", "most", "worse", "worst", "larger", "largest", "bigger", "biggest", "greater", "dominant",
+                   "predominant", "severe", "affected"})
+
+
+def _side_relation(words: list[str]) -> str | None:
+    """"other" when the text places its target on the other side of something ("contralateral to the numb left
+    hand"), "same" for "ipsilateral" / "the same side as" / "on the side of"; None otherwise."""
+    if set(words) & {"contralateral", "opposite"}:
+        return "other"
+    if "ipsilateral" in words or any(a == "same" and b == "side" for a, b in zip(words, words[1:], strict=False)):
+        return "same"
+    if any(a == "side" and b == "of" for a, b in zip(words, words[1:], strict=False)) and set(words) & _LIMBS:
+        return "same"
+    return None
+
+
+def _greater_side(text: str) -> str | None:
+    """The side written first in "R>L" / "L > R"."""
+    found = _GREATER.search(text)
+    if not found or found.group(1).lower() == found.group(2).lower():
+        return None
+    return RIGHT if found.group(1).lower() == "r" else LEFT
 
 
 def _negated(words: list[str], at: int, negations: frozenset[str]) -> bool:
