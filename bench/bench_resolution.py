@@ -48,8 +48,10 @@ SETS = {
     "development-v10": REPO / "bench" / "data" / "requests_dev_v10.jsonl",
     # written by helper 10 at the same time as v7 and v8, never tuned on: misses only with --show-misses
     "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
+    # helper 13, written during the v9/v10 rounds (issue 11's groups plus side traps), never tuned on
+    "held-out-v4": REPO / "bench" / "data" / "requests_holdout_v4.jsonl",
 }
-HELD_OUT = {"held-out-v2", "held-out-v3"}  # sets whose misses are not printed unless --show-misses
+HELD_OUT = {"held-out-v2", "held-out-v3", "held-out-v4"}  # sets whose misses are not printed unless --show-misses
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)
 MAPS_ON = {"brain-mets": ("brain-colin27", LABEL_MAPS / "brain-mets.json"),  # BrainMetShare: one lesion class
