@@ -322,6 +322,28 @@ CASES = {
         ("Hx breast ca. 6 mm enhancing nodule in the left cerebellar hemisphere. Please segment the nodule.",
          BRAIN_METS, "metastases"),  # the breast is the history, the cerebellum the site
         ("the nucleus pulposus at L2-L3", SPINE, "intervertebral_discs"),
+        ("1. Splenomegaly. 2. Aorta patent. 3. Fatty liver. segment finding 3", CT, "liver"),  # numbered as written
+        ("1. Liver with heterogeneous enhancement. 2. Hypervascular lesion. Segment finding 1.", LIVER_TUMOUR,
+         "liver"),  # a pattern of the organ, not a lesion
+        ("1. Liver with heterogeneous enhancement. 2. Hypervascular lesion. Segment finding 2.", LIVER_TUMOUR,
+         "liver_tumor"),
+        ("Cirrhotic liver with nodular contour. 2 cm mass in segment VII. Segment the mass.", LIVER_TUMOUR,
+         "liver_tumor"),  # "nodular contour" is no instruction
+        ("Thrombus in the portal vein. Aortic calcification. Segment the vessel with the clot.", VESSELS,
+         "portal_vein_and_splenic_vein"),
+    ],
+    # development set v11: sides of a face or visual field, negated sides, a name and a description that differ
+    "v11_rules": [
+        ("gluteus maximus, the one that is not on the right", MUSCLES, "gluteus_maximus_left"),
+        ("do not segment the left kidney", CT, "kidney_left"),  # a negated request, not the other side
+        ("the cortex that feels touch on the right side of the face", AAL2 := LabelTable(
+            {"1": "Postcentral_L", "2": "Postcentral_R", "3": "Calcarine_L", "4": "Calcarine_R"}), "Postcentral_L"),
+        ("the visual cortex for the left half of the visual field", AAL2, "Calcarine_R"),
+        ("the medial frontal cortex that helps plan movements",
+         LabelTable({"1": "Frontal_Sup_Medial_L", "2": "Supp_Motor_Area_L", "3": "Precentral_L"}),
+         "multiple_targets"),  # named one structure, described another: not the named one alone
+        ("the pouch off the left atrium where clots form in afib",
+         LabelTable({"1": "atrial_appendage_left", "2": "heart"}), "atrial_appendage_left"),
     ],
 }
 

@@ -307,6 +307,7 @@ _OPPOSITE = frozenset({"contralateral", "opposite"})
 # words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
 _NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
 _NUMBERED = frozenset({"vertebrae", "rib"})
+_PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
 _ONLY = frozenset({"only", "just", "solely"})
 _ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
 _ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
@@ -536,7 +537,7 @@ class Parser:
         words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
         greater = _greater_side(reported) if set(lex.split(reported)) & _MORE else None  # "R>L ... the more ..."
-        focused = self._focused(reported, correct_typos) or self._matched_item(reported, correct_typos)
+        focused = self._focused(reported, correct_typos) or self._matched_item(reported, correct_typos, text)
         if focused is not None:
             if greater:
                 return replace(focused, text=text, side=greater,
@@ -592,6 +593,7 @@ class Parser:
         side_words: list[str] = []
         viewer_sides: list[str] = []
         only_sides: list[str] = []
+        negated_sides: list[str] = []
         limb_sides: list[str] = []
         limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
         loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
@@ -651,9 +653,13 @@ class Parser:
                 if word in lex.part_nouns and i > negated_until:
                     parts.append(word)
                 side = lex.side_of(word)
-                if side is not None and i < len(words) and words[i] in _LIMBS and words[i + 1 : i + 2] != ["side"]:
+                if side is not None and (limb := _limb_after(words, i)):
                     limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
-                    limb_words.append(f"{word} {words[i]}")
+                    limb_words.append(f"{word} {limb}")
+                    continue
+                if (side is not None and set(words[max(0, i - 4) : i - 1]) & {"not", "never", "isnt", "nor"}
+                        and not (i < len(words) and words[i] in self.content_vocabulary)):
+                    negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
                     continue
                 if side is not None and set(words[max(0, i - 4) : i - 1]) & _ONLY:
                     only_sides.append(side)  # "not both psoas muscles, only the right one"
@@ -727,7 +733,19 @@ class Parser:
         beside = [*landmarks, *(c for c, _ in related)]
         aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
         aside.update(t for t in loose_related if not any(t in c.tokens for c in concepts if c not in beside))
-        cue = self._lay_cue(words, [t for t in tokens if t not in aside]) if not pathology else None
+        cue = self._lay_cue(words, [t for t in tokens if t not in aside])
+        if cue and pathology:
+            if all(any(_cue_word(c, p) for c in cue[1]) for p in pathology):
+                pathology = []  # "the pouch of the heart where clots form in afib": the clot describes the place
+            else:
+                cue = None
+        described = self._lay_cue(words, []) if not cue and not pathology and concepts else None
+        if (described and described[0] not in concepts and len(described[1]) >= 2
+                and not any(_cue_word(w, t) for w in described[1] for c in concepts for t in c.tokens)):
+            # the text names one structure and describes another ("the patch of medial frontal cortex ... that
+            # helps plan movements"): two candidates, not the named one alone
+            concepts.append(described[0])
+            tokens.extend(described[0].tokens)
         if cue and concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
             drop([c for c in concepts if c not in beside and all(any(_cue_word(w, t) for w in cue[1])
                                                                  for t in c.tokens)])
@@ -780,6 +798,9 @@ class Parser:
                 side_words += [f"the hemisphere serving the {w}" for w in limb_words]
         if greater:  # "gluteal atrophy R>L, segment the more wasted gluteus maximus"
             sides, side_words = [greater], [*side_words, f"the {greater} (written first in a comparison)"]
+        if not sides and len(set(negated_sides)) == 1 and concepts and all(c.paired for c in concepts):
+            sides = [{LEFT: RIGHT, RIGHT: LEFT}[negated_sides[0]]]
+            side_words = [*side_words, f"not the {negated_sides[0]}"]
         if only_sides and len(set(only_sides)) == 1:
             sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
         side = _combine_sides(sides)
@@ -846,7 +867,7 @@ class Parser:
             return None
         return replace(inner, side=side, focus=sentence)
 
-    def _matched_item(self, text: str, correct_typos: bool) -> ParsedText | None:
+    def _matched_item(self, text: str, correct_typos: bool, original: str = "") -> ParsedText | None:
         """A report of several findings whose one instruction picks a finding by what it says rather than by name:
         "1. Hepatic steatosis. 2. Compression deformity of L1. Segment the vertebra with the compression
         deformity." (L1), "splenomegaly; small left effusion. Contour the enlarged organ." (the spleen), "pls
@@ -864,20 +885,26 @@ class Parser:
         number = next((b for a, b in zip(said, said[1:], strict=False)
                        if a in ("finding", "item", "number", "point") and b.isdigit()), None)
         if number is not None:
-            numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)", text))
-            if number in numbered:
-                inner = self.parse(numbered[number].strip(" .;"), correct_typos)
-                return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
-            return None
+            numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)",
+                                       original or text))  # the numbers as written, normal items included
+            if number not in numbered:
+                return None
+            inner = self.parse(numbered[number].strip(" .;"), correct_typos)
+            classes = {lex.lesion_class.get(w) for w in inner.pathology}
+            if inner.concepts and inner.pathology and classes <= _PATTERN_CLASSES:
+                # "Liver with diffusely heterogeneous enhancement": a pattern of the organ, no lesion in it
+                inner = replace(inner, pathology=(), findings=inner.pathology)
+            return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
         inner = self.parse(instruction, correct_typos)
-        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words]
-        lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words or self.parse(w).pathology]
+        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns]
+        lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words
+                     or (not self.known(w) and self.correct(w) in lex.pathology_words)]  # "thrombosed"
         describes_structure = bool(generic_at) and (min(generic_at) < min(lesion_at, default=99)
                                                     or any(i + 1 in generic_at for i in lesion_at))
         if (lesion_at and not describes_structure) or any(not c.paired and c.key not in _NUMBERED
                                                                 for c in inner.concepts):
             return None  # it asks for a lesion ("segment the new nodule"), or names a whole structure itself
-        describing = [w for w in said if len(w) >= 5 and w not in _PLAIN and w not in lex.instruction_words
+        describing = [w for w in said if len(w) >= 4 and w not in _PLAIN and w not in lex.instruction_words
                       and w not in lex.generic_words and w not in lex.anaphora_words and lex.side_of(w) is None
                       and w not in self.content_vocabulary and w not in _LOCATORS and w not in _VERBS]
         if not describing:
@@ -902,7 +929,7 @@ class Parser:
         lesion_class = self.lexicon.lesion_class
         for d in describing:
             for w in words:
-                if len(w) >= 5 and d[:5] == w[:5]:
+                if len(w) >= 5 and len(d) >= 5 and d[:5] == w[:5]:
                     return True
                 if d.startswith(("enlarg", "swollen", "bigger")) and (w.endswith("megaly") or w.startswith("enlarg")):
                     return True
@@ -956,9 +983,17 @@ class Parser:
         words = [w.lower() for w in sentence.split()]
         if {w.strip(",:.") for w in words} & {"please", "pls", "plz", "segmentation"}:
             return True
-        return any(w.strip(",:") in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
-                   and following not in _NOUN_AFTER
-                   for w, following in zip(words, [*words[1:], ""], strict=True))
+        words = [w.strip(",:.;") for w in words]
+        return any(w in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
+                   and following not in _NOUN_AFTER and not (following == "" and self._describer(previous))
+                   for previous, w, following in zip(["", *words], words, [*words[1:], ""], strict=False))
+
+    def _describer(self, word: str) -> bool:
+        """A word that makes a following "contour" or "outline" a noun ("nodular contour", "smooth outline")."""
+        lex = self.lexicon
+        return bool(word) and word not in lex.instruction_words and word not in (
+            "the", "a", "an", "to", "and", "then", "now", "also", "pls", "please", "just", "only", "can", "you",
+            "kindly", "could", "would", "i", "we", "me", "us", "it", "them")
 
     def without_normal_clauses(self, text: str) -> str:
         """The text without what a report calls normal or removed: "left kidney unremarkable", "Liver: normal",
@@ -1138,6 +1173,20 @@ _MORE = frozenset({"more", "most", "worse", "worst", "larger", "largest", "bigge
                    "predominant", "severe", "affected"})
 
 
+def _limb_after(words: list[str], at: int) -> str | None:
+    """The limb, face or visual field that a side word before `at` belongs to ("left hand", "the left side of the
+    face", "the right half of the visual field"), or None ("left hand side" is a plain side)."""
+    following = words[at : at + 6]
+    if following[:1] and following[0] in _LIMBS and following[1:2] != ["side"]:
+        return following[0]
+    if following[:2] in (["side", "of"], ["half", "of"]):
+        limb = next((w for w in following[2:] if w in _LIMBS or w == "field"), None)
+        return None if limb is None else f"{following[0]} of the {'visual field' if limb == 'field' else limb}"
+    if following[:2] in (["visual", "field"], ["visual", "hemifield"]):
+        return "visual field"
+    return None
+
+
 def _side_relation(words: list[str]) -> str | None:
     """"other" when the text places its target on the other side of something ("contralateral to the numb left
     hand"), "same" for "ipsilateral" / "the same side as" / "on the side of"; None otherwise."""
@@ -1145,7 +1194,8 @@ def _side_relation(words: list[str]) -> str | None:
         return "other"
     if "ipsilateral" in words or any(a == "same" and b == "side" for a, b in zip(words, words[1:], strict=False)):
         return "same"
-    if any(a == "side" and b == "of" for a, b in zip(words, words[1:], strict=False)) and set(words) & _LIMBS:
+    if any(a == "the" and b == "side" and c == "of" for a, b, c in zip(words, words[1:], words[2:], strict=False)) \
+            and set(words) & _LIMBS:  # "on the side of the weak right hand" (not "the left side of the face")
         return "same"
     return None
 
