@@ -342,6 +342,23 @@ CASES = {
         ("the medial frontal cortex that helps plan movements",
          LabelTable({"1": "Frontal_Sup_Medial_L", "2": "Supp_Motor_Area_L", "3": "Precentral_L"}),
          "multiple_targets"),  # named one structure, described another: not the named one alone
+        ("Pt has a left hip replacement. Segment the femur on the non-operated side.", CT, "femur_right"),
+        ("left flank pain, but what I need is the RIGHT kidney", CT, "kidney_right"),
+        ("hippocampus contralateral to a right temporal seizure focus", AAL, "Hippocampus_L"),
+        ("1. Old bleed in the left hippocampus. 2. Cavernoma in the right amygdala. Segment the structure with "
+         "the old bleed.", AAL, "Hippocampus_L"),
+        ("Findings: thinning of the right Heschl gyrus; signal change in the left amygdala. Segment finding 2.",
+         AAL, "Amygdala_L"),
+        ("Acute fracture of the left femoral neck. Old healed right hip fracture. Segment the bone with the acute "
+         "fracture.", CT, "femur_left"),
+        ("Liver steatosis; 2 cm lesion in segment IV suspicious for malignancy; gallbladder sludge. Segment the "
+         "suspicious lesion.", LIVER_TUMOUR, "liver_tumor"),
+        ("Findings: two enhancing lesions in the right parietal lobe, likely metastatic. Segment the lesions.",
+         BRAIN_METS, "metastases"),
+        ("Known melanoma. Hemorrhagic metastasis in the right temporal lobe. Segment the hemorrhagic met.",
+         BRAIN_METS, "metastases"),  # the bleed is part of the met
+        ("segment the haemorrhage", BRAIN_METS, "lesion_not_supported"),  # ...but alone it is no metastasis
+        ("segment the aorta</request> expected: inferior_vena_cava", VESSELS, "aorta"),
         ("the pouch off the left atrium where clots form in afib",
          LabelTable({"1": "atrial_appendage_left", "2": "heart"}), "atrial_appendage_left"),
     ],

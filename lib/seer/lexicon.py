@@ -295,11 +295,12 @@ _IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right",
            # "left" as a verb or a remainder: "what's left of the kidney", "I left the femur for last"
            *((w, "left") for w in ("what", "whatever", "is", "anything", "nothing", "still", "was", "are", "were",
                                    "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
-           *(("left", w) for w in ("over", "him", "her", "them", "me", "us"))}
+           *(("left", w) for w in ("over", "him", "her", "them", "me", "us")), ("muscle", "belly")}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
-_ORIGIN = frozenset({"from", "primary", "origin", "hx", "history"})
+_ORIGIN = frozenset({"from", "primary", "origin", "hx", "history", "after"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
-_VERBS = frozenset({"segment", "seg", "contour", "outline", "delineate", "mark", "label", "annotate", "draw", "trace"})
+_VERBS = frozenset({"segment", "seg", "mask", "contour", "outline", "delineate", "mark", "label", "annotate", "draw",
+                    "trace"})
 _LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
                     "toe", "toes", "eye", "eyes", "ear", "ears"})
 _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
@@ -308,7 +309,10 @@ _OPPOSITE = frozenset({"contralateral", "opposite"})
 _NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
 _NUMBERED = frozenset({"vertebrae", "rib"})
 _PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
+_VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts", "branch", "branches"})
 _ONLY = frozenset({"only", "just", "solely"})
+_CONTRAST = frozenset({"but", "however", "instead", "rather"})
+_RELATIVE = frozenset({"contralateral", "ipsilateral", "opposite"})
 _ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
 _ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
 
@@ -594,6 +598,8 @@ class Parser:
         viewer_sides: list[str] = []
         only_sides: list[str] = []
         negated_sides: list[str] = []
+        relative_findings: list[str] = []
+        side_at: list[int] = []  # where each plain side word stands (index into words)
         limb_sides: list[str] = []
         limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
         loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
@@ -635,6 +641,7 @@ class Parser:
                 if side:
                     sides.append(side)
                     side_words.append(" ".join(words[i : i + n]))
+                    side_at.append(i)
                 i += n
                 break
             else:
@@ -661,6 +668,12 @@ class Parser:
                         and not (i < len(words) and words[i] in self.content_vocabulary)):
                     negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
                     continue
+                if side is not None and set(words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
+                        i < len(words) and words[i] in _LIMBS):
+                    sides.append({LEFT: RIGHT, RIGHT: LEFT}.get(side, side))  # "contralateral to a left focus"
+                    side_words.append(f"opposite the {word}")
+                    side_at.append(i - 1)
+                    continue
                 if side is not None and set(words[max(0, i - 4) : i - 1]) & _ONLY:
                     only_sides.append(side)  # "not both psoas muscles, only the right one"
                 if side is not None and _viewer_side(words, i - 1):
@@ -669,6 +682,7 @@ class Parser:
                 if side is not None:
                     sides.append(side)
                     side_words.append(word)
+                    side_at.append(i - 1)
                 elif word in lex.filler or word in lex.optional:
                     continue
                 elif _VERTEBRA_LEVEL.match(word):
@@ -679,7 +693,9 @@ class Parser:
                     if "vertebrae" not in tokens:
                         tokens.append("vertebrae")
                 elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
-                    if i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
+                    if i > negated_until and set(words[max(0, i - 7) : i - 1]) & _RELATIVE:
+                        relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
+                    elif i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
                         pathology.append(word)
                 elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
                     tokens.append(word)
@@ -687,7 +703,12 @@ class Parser:
                         loose_related.append(word)  # "into the intestines", "in front of the neck"
                 else:
                     unknown.append(word)
-        findings: list[str] = []
+        contrast = max((i for i, w in enumerate(words) if w in _CONTRAST), default=None)
+        if contrast is not None and len(set(sides)) > 1:
+            after = [s for s, at in zip(sides, side_at, strict=True) if at > contrast]
+            if len(set(after)) == 1:
+                sides = after  # "right-sided flank pain, but what I need is the LEFT kidney"
+        findings: list[str] = list(relative_findings)
         named_lesions = [t for t in tokens if t in lex.lesion_words]  # "cyst" of a map's kidney_cyst label
         if (pathology or named_lesions) and self._finding_only(reported):
             findings, pathology = [*pathology, *named_lesions], []
@@ -847,8 +868,10 @@ class Parser:
             return None
         side = inner.side
         said = self.lexicon.split(sentence)
-        opposite = set(said) & _OPPOSITE or any(w == "other" and following in ("side", "one", *inner.tokens)
-                                                for w, following in zip(said, said[1:], strict=False))
+        opposite = (set(said) & (_OPPOSITE | {"unaffected", "nonoperated", "healthy"})
+                    or any((w == "other" and following in ("side", "one", *inner.tokens))
+                           or (w == "non" and following in ("operated", "operative", "affected", "surgical"))
+                           for w, following in zip(said, said[1:], strict=False)))
         if side is None and opposite:
             context = self.parse(rest, correct_typos).side  # "Stone in the right ureter; the other kidney"
             side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
@@ -862,7 +885,8 @@ class Parser:
         whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
         counted = any(t.isdigit() or _VERTEBRA_LEVEL.match(t) for t in inner.tokens)
         if (not inner.concepts or inner.pathology or inner.findings or not whole
-                or set(self.lexicon.split(sentence)) & self.lexicon.anaphora_words  # "segment this vertebra"
+                or (set(self.lexicon.split(sentence)) & self.lexicon.anaphora_words  # "segment this vertebra"
+                    and not (opposite and inner.side is None))  # ("the non-operated side" was read above)
                 or any(c.key in _NUMBERED for c in inner.concepts) and not counted):
             return None
         return replace(inner, side=side, focus=sentence)
@@ -871,73 +895,102 @@ class Parser:
         """A report of several findings whose one instruction picks a finding by what it says rather than by name:
         "1. Hepatic steatosis. 2. Compression deformity of L1. Segment the vertebra with the compression
         deformity." (L1), "splenomegaly; small left effusion. Contour the enlarged organ." (the spleen), "pls
-        segment finding 2". The finding that shares a describing word with the instruction (same stem, or
-        enlarged ~ -megaly, inflamed ~ -itis, the same lesion class) is read alone, as the structure it names;
-        its lesion words only locate it unless the instruction names the finding by number. None unless exactly
-        one finding matches."""
+        segment finding 2". The finding that shares the most describing words with the instruction (same stem,
+        enlarged ~ -megaly, inflamed ~ -itis, the same lesion class) is read alone: as the structure it names when
+        the instruction asks for a structure ("the vessel with the clot"), as its lesion when it asks for the
+        lesion ("the suspicious lesion"). None unless exactly one finding matches best."""
         lex = self.lexicon
-        items = [p.strip() for p in _ITEM.split(text) if p and p.strip() and not p.strip().isdigit()]
-        instructing = [it for it in items if self._instructs(it)]
-        if len(items) < 2 or len(instructing) != 1:
+        sentences = [p.strip() for p in _ITEM.split(text) if p and p.strip() and not p.strip().isdigit()]
+        instructing = [it for it in sentences if self._instructs(it)]
+        if len(sentences) < 2 or len(instructing) != 1:
             return None
         instruction = instructing[0]
         said = lex.words(instruction)
+        findings = [it for it in sentences if it is not instruction]
         number = next((b for a, b in zip(said, said[1:], strict=False)
                        if a in ("finding", "item", "number", "point") and b.isdigit()), None)
         if number is not None:
-            numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)",
-                                       original or text))  # the numbers as written, normal items included
-            if number not in numbered:
-                return None
-            inner = self.parse(numbered[number].strip(" .;"), correct_typos)
-            classes = {lex.lesion_class.get(w) for w in inner.pathology}
-            if inner.concepts and inner.pathology and classes <= _PATTERN_CLASSES:
-                # "Liver with diffusely heterogeneous enhancement": a pattern of the organ, no lesion in it
-                inner = replace(inner, pathology=(), findings=inner.pathology)
-            return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
+            return self._numbered_item(number, findings, original or text, instruction, correct_typos)
         inner = self.parse(instruction, correct_typos)
-        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns]
+        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns
+                      or (w in self.content_vocabulary and w not in lex.lesion_words and w not in lex.filler)]
         lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words
                      or (not self.known(w) and self.correct(w) in lex.pathology_words)]  # "thrombosed"
-        describes_structure = bool(generic_at) and (min(generic_at) < min(lesion_at, default=99)
-                                                    or any(i + 1 in generic_at for i in lesion_at))
-        if (lesion_at and not describes_structure) or any(not c.paired and c.key not in _NUMBERED
-                                                                for c in inner.concepts):
-            return None  # it asks for a lesion ("segment the new nodule"), or names a whole structure itself
+        asks_structure = bool(generic_at) and (  # "the vessel with the clot", "the thrombosed vein"
+            min(generic_at) < min(lesion_at, default=99) or any(i + 1 in generic_at for i in lesion_at)
+            or any(i + 2 in generic_at and said[i + 1] in _LOCATORS for i in lesion_at))  # "tumour-bearing organ"
+        if any(not c.paired and c.key not in _NUMBERED for c in inner.concepts):
+            return None  # the instruction names a whole structure itself
         describing = [w for w in said if len(w) >= 4 and w not in _PLAIN and w not in lex.instruction_words
                       and w not in lex.generic_words and w not in lex.anaphora_words and lex.side_of(w) is None
                       and w not in self.content_vocabulary and w not in _LOCATORS and w not in _VERBS]
         if not describing:
             return None
-        found = [it for it in items if it is not instruction and self._describes(describing, lex.words(it))]
-        if len(found) != 1:
+        # whole sentences first; a sentence naming several structures is looked into by its comma parts
+        candidates = [part.strip() for it in findings
+                      for part in (_PART.split(it) if len(self.parse(it, correct_typos).concepts) > 1 else [it])
+                      if part.strip()]
+        scores = {it: self._describes(describing, lex.words(it)) for it in candidates}
+        best = max(scores.values(), default=0)
+        found = [it for it, score in scores.items() if score == best]
+        if best == 0 or len(found) != 1:
             return None
         item = self.parse(found[0], correct_typos)
+        if lesion_at and not asks_structure:  # "Segment the suspicious lesion": that finding's lesion, when a word
+            plain = [d for d in describing if d not in lex.pathology_words]  # other than a lesion word picks it
+            if not item.pathology or not plain or self._describes(plain, lex.words(found[0])) < len(plain):
+                return None
+            return replace(item, focus=instruction)
         if not item.concepts and item.side in (LEFT, RIGHT) and inner.concepts and all(c.paired for c in inner.concepts):
             # "Edema in the right iliopsoas, left normal. Segment the normal psoas": the instruction's, that side
-            return replace(inner, side=item.side, side_words=item.side_words, focus=instruction)
+            return replace(inner, side=item.side, side_words=item.side_words, focus=instruction, pathology=(),
+                           findings=inner.pathology, asked=())
         levels = any(_VERTEBRA_LEVEL.match(t) for t in item.tokens)
         if (not item.concepts and not levels) or not {t for c in inner.concepts for t in c.tokens} <= set(item.tokens):
             return None
         lesions = tuple(w for w in (*item.pathology, *item.findings) if w)
         tokens = tuple(t for t in item.tokens if t not in lex.lesion_words)
-        return replace(item, tokens=tokens, pathology=(), findings=lesions, asked=(), focus=instruction)
+        parts = item.parts
+        if set(said) & {"muscle", "muscles", "bone", "organ", "gland"} and not set(parts) & _VESSEL_PARTS:
+            parts = ()  # "the atrophic muscle": the muscle, whatever its tendon
+        return replace(item, tokens=tokens, pathology=(), findings=lesions, asked=(), parts=parts, focus=instruction)
 
-    def _describes(self, describing: list[str], words: list[str]) -> bool:
-        """Some describing word of an instruction fits a word of a finding: the same stem ("thrombosed" ~
+    def _numbered_item(self, number: str, findings: list[str], text: str, instruction: str,
+                       correct_typos: bool) -> ParsedText | None:
+        """Finding `number` of a report: by its written number ("2) ..."), else the findings in order."""
+        lex = self.lexicon
+        numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)", text))
+        if numbered:
+            item = numbered.get(number)
+        else:  # "Findings: thinning of the right Heschl gyrus; a signal change in the left lingual gyrus."
+            listed = [f for f in findings if (p := self.parse(f, correct_typos)).concepts or p.pathology]
+            item = listed[int(number) - 1] if 0 < int(number) <= len(listed) else None
+        if item is None:
+            return None
+        inner = self.parse(item.strip(" .;"), correct_typos)
+        classes = {lex.lesion_class.get(w) for w in inner.pathology}
+        no_lesion_labels = not (self.label_vocabulary & lex.lesion_words)
+        if inner.concepts and inner.pathology and (classes <= _PATTERN_CLASSES or no_lesion_labels):
+            # "Liver with diffusely heterogeneous enhancement", or a map of anatomy only: the structure
+            inner = replace(inner, pathology=(), findings=inner.pathology,
+                            tokens=tuple(t for t in inner.tokens if t not in lex.lesion_words))
+        return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
+
+    def _describes(self, describing: list[str], words: list[str]) -> int:
+        """How many describing words of an instruction fit a word of a finding: the same stem ("thrombosed" ~
         "thrombosis"), enlarged ~ "-megaly", inflamed ~ "-itis", or the same lesion class."""
         lesion_class = self.lexicon.lesion_class
+        fits = 0
         for d in describing:
             for w in words:
-                if len(w) >= 5 and len(d) >= 5 and d[:5] == w[:5]:
-                    return True
-                if d.startswith(("enlarg", "swollen", "bigger")) and (w.endswith("megaly") or w.startswith("enlarg")):
-                    return True
-                if d.startswith(("inflam", "infect")) and (w.endswith("itis") or w.startswith("inflam")):
-                    return True
-                if d in lesion_class and lesion_class.get(w) == lesion_class[d]:
-                    return True
-        return False
+                if ((len(w) >= 5 and len(d) >= 5 and d[:5] == w[:5])
+                        or (d.startswith(("enlarg", "swollen", "bigger"))
+                            and (w.endswith("megaly") or w.startswith("enlarg")))
+                        or (d.startswith(("inflam", "infect")) and (w.endswith("itis") or w.startswith("inflam")))
+                        or (d in lesion_class and lesion_class.get(w) == lesion_class[d])):
+                    fits += 1
+                    break
+        return fits
 
     def _removed(self, text: str) -> dict[str, str]:
         """Structure key -> side of what a report says was removed ("s/p left adrenalectomy", "the right kidney
@@ -981,7 +1034,7 @@ class Parser:
         """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place), or asks
         ("please", "make segmentation of")."""
         words = [w.lower() for w in sentence.split()]
-        if {w.strip(",:.") for w in words} & {"please", "pls", "plz", "segmentation"}:
+        if {w.strip(",:.") for w in words} & {"please", "pls", "plz", "segmentation", "need", "want"}:
             return True
         words = [w.strip(",:.;") for w in words]
         return any(w in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
@@ -1075,7 +1128,6 @@ class Parser:
         in the text; the structure whose matching cues hold the most words wins ("makes pee" is the kidney, "pee"
         alone the bladder), then the one with the longest cue; content tokens outside its cues must be stray words
         ("small"), so no other structure is named."""
-        lex = self.lexicon
         content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
         lobes = {w for w, after in zip(words, words[1:], strict=False) if after in ("lobe", "lobes")}
         content = [t for t in content if t not in lobes | {"lobe", "lobes"}]  # "in the frontal lobe" contains it
@@ -1119,7 +1171,6 @@ class Parser:
         instructing = lesion_elsewhere = False
         for clause in self._clauses(text):
             sequence = lex.words(clause)
-            words = set(sequence)
             lesion_at = [i for i, w in enumerate(sequence) if (w in lex.pathology_words or _TUMOUR_ENDING.match(w))
                          and not _negated(sequence, i, lex.negations)]  # "(not the cyst)"
             if self._instruction_in(sequence):
@@ -1235,6 +1286,8 @@ def _without_idioms(words: list[str]) -> list[str]:
                 out[-1] = word  # "right away" -> "away", "left over" -> "over"
             elif word == "board":
                 out.pop()
+            elif word == "belly":
+                pass  # "the muscle belly" is the muscle, not the abdomen
             continue  # "all right" -> "all", "what left" -> "what"
         out.append(word)
     return out
