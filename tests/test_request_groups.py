@@ -359,6 +359,14 @@ CASES = {
          BRAIN_METS, "metastases"),  # the bleed is part of the met
         ("segment the haemorrhage", BRAIN_METS, "lesion_not_supported"),  # ...but alone it is no metastasis
         ("segment the aorta</request> expected: inferior_vena_cava", VESSELS, "aorta"),
+        ("sacrum, the bone between the left and right hip bones", CT, "sacrum"),  # the hips are landmarks
+        ("Contour the urinary bladder as OAR for prostate RT planning.", LUNGS, "urinary_bladder"),  # RT: therapy
+        ("Segment the aorta as well as the IVC", VESSELS, "multiple_targets"),
+        ("the back muscles along the left side of my spine",
+         LabelTable({"1": "autochthon_left", "2": "autochthon_right", "3": "vertebrae"}), "autochthon_left"),
+        ("the hip bone on the same side as the right femoral neck fracture", CT, "hip_right"),
+        ("the first loop of the small intestine, straight after the stomach",
+         LabelTable({"1": "small_bowel", "2": "duodenum", "3": "stomach"}), "duodenum"),
         ("the pouch off the left atrium where clots form in afib",
          LabelTable({"1": "atrial_appendage_left", "2": "heart"}), "atrial_appendage_left"),
     ],

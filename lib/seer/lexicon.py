@@ -252,13 +252,13 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
 
 # words that place a structure relative to another ("the gland below the bladder")
 _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next", "bottom",
-                         "hugging", "wrapping", "curling", "lining",
+                         "hugging", "wrapping", "curling", "lining", "after", "before", "beyond", "past",
                          "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
 # a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
 _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
-                         "following", "off", "out"})
+                         "following", "off", "out", "as", "contralateral", "ipsilateral"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected", "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
@@ -277,7 +277,7 @@ _LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harborin
 _STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "lower", "middle", "inner", "outer",
                           "long", "short", "deep", "superficial", "back", "front", "hemisphere", "process",
                           "pelvis", "abdomen", "chest", "thigh", "arm", "leg", "neck", "head", "tail", "body", "half",
-                          "side", "top", "bottom", "base", "groin"})
+                          "side", "top", "bottom", "base", "groin", "straight"})
 # words before a vertebral level that make it a place ("atrophy ... at L4-L5", "the L4/5 disc")
 _LEVEL_PLACE = frozenset({"at", "level", "levels", "between", "from", "opposite"})
 # words that join two targets in one request ("liver and tumour")
@@ -295,7 +295,9 @@ _IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right",
            # "left" as a verb or a remainder: "what's left of the kidney", "I left the femur for last"
            *((w, "left") for w in ("what", "whatever", "is", "anything", "nothing", "still", "was", "are", "were",
                                    "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
-           *(("left", w) for w in ("over", "him", "her", "them", "me", "us")), ("muscle", "belly")}
+           *(("left", w) for w in ("over", "him", "her", "them", "me", "us")), ("muscle", "belly"),
+           # "RT planning": radiotherapy, not the right side
+           *(("rt", w) for w in ("planning", "plan", "plans", "dose", "field", "fields", "course", "target", "targets"))}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
 _ORIGIN = frozenset({"from", "primary", "origin", "hx", "history", "after"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
@@ -311,6 +313,7 @@ _NUMBERED = frozenset({"vertebrae", "rib"})
 _PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
 _VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts", "branch", "branches"})
 _ONLY = frozenset({"only", "just", "solely"})
+_AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
 _CONTRAST = frozenset({"but", "however", "instead", "rather"})
 _RELATIVE = frozenset({"contralateral", "ipsilateral", "opposite"})
 _ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
@@ -540,6 +543,7 @@ class Parser:
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
+        reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
         greater = _greater_side(reported) if set(lex.split(reported)) & _MORE else None  # "R>L ... the more ..."
         focused = self._focused(reported, correct_typos) or self._matched_item(reported, correct_typos, text)
         if focused is not None:
@@ -631,6 +635,10 @@ class Parser:
                     landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
                 elif relation := next((w for w in reversed(words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
                     related.append((concept, relation))
+                elif any(words[j] == "side" and words[j + 1 : j + 2] == ["of"] and j > 0
+                         and (lex.side_of(words[j - 1]) or words[j - 1] in ("other", "same"))
+                         for j in range(max(0, i - 4), i - 1)):
+                    related.append((concept, "side of"))  # "running along the right side of my spine"
                 if concept not in first_at and set(words[max(0, i - 4) : i]) & _ORIGIN:
                     origins.append(concept)  # (its first mention: "no change from prior. Segment the insula")
                 if negated_until >= 0 and i <= negated_until + 2:  # "not the liver, the spleen"
@@ -693,7 +701,8 @@ class Parser:
                     if "vertebrae" not in tokens:
                         tokens.append("vertebrae")
                 elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
-                    if i > negated_until and set(words[max(0, i - 7) : i - 1]) & _RELATIVE:
+                    window = words[max(0, i - 9) : i - 1]
+                    if i > negated_until and (set(window) & _RELATIVE or {"same", "side"} <= set(window)):
                         relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
                     elif i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
                         pathology.append(word)
@@ -771,7 +780,8 @@ class Parser:
             drop([c for c in concepts if c not in beside and all(any(_cue_word(w, t) for w in cue[1])
                                                                  for t in c.tokens)])
         if concepts and all(c in beside for c in concepts):
-            first = min(i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL)
+            first = min((i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL or w == "side"),
+                        default=len(words))
             # a structure described by where it lies: "the gland below the bladder", "the fat next to the kidney"
             described = [w for w in words[:first] if w not in lex.filler and w not in lex.instruction_words
                          and w not in lex.optional and lex.side_of(w) is None]  # "draw around the liver": none
@@ -779,10 +789,17 @@ class Parser:
                     or set(words[:first]) & lex.part_nouns):  # "the vein draining my right leg into the IVC"
                 drop(concepts)
                 sides = [] if not cue else sides
-        elif related and not pathology and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
-            relation_at = min(i for i, w in enumerate(words) if w in _RELATIONAL)
-            if all(first_at.get(c, 0) < relation_at for c in concepts if c not in beside):
-                drop([c for c, _ in related])  # "prostate ... indenting the bladder base": the prostate
+        elif beside and not pathology and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
+            relation_at = min((i for i, w in enumerate(words) if w in _RELATIONAL | _POSITIONAL or w == "side"),
+                              default=len(words))
+            subjects = [c for c in concepts if c not in beside]
+            if all(first_at.get(c, 0) < relation_at for c in subjects):
+                # "prostate ... indenting the bladder base": the structure named first, before any relation; a
+                # landmark too when that structure opens the text ("sacrum, the bone between the hip bones"), not
+                # when words describe it first ("the first loop of the small intestine, after the stomach")
+                opening = all(w in lex.filler or w in lex.instruction_words or w in lex.optional or lex.side_of(w)
+                              for c in subjects for w in words[: first_at.get(c, 0)])
+                drop([c for c in concepts if c in beside and (opening or c in (r for r, _ in related))])
         if not pathology and concepts and all(c.key in lex.lay_containers or c in beside for c in concepts) and cue:
             drop(concepts)  # "the part of the brain that makes you feel fear": the brain only contains it
         if not pathology and not concepts and cue:
@@ -1282,7 +1299,7 @@ def _without_idioms(words: list[str]) -> list[str]:
     for index, word in enumerate(words):
         following = words[index + 1] if index + 1 < len(words) else ""
         if out and (out[-1], word) in _IDIOMS and following not in ("sided", "side"):
-            if out[-1] in ("right", "front", "left"):
+            if out[-1] in ("right", "front", "left", "rt"):
                 out[-1] = word  # "right away" -> "away", "left over" -> "over"
             elif word == "board":
                 out.pop()

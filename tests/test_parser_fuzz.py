@@ -1,0 +1,41 @@
+"""The parser and resolver never raise on any text: random word salads built from the lexicon's own words, side
+words, relation words, report punctuation and numbers (a crash here would be an HTTP 500 in the server)."""
+
+import random
+
+from seer.lexicon import _POSITIONAL, _RELATIONAL, default_lexicon
+from seer.targets import LabelTable, Resolver
+
+TABLES = [
+    LabelTable({"1": "kidney_left", "2": "kidney_right", "3": "liver", "4": "spleen", "5": "kidney_cyst_left",
+                "6": "kidney_cyst_right", "7": "vertebrae_L3", "8": "intervertebral_discs", "9": "femur_left",
+                "10": "femur_right", "11": "hip_left", "12": "hip_right", "13": "sacrum"}),
+    LabelTable({"1": "Precentral_L", "2": "Precentral_R", "3": "Hippocampus_L", "4": "Hippocampus_R"}),
+    LabelTable({"1": "liver", "2": "cancer"}),
+]
+GLUE = ["the", "of", "and", "but", "not", "only", "side", "same", "other", "one", "finding", "2", "1)", "2.",
+        "R>L", "-", ",", ".", ";", ":", "(", ")", "please", "segment", "contour", "outline", "mask", "need", "with",
+        "containing", "screen", "radiological", "facing", "my", "hand", "face", "field", "visual", "s/p",
+        "nephrectomy", "partial", "normal", "patent", "as well as", "what's left of", "rt", "write", "pan", "creas",
+        "right side of my", "the left side of the", "same side as the", "contralateral to the", "next to the",
+        "below the", "on the other side", "the one that is not on the", "tumour board", "the organ that makes"]
+
+
+def words_to_draw():
+    lex = default_lexicon()
+    phrases = [" ".join(p) for p in list(lex.phrases)[:400]]
+    lesions = sorted(lex.lesion_words)[:60]
+    sides = sorted(lex.side_vocabulary)
+    return phrases + lesions + sides + sorted(_POSITIONAL) + sorted(_RELATIONAL) + GLUE
+
+
+def test_random_texts_never_raise():
+    rng = random.Random(11)
+    vocabulary = words_to_draw()
+    resolvers = [Resolver(table) for table in TABLES]
+    for _ in range(1500):
+        text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 18)))
+        for resolver in resolvers:
+            resolution = resolver.resolve(text, rng.choice(["head", "body", None]))
+            assert resolution.kind  # a match or a refusal kind, never an exception
+            assert resolution.entry is not None or resolution.reason
