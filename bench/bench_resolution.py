@@ -48,6 +48,10 @@ SETS = {
     "development-v10": REPO / "bench" / "data" / "requests_dev_v10.jsonl",
     # helper 14: brain areas and organs by function, multi-finding reports, side traps
     "development-v11": REPO / "bench" / "data" / "requests_dev_v11.jsonl",
+    # helpers 15 and 16: more users (on-call radiologist, vet-trained annotator, oncologist, relatives), reports,
+    # lay words, side traps and near-miss refusals
+    "development-v12": REPO / "bench" / "data" / "requests_dev_v12.jsonl",
+    "development-v13": REPO / "bench" / "data" / "requests_dev_v13.jsonl",
     # written by helper 10 at the same time as v7 and v8, never tuned on: misses only with --show-misses
     "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
     # helper 13, written during the v9/v10 rounds (issue 11's groups plus side traps), never tuned on

@@ -265,7 +265,7 @@ _SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear"
 # long words of an instruction that describe nothing
 _PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
                     "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
-_ITEM = re.compile(r"[.;!?\n]+\s|[.;!?\n]+$|[;,]|(?:^|\s)\(?\d{1,2}[).]\s")  # report items: sentences, "2)" lists
+_ITEM = re.compile(r"[.;!?\n]+\s|[.;!?\n]+$|;|(?:^|\s)\(?\d{1,2}[).]\s")  # report items: sentences, "2)" lists
 _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
@@ -413,8 +413,9 @@ class Parser:
         joined = first + second
         if joined in self.content_vocabulary:
             return joined
-        fixed = self._typo(joined)
-        return fixed if fixed in self.content_vocabulary and len(fixed) >= 7 else None
+        fixed = self._typo(joined)  # "metal stasis" -> "metastasis"
+        known = self.content_vocabulary | lex.pathology_words
+        return fixed if fixed in known and len(fixed) >= 7 else None
 
     def _run_together(self, token: str) -> tuple[str, str] | None:
         """Two words typed without a space: a side or content word, then a content or lesion word ("rightkidney",
@@ -552,7 +553,7 @@ class Parser:
                                side_words=(f"the {greater} (written first in a comparison)",))
             return replace(focused, text=text)
         removed = self._removed(text) if reported != text else {}
-        raw = _merge_crus(_without_idioms(lex.split(_GREATER.sub(" ", reported))))
+        raw = _spoken_levels(_merge_crus(_without_idioms(lex.split(_GREATER.sub(" ", reported)))))
         skip = False
         for index, token in enumerate(raw):
             if skip:
@@ -631,7 +632,10 @@ class Parser:
                     concept = whole
                 concepts.append(concept)
                 tokens.extend(concept.tokens)
-                if set(words[max(0, i - 5) : i]) & _POSITIONAL:
+                if set(words[max(0, i - 5) : i]) & _POSITIONAL or any(lex.side_of(words[j]) in (LEFT, RIGHT)
+                                                                     and words[j + 1] == "of"
+                                                                     for j in range(max(0, i - 4), i - 1)):
+                    # "the gland below the bladder", "it lies right of the aorta": a landmark, not the target
                     landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
                 elif relation := next((w for w in reversed(words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
                     related.append((concept, relation))
@@ -641,7 +645,8 @@ class Parser:
                     related.append((concept, "side of"))  # "running along the right side of my spine"
                 if concept not in first_at and set(words[max(0, i - 4) : i]) & _ORIGIN:
                     origins.append(concept)  # (its first mention: "no change from prior. Segment the insula")
-                if negated_until >= 0 and i <= negated_until + 2:  # "not the liver, the spleen"
+                if negated_until >= 0 and i <= negated_until + 2 and concept not in first_at:  # "not the liver, the
+                    # spleen" (a structure named before without negation stays: "cholelithiasis without cholecystitis")
                     negated_concepts.append(concept)
                     if set(words[i + n : i + n + 2]) & {"or", "nor", "and"}:
                         negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
@@ -665,8 +670,8 @@ class Parser:
                             if found and found[-1] == before:
                                 found.pop()
                     continue
-                if word in lex.part_nouns and i > negated_until:
-                    parts.append(word)
+                if word in lex.part_nouns and i > negated_until and not set(words[max(0, i - 5) : i - 1]) & _POSITIONAL:
+                    parts.append(word)  # (not "just in front of the central sulcus": a landmark's)
                 side = lex.side_of(word)
                 if side is not None and (limb := _limb_after(words, i)):
                     limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
@@ -714,7 +719,7 @@ class Parser:
                     unknown.append(word)
         contrast = max((i for i, w in enumerate(words) if w in _CONTRAST), default=None)
         if contrast is not None and len(set(sides)) > 1:
-            after = [s for s, at in zip(sides, side_at, strict=True) if at > contrast]
+            after = [s for s, at in zip(sides, side_at, strict=False) if at > contrast]
             if len(set(after)) == 1:
                 sides = after  # "right-sided flank pain, but what I need is the LEFT kidney"
         findings: list[str] = list(relative_findings)
@@ -741,7 +746,7 @@ class Parser:
             # "keep the IVC out", "the amygdala is kept out": not the target
             between = [c for c in concepts if keep_at < first_at.get(c, -1) < out_at]
             negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
-        if negated_concepts and any(c not in negated_concepts for c in concepts):
+        if negated_concepts and (any(c not in negated_concepts for c in concepts) or pathology):
             drop(negated_concepts)
         if concepts and not sides:
             by_organ = self._organ_side(words, concepts, first_at)
@@ -929,13 +934,16 @@ class Parser:
         if number is not None:
             return self._numbered_item(number, findings, original or text, instruction, correct_typos)
         inner = self.parse(instruction, correct_typos)
-        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns
-                      or (w in self.content_vocabulary and w not in lex.lesion_words and w not in lex.filler)]
+        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns]
+        names_at = [i for i, w in enumerate(said)
+                    if w in self.content_vocabulary and w not in lex.lesion_words and w not in lex.filler]
         lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words
                      or (not self.known(w) and self.correct(w) in lex.pathology_words)]  # "thrombosed"
-        asks_structure = bool(generic_at) and (  # "the vessel with the clot", "the thrombosed vein"
+        asks_structure = (bool(generic_at) and (  # "the vessel with the clot", "the thrombosed vein"
             min(generic_at) < min(lesion_at, default=99) or any(i + 1 in generic_at for i in lesion_at)
             or any(i + 2 in generic_at and said[i + 1] in _LOCATORS for i in lesion_at))  # "tumour-bearing organ"
+            or any(w in _LOCATORS and any(n < j for n in names_at) and any(m > j for m in lesion_at)
+                   for j, w in enumerate(said)))  # "the kidney containing the calculus" (not "the renal mass")
         if any(not c.paired and c.key not in _NUMBERED for c in inner.concepts):
             return None  # the instruction names a whole structure itself
         describing = [w for w in said if len(w) >= 4 and w not in _PLAIN and w not in lex.instruction_words
@@ -943,16 +951,19 @@ class Parser:
                       and w not in self.content_vocabulary and w not in _LOCATORS and w not in _VERBS]
         if not describing:
             return None
-        # whole sentences first; a sentence naming several structures is looked into by its comma parts
-        candidates = [part.strip() for it in findings
-                      for part in (_PART.split(it) if len(self.parse(it, correct_typos).concepts) > 1 else [it])
-                      if part.strip()]
-        scores = {it: self._describes(describing, lex.words(it)) for it in candidates}
+        # sentences and their comma parts; the finest part that fits best, or its sentence when that part names
+        # nothing ("Susceptibility artifact in the left globus pallidus, likely mineralization")
+        enclosing = {part.strip(): it for it in findings for part in [it, *_PART.split(it)] if part.strip()}
+        scores = {part: self._describes(describing, lex.words(part)) for part in enclosing}
         best = max(scores.values(), default=0)
-        found = [it for it, score in scores.items() if score == best]
+        found = [p for p, score in scores.items() if score == best]
+        found = [p for p in found if not any(q != p and q in p for q in found)]
         if best == 0 or len(found) != 1:
             return None
         item = self.parse(found[0], correct_typos)
+        if not item.concepts and item.side is None and not any(_VERTEBRA_LEVEL.match(t) for t in item.tokens):
+            found = [enclosing[found[0]]]
+            item = self.parse(found[0], correct_typos)
         if lesion_at and not asks_structure:  # "Segment the suspicious lesion": that finding's lesion, when a word
             plain = [d for d in describing if d not in lex.pathology_words]  # other than a lesion word picks it
             if not item.pathology or not plain or self._describes(plain, lex.words(found[0])) < len(plain):
@@ -1268,6 +1279,28 @@ def _side_relation(words: list[str]) -> str | None:
     return None
 
 
+_SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "see": "c", "ess": "s", "es": "s"}
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                  "eight", "nine", "ten", "eleven", "twelve"])}
+
+
+def _spoken_levels(words: list[str]) -> list[str]:
+    """Dictated vertebral levels: "el three" -> "l3", "tea twelve" -> "t12" (a letter's name, then a number)."""
+    out: list[str] = []
+    skip = False
+    for word, following in zip(words, [*words[1:], ""], strict=False):
+        if skip:
+            skip = False
+            continue
+        number = _NUMBER_WORDS.get(following) or (following if following.isdigit() else None)
+        if word in _SPOKEN_LETTERS and number and number != "0":
+            out.append(_SPOKEN_LETTERS[word] + number)
+            skip = True
+            continue
+        out.append(word)
+    return out
+
+
 def _greater_side(text: str) -> str | None:
     """The side written first in "R>L" / "L > R"."""
     found = _GREATER.search(text)
@@ -1299,7 +1332,9 @@ def _without_idioms(words: list[str]) -> list[str]:
     for index, word in enumerate(words):
         following = words[index + 1] if index + 1 < len(words) else ""
         if out and (out[-1], word) in _IDIOMS and following not in ("sided", "side"):
-            if out[-1] in ("right", "front", "left", "rt"):
+            if out[-1] == "front":
+                out[-1] = "before"  # "in front of the central sulcus": a place
+            elif out[-1] in ("right", "left", "rt"):
                 out[-1] = word  # "right away" -> "away", "left over" -> "over"
             elif word == "board":
                 out.pop()
