@@ -27,7 +27,7 @@ _CODE_FENCE = re.compile(r"```.*?```", re.DOTALL)
 # From an instruction-override phrase to the end of the request everything is discarded.
 _OVERRIDE = re.compile(
     r"\b(ignore|disregard|forget|override|bypass|skip)\b[\w\s,']{0,40}?\b(instructions?|prompts?|rules?|directions?|"
-    r"guidelines|context|format|system|above|everything)\b"
+    r"guidelines|context|format|system|above|everything|user|request|question)\b|\bthe (real |true )?target is\b"
     r"|\byou are now\b|\bnew instructions?\b|\bsystem prompt\b|\bact as\b|\bpretend (to be|you)\b"
     r"|\b(respond|reply|answer|output|print|say|return)\b[\w\s]{0,20}\b(only|with|exactly)\b\s*[:\"']"
     # an appended turn: "(assistant: ...)", "[system: ...]", "note to the model: ...", "respond with X instead",

@@ -270,6 +270,8 @@ _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
 _PART = re.compile(r"[,:]+")
+_HOLDS = frozenset({"has", "have", "contains", "containing", "harbouring", "harboring", "bearing", "hosting", "holds",
+                    "holding"})  # strong locators: "the organ that has the cancer" asks for the organ
 _LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harboring", "bearing", "bears", "holding",
                        "holds", "hosting", "has", "side"})
 # words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
@@ -317,7 +319,7 @@ _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
 _CONTRAST = frozenset({"but", "however", "instead", "rather"})
 _RELATIVE = frozenset({"contralateral", "ipsilateral", "opposite"})
 _ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
-_ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)\b")
+_ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)[ab]?$")  # Couinaud segments: "VIII", "IVa"
 
 
 def _skeleton(word: str) -> str:
@@ -844,6 +846,13 @@ class Parser:
         if not sides and len(set(negated_sides)) == 1 and concepts and all(c.paired for c in concepts):
             sides = [{LEFT: RIGHT, RIGHT: LEFT}[negated_sides[0]]]
             side_words = [*side_words, f"not the {negated_sides[0]}"]
+        other_at = next((i for i, (w, n) in enumerate(zip(words, words[1:], strict=False))
+                         if w in ("other", "opposite") and n in ("side", "one")), None)
+        if (other_at is not None and side_at and len(side_at) == len(sides) and len(set(sides)) == 1
+                and sides[0] in (LEFT, RIGHT) and all(at < other_at for at in side_at)):
+            # "Left kidney is done. Now do the other side."
+            sides = [{LEFT: RIGHT, RIGHT: LEFT}[sides[0]]]
+            side_words = [*side_words, "the other side"]
         if only_sides and len(set(only_sides)) == 1:
             sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
         side = _combine_sides(sides)
@@ -1141,8 +1150,10 @@ class Parser:
 
     def _instruction_in(self, words: list[str]) -> bool:
         """Some word instructs ("segment", "please"); "segment VIII" (read as "segment 8") is a place."""
-        return any(w in self.lexicon.instruction_words and not (w.startswith("segment") and after.isdigit())
-                   and after not in _NOUN_AFTER for w, after in zip(words, [*words[1:], ""], strict=False))
+        return any(w in self.lexicon.instruction_words
+                   and not (w.startswith("segment") and (after.isdigit() or _ROMAN.match(after)))
+                   and after not in _NOUN_AFTER and not (w in _VERBS and after == "" and self._describer(before))
+                   for before, w, after in zip(["", *words], words, [*words[1:], ""], strict=False))
 
     def _names_only(self, part: str) -> bool:
         """Only structure names and joining words ("Liver", "spleen and kidneys")."""
@@ -1201,10 +1212,17 @@ class Parser:
             sequence = lex.words(clause)
             lesion_at = [i for i, w in enumerate(sequence) if (w in lex.pathology_words or _TUMOUR_ENDING.match(w))
                          and not _negated(sequence, i, lex.negations)]  # "(not the cyst)"
+            named_at = [i for i, w in enumerate(sequence)
+                        if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
+                            and lex.side_of(w) is None) or w in lex.generic_words
+                        or (w in lex.anaphora_words and i + 1 < len(sequence)  # "that kidney"; "contour that" alone
+                            and (sequence[i + 1] in lex.generic_words or sequence[i + 1] in self.content_vocabulary)
+                            and sequence[i + 1] not in lex.filler)]
+            holds = next((i for i, w in enumerate(sequence) if w in _HOLDS), None)  # is the finding itself
+            if (holds is not None and lesion_at and min(lesion_at) > holds and [i for i in named_at if i < holds]
+                    and not self._instruction_in(sequence[holds:])):
+                return True  # "his whole liver, the organ that has the cancer in it": the structure
             if self._instruction_in(sequence):
-                named_at = [i for i, w in enumerate(sequence)
-                            if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
-                                and lex.side_of(w) is None) or w in lex.generic_words or w in lex.anaphora_words]
                 if lesion_at:
                     # "the organ containing the stone": the lesion locates the structure asked for
                     locator = next((i for i, w in enumerate(sequence) if w in _LOCATORS), None)
@@ -1259,7 +1277,7 @@ def _limb_after(words: list[str], at: int) -> str | None:
     if following[:1] and following[0] in _LIMBS and following[1:2] != ["side"]:
         return following[0]
     if following[:2] in (["side", "of"], ["half", "of"]):
-        limb = next((w for w in following[2:] if w in _LIMBS or w == "field"), None)
+        limb = next((w for w in following[2:] if w in _LIMBS or w in ("field", "body")), None)
         return None if limb is None else f"{following[0]} of the {'visual field' if limb == 'field' else limb}"
     if following[:2] in (["visual", "field"], ["visual", "hemifield"]):
         return "visual field"
