@@ -76,12 +76,17 @@ class ParsedText:
         """The text joins words with "and", "with", "including"...: it may ask for two targets ("liver and
         tumour")."""
         words = Lexicon.split(self.instruction or self.text)  # a report's description joins nothing it asks for
-        if set(words) & (CONJUNCTIONS - {"with"}):
-            return True
-        # "with" joins only when a lesion or structure follows it closely ("liver with tumour"), not in "mass with
-        # arterial hyperenhancement"
-        named = set(self.pathology) | set(self.tokens)
-        return any(w == "with" and set(words[i + 1 : i + 3]) & named for i, w in enumerate(words))
+        named = {w[:4] for w in (*self.pathology, *self.tokens, *self.findings)}
+
+        def names_after(i: int, span: int) -> bool:
+            return any(w[:4] in named for w in words[i + 1 : i + 1 + span])
+
+        # "and"/"plus" join when a structure or lesion follows ("liver and tumour", "left and right"), not in
+        # "increased in number and size"; "with" only closely ("liver with tumour", not "mass with arterial
+        # hyperenhancement")
+        return any((w in CONJUNCTIONS - {"with", "and", "plus"})
+                   or (w in ("and", "plus") and (names_after(i, 3) or not named))
+                   or (w == "with" and names_after(i, 2)) for i, w in enumerate(words))
 
     @cached_property
     def token_set(self) -> frozenset[str]:
@@ -260,12 +265,14 @@ _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
                          "following", "off", "out", "as", "contralateral", "ipsilateral"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
-_SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected", "excised",
+_SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected",
+                        "excised",
                         "nephrectomy", "splenectomy", "cholecystectomy"})
 # long words of an instruction that describe nothing
 _PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
                     "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
 _ITEM = re.compile(r"[.;!?\n]+\s|[.;!?\n]+$|;|(?:^|\s)\(?\d{1,2}[).]\s")  # report items: sentences, "2)" lists
+_REPLACED = frozenset({"replaced", "replacement", "prosthesis", "arthroplasty"})
 _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
@@ -313,9 +320,11 @@ _OPPOSITE = frozenset({"contralateral", "opposite"})
 _NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
 _NUMBERED = frozenset({"vertebrae", "rib"})
 _PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
-_VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts", "branch", "branches"})
+_VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts"})
 _ONLY = frozenset({"only", "just", "solely"})
 _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
+_DONE = frozenset({"done", "traced", "finished", "completed", "already", "segmented", "contoured", "labelled",
+                   "labeled"})
 _CONTRAST = frozenset({"but", "however", "instead", "rather"})
 _RELATIVE = frozenset({"contralateral", "ipsilateral", "opposite"})
 _ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
@@ -548,7 +557,7 @@ class Parser:
         reported = self.without_normal_clauses(text)  # what a report does not call normal
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
         greater = _greater_side(reported) if set(lex.split(reported)) & _MORE else None  # "R>L ... the more ..."
-        focused = self._focused(reported, correct_typos) or self._matched_item(reported, correct_typos, text)
+        focused = self._focused(reported, correct_typos, text) or self._matched_item(reported, correct_typos, text)
         if focused is not None:
             if greater:
                 return replace(focused, text=text, side=greater,
@@ -607,6 +616,7 @@ class Parser:
         negated_sides: list[str] = []
         relative_findings: list[str] = []
         side_at: list[int] = []  # where each plain side word stands (index into words)
+
         limb_sides: list[str] = []
         limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
         loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
@@ -719,6 +729,14 @@ class Parser:
                         loose_related.append(word)  # "into the intestines", "in front of the neck"
                 else:
                     unknown.append(word)
+        # "hippocampus on the right, the left one was already traced": the side word nearest before "done"
+        done_at = {max((at for at in side_at if 0 < d - at <= 6), default=-1)
+                   for d, w in enumerate(words) if w in _DONE} - {-1}
+        if done_at and any(at not in done_at for at in side_at) and len(side_at) == len(sides):
+            # "hippocampus on the right, the left one was already traced": the side still to do
+            sides, side_at = zip(*[(s, at) for s, at in zip(sides, side_at, strict=True) if at not in done_at],
+                                 strict=True)
+            sides, side_at = list(sides), list(side_at)
         contrast = max((i for i, w in enumerate(words) if w in _CONTRAST), default=None)
         if contrast is not None and len(set(sides)) > 1:
             after = [s for s, at in zip(sides, side_at, strict=False) if at > contrast]
@@ -874,14 +892,14 @@ class Parser:
             instruction=instruction,
         )
 
-    def _focused(self, text: str, correct_typos: bool) -> ParsedText | None:
+    def _focused(self, text: str, correct_typos: bool, original: str = "") -> ParsedText | None:
         """The parse of a text's one instructing sentence when that sentence names a whole target by itself (a
         structure with its side, or an unpaired one) and no lesion: "Please segment the left femur. Patient has a
         right hip replacement." is the left femur. "The contralateral femur" takes the side opposite the one the
         other sentences state. None when no, or more than one, sentence instructs."""
         sentences = [p.strip() for p in _SENTENCE.split(text) if p.strip()]
-        if len(sentences) < 2:
-            return None
+        if len([p for p in _SENTENCE.split(original or text) if p.strip()]) < 2:
+            return None  # (the written text counts: "Left hip replacement." may have been set aside)
         instructing = [s for s in sentences if self._instructs(s)]
         if len(instructing) != 1:
             return None
@@ -903,9 +921,16 @@ class Parser:
                     or any((w == "other" and following in ("side", "one", *inner.tokens))
                            or (w == "non" and following in ("operated", "operative", "affected", "surgical"))
                            for w, following in zip(said, said[1:], strict=False)))
+        stated = (original or text).replace(sentence, " ")  # the context as written, removals included
         if side is None and opposite:
-            context = self.parse(rest, correct_typos).side  # "Stone in the right ureter; the other kidney"
+            context = self.parse(stated, correct_typos).side  # "Stone in the right ureter; the other kidney"
             side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
+        same = any(w in ("that", "same", "affected", "involved", "painful") and following == "side"
+                   for w, following in zip(said, said[1:], strict=False))
+        if side is None and same and inner.concepts:
+            context = self.parse(stated, correct_typos).side  # "Small right pleural effusion. The lung on that side."
+            side = context if context in (LEFT, RIGHT) else None
+            opposite = opposite or side is not None  # (the side is read: "that side" is no anaphora left)
         if (side is None and inner.concepts and not inner.pathology and not inner.findings
                 and any(c.paired for c in inner.concepts) and not set(said) & self.lexicon.anaphora_words):
             context = self.parse(rest, correct_typos)
@@ -938,10 +963,11 @@ class Parser:
         instruction = instructing[0]
         said = lex.words(instruction)
         findings = [it for it in sentences if it is not instruction]
-        number = next((b for a, b in zip(said, said[1:], strict=False)
-                       if a in ("finding", "item", "number", "point") and b.isdigit()), None)
-        if number is not None:
-            return self._numbered_item(number, findings, original or text, instruction, correct_typos)
+        number = next((_NUMBER_WORDS.get(b, b) for a, b in zip(said, said[1:], strict=False)
+                       if a in ("finding", "item", "number", "point") and (b.isdigit() or b in _NUMBER_WORDS)), None)
+        if number is not None:  # "segment finding 2", "the bone from item one"
+            structure = bool(set(said) & (lex.generic_words | {"structure", "organ", "bone", "vessel"}))
+            return self._numbered_item(number, findings, original or text, instruction, correct_typos, structure)
         inner = self.parse(instruction, correct_typos)
         generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns]
         names_at = [i for i, w in enumerate(said)
@@ -993,7 +1019,7 @@ class Parser:
         return replace(item, tokens=tokens, pathology=(), findings=lesions, asked=(), parts=parts, focus=instruction)
 
     def _numbered_item(self, number: str, findings: list[str], text: str, instruction: str,
-                       correct_typos: bool) -> ParsedText | None:
+                       correct_typos: bool, structure: bool = False) -> ParsedText | None:
         """Finding `number` of a report: by its written number ("2) ..."), else the findings in order."""
         lex = self.lexicon
         numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)", text))
@@ -1007,7 +1033,7 @@ class Parser:
         inner = self.parse(item.strip(" .;"), correct_typos)
         classes = {lex.lesion_class.get(w) for w in inner.pathology}
         no_lesion_labels = not (self.label_vocabulary & lex.lesion_words)
-        if inner.concepts and inner.pathology and (classes <= _PATTERN_CLASSES or no_lesion_labels):
+        if inner.concepts and inner.pathology and (classes <= _PATTERN_CLASSES or no_lesion_labels or structure):
             # "Liver with diffusely heterogeneous enhancement", or a map of anatomy only: the structure
             inner = replace(inner, pathology=(), findings=inner.pathology,
                             tokens=tuple(t for t in inner.tokens if t not in lex.lesion_words))
@@ -1036,8 +1062,8 @@ class Parser:
         for sentence in _SENTENCE.split(text):
             for part in _PART.split(sentence):
                 words = self.lexicon.split(part)
-                if not _sets_aside(words) or set(words) & _NORMAL:
-                    continue
+                if not _sets_aside(words) or set(words) & (_NORMAL | _REPLACED):
+                    continue  # (a replaced hip is still there)
                 parsed = self.parse(part)
                 keys = [c.key for c in parsed.concepts] + [self.lexicon.removals[w] for w in words
                                                            if w in self.lexicon.removals]
@@ -1057,7 +1083,8 @@ class Parser:
         organ = organs[0]
         at = first_at.get(organ, -1)
         near = words[max(0, at - 5) : at + 3]
-        by_position = organ.key != "heart" and set(words[max(0, at - 4) : at]) & (_POSITIONAL - {"around", "between"})
+        by_position = organ.key != "heart" and set(words[max(0, at - 4) : at]) & (
+            (_POSITIONAL - {"around", "between"}) | {"against", "touching", "abutting"})
         if "side" not in near and "sided" not in near and not by_position:
             return None  # "the kidney next to the spleen", "the adrenal behind the IVC" place it by position
         if first_at.get(paired[0], len(words)) > at:
@@ -1099,7 +1126,9 @@ class Parser:
             parts = [p for p in _PART.split(sentence) if p.strip()]
             keep = [True] * len(parts)
             for index, part in enumerate(parts):
-                if _sets_aside(self.lexicon.split(part)):
+                said = set(self.lexicon.split(part))
+                if _sets_aside(list(said)) or (said & {"stable", "unchanged"} and not said & self.lexicon.pathology_words):
+                    # ("Liver morphology unchanged" is set aside; "unchanged T12 compression fracture" is not)
                     keep[index] = False
                     back = index - 1
                     while back >= 0 and keep[back] and self._names_only(parts[back]):
@@ -1265,7 +1294,8 @@ def _viewer_side(words: list[str], at: int) -> bool:
     return "my" in before and bool(present & (_VIEWER | {"facing", "look", "looking", "viewing"}))
 
 
-_GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b")
+_GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b|\b(left|right)\s+(?:more|greater|worse)\s+than\s+(left|right)\b",
+                      re.IGNORECASE)
 _MORE = frozenset({"more", "most", "worse", "worst", "larger", "largest", "bigger", "biggest", "greater", "dominant",
                    "predominant", "severe", "affected"})
 
@@ -1275,6 +1305,8 @@ def _limb_after(words: list[str], at: int) -> str | None:
     face", "the right half of the visual field"), or None ("left hand side" is a plain side)."""
     following = words[at : at + 6]
     if following[:1] and following[0] in _LIMBS and following[1:2] != ["side"]:
+        return following[0]
+    if following[:1] and following[0] in _SYMPTOMS:  # "a right homonymous hemianopia", "right hemiparesis"
         return following[0]
     if following[:2] in (["side", "of"], ["half", "of"]):
         limb = next((w for w in following[2:] if w in _LIMBS or w in ("field", "body")), None)
@@ -1297,6 +1329,8 @@ def _side_relation(words: list[str]) -> str | None:
     return None
 
 
+_SYMPTOMS = frozenset({"hemianopia", "hemianopsia", "homonymous", "hemiparesis", "hemiplegia", "hemisensory",
+                      "hemibody"})
 _SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "see": "c", "ess": "s", "es": "s"}
 _NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
                                                   "eight", "nine", "ten", "eleven", "twelve"])}
@@ -1322,9 +1356,12 @@ def _spoken_levels(words: list[str]) -> list[str]:
 def _greater_side(text: str) -> str | None:
     """The side written first in "R>L" / "L > R"."""
     found = _GREATER.search(text)
-    if not found or found.group(1).lower() == found.group(2).lower():
+    if not found:
         return None
-    return RIGHT if found.group(1).lower() == "r" else LEFT
+    first, second = (g.lower()[0] for g in (found.group(1) or found.group(3), found.group(2) or found.group(4)))
+    if first == second:
+        return None
+    return RIGHT if first == "r" else LEFT
 
 
 def _negated(words: list[str], at: int, negations: frozenset[str]) -> bool:
