@@ -144,6 +144,11 @@ class Lexicon:
         cue_words = [c for cue, _ in self.lay_cues for c in cue]
         self.cue_exact = frozenset(c for c in cue_words if not c.endswith("*"))
         self.cue_prefixes = tuple(c[:-1] for c in cue_words if c.endswith("*"))
+        self.cue_prefix_set = frozenset(self.cue_prefixes)
+        self.cues_by_first: dict[str, list[tuple[tuple[str, ...], Concept]]] = {}  # a cue's first word -> cues
+        for cue, concept in self.lay_cues:
+            self.cues_by_first.setdefault(cue[0], []).append((cue, concept))
+        self.cue_prefix_lengths = tuple(sorted({len(p) for p in self.cue_prefixes}))
         self.generic_words = frozenset(data.get("generic_structure_words", []))
         # structures that only contain what a lay description names ("the part of the brain that ...")
         self.lay_containers = frozenset(data.get("lay_containers", []))
@@ -378,6 +383,7 @@ class Parser:
              | {w for w in lex.pathology_words if len(w) >= 8})  # "center" must not become "cancer"
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
+        self._corrections: dict[str, str | None] = {}  # token -> its repair (bounded; cleared when large)
         self._cache = (_parse_cache(self.lexicon, self.label_vocabulary) if shared_cache
                        else BoundedCache("parse", max_items=50_000))
 
@@ -399,6 +405,13 @@ class Parser:
     def correct(self, token: str) -> str | None:
         """The closest known word within the typo budget, or None (ties broken toward content words). A word
         written without its vowels ("pncrs", "kdny") is read as the one content word it abbreviates."""
+        if token not in self._corrections:
+            if len(self._corrections) > 20_000:
+                self._corrections.clear()
+            self._corrections[token] = self._correct(token)
+        return self._corrections[token]
+
+    def _correct(self, token: str) -> str | None:
         vowels = sum(ch in _VOWELS for ch in token)
         if vowels == 0:
             return self.devowelled(token)
@@ -1211,9 +1224,10 @@ class Parser:
     def _lay_cue_in(self, words: list[str], content: list[str]):
         lex = self.lexicon
         present = set(words)
-        stems = [p for p in lex.cue_prefixes if any(w.startswith(p) for w in present)]
+        stems = {w[:n] for w in present for n in lex.cue_prefix_lengths if w[:n] in lex.cue_prefix_set}
         present.update(c + "*" for c in stems)  # a prefix cue word counts as present when some word starts so
-        matched = [(cue, concept) for cue, concept in lex.lay_cues if all(c in present for c in cue)]
+        matched = [(cue, concept) for word in present for cue, concept in lex.cues_by_first.get(word, ())
+                   if all(c in present for c in cue)]
         # a structure's score: the distinct cue words its matching cues share with the text, then its longest cue
         # ("the long tube where food gets absorbed, the thin gut" is the small bowel over the "food tube")
         cue_words: dict[Concept, dict[str, None]] = {}  # ordered set
