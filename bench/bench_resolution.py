@@ -52,6 +52,10 @@ SETS = {
     # lay words, side traps and near-miss refusals
     "development-v12": REPO / "bench" / "data" / "requests_dev_v12.jsonl",
     "development-v13": REPO / "bench" / "data" / "requests_dev_v13.jsonl",
+    # helper 17 (night-shift doctors, interpreters, sonographers, ...); helper 18: traps built to tempt a keyword
+    # matcher into a wrong label
+    "development-v14": REPO / "bench" / "data" / "requests_dev_v14.jsonl",
+    "development-v15": REPO / "bench" / "data" / "requests_dev_v15.jsonl",
     # written by helper 10 at the same time as v7 and v8, never tuned on: misses only with --show-misses
     "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
     # helper 13, written during the v9/v10 rounds (issue 11's groups plus side traps), never tuned on
