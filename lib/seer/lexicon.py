@@ -282,8 +282,9 @@ _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
 _PART = re.compile(r"[,:]+")
-_HOLDS = frozenset({"has", "have", "contains", "containing", "harbouring", "harboring", "bearing", "hosting", "holds",
-                    "holding"})  # strong locators: "the organ that has the cancer" asks for the organ
+# strong locators: "the organ that has the cancer" asks for the organ
+_HOLDS = frozenset({"has", "have", "contains", "containing", "harbouring", "harboring", "harbours", "harbors",
+                    "bearing", "hosting", "holds", "holding", "houses", "carries"})
 _LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harboring", "bearing", "bears", "holding",
                        "holds", "hosting", "has", "side"})
 # words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
@@ -327,6 +328,8 @@ _NUMBERED = frozenset({"vertebrae", "rib"})
 _PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
 _VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts"})
 _ONLY = frozenset({"only", "just", "solely"})
+_QUESTION = re.compile(r"^(what|which|why|how|when|where|who|whose|is|are|was|were|does|do|did|should|would)\b.*\?$",
+                       re.IGNORECASE | re.DOTALL)
 _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
 _DONE = frozenset({"done", "traced", "finished", "completed", "already", "segmented", "contoured", "labelled",
                    "labeled"})
@@ -564,6 +567,9 @@ class Parser:
 
     def _parse(self, text: str, correct_typos: bool) -> ParsedText:
         lex = self.lexicon
+        if _QUESTION.match(text.strip()) and not self._instruction_in(lex.words(text)):
+            # "is this liver cirrhotic?", "what primary do these mets come from?": a question, not a request
+            return ParsedText(text=text, tokens=(), side=None, unknown=tuple(lex.split(text)))
         corrections: list[tuple[str, str]] = []
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
@@ -619,7 +625,8 @@ class Parser:
         part_of: list[tuple[str, str]] = []
         landmarks: list[Concept] = []
         related: list[tuple[Concept, str]] = []  # (concept, the relational word before it)
-        first_at: dict[Concept, int] = {}  # where each concept is first named (index into words)
+        first_at: dict[Concept, int] = {}
+        surface: dict[Concept, tuple[str, ...]] = {}  # where each concept is first named (index into words)
         origins: list[Concept] = []
         negated_concepts: list[Concept] = []
         sides: list[str] = []
@@ -676,6 +683,7 @@ class Parser:
                     if set(words[i + n : i + n + 2]) & {"or", "nor", "and"}:
                         negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
                 first_at.setdefault(concept, i)
+                surface.setdefault(concept, phrase)  # the words as written ("spine" for the vertebrae)
                 if side:
                     sides.append(side)
                     side_words.append(" ".join(words[i : i + n]))
@@ -732,7 +740,9 @@ class Parser:
                         tokens.append("vertebrae")
                 elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
                     window = words[max(0, i - 9) : i - 1]
-                    if i > negated_until and (set(window) & _RELATIVE or {"same", "side"} <= set(window)):
+                    placed = bool(set(words[max(0, i - 5) : i - 1]) & _POSITIONAL) and bool(concepts)
+                    if i > negated_until and (set(window) & _RELATIVE or {"same", "side"} <= set(window) or placed):
+                        # ("the lateral ventricle next to the met", "hepatic parenchyma surrounding the mass")
                         relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
                     elif i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
                         pathology.append(word)
@@ -779,6 +789,9 @@ class Parser:
             # "keep the IVC out", "the amygdala is kept out": not the target
             between = [c for c in concepts if keep_at < first_at.get(c, -1) < out_at]
             negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
+            left_out = set(words[keep_at:out_at]) & lex.lesion_words  # "right kidney only, leave the cyst out"
+            tokens = [t for t in tokens if t not in left_out]
+            pathology = [w for w in pathology if w not in left_out]
         if negated_concepts and (any(c not in negated_concepts for c in concepts) or pathology):
             drop(negated_concepts)
         if concepts and not sides:
@@ -801,7 +814,8 @@ class Parser:
         beside = [*landmarks, *(c for c, _ in related)]
         aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
         aside.update(t for t in loose_related if not any(t in c.tokens for c in concepts if c not in beside))
-        cue = self._lay_cue(words, [t for t in tokens if t not in aside])
+        written = {t: surface[c] for c in concepts if c in surface for t in c.tokens}  # "vertebrae" as "spine"
+        cue = self._lay_cue(words, [w for t in tokens if t not in aside for w in written.get(t, (t,))])
         if cue and pathology:
             if all(any(_cue_word(c, p) for c in cue[1]) for p in pathology):
                 pathology = []  # "the pouch of the heart where clots form in afib": the clot describes the place
@@ -815,8 +829,9 @@ class Parser:
             concepts.append(described[0])
             tokens.extend(described[0].tokens)
         if cue and concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
-            drop([c for c in concepts if c not in beside and all(any(_cue_word(w, t) for w in cue[1])
-                                                                 for t in c.tokens)])
+            drop([c for c in concepts if c not in beside and (
+                all(any(_cue_word(w, t) for w in cue[1]) for t in c.tokens)
+                or all(any(_cue_word(w, t) for w in cue[1]) for t in surface.get(c, ("",))))])  # "base of the spine"
         if concepts and all(c in beside for c in concepts):
             first = min((i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL or w == "side"),
                         default=len(words))
@@ -985,8 +1000,8 @@ class Parser:
         generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns]
         names_at = [i for i, w in enumerate(said)
                     if w in self.content_vocabulary and w not in lex.lesion_words and w not in lex.filler]
-        lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words
-                     or (not self.known(w) and self.correct(w) in lex.pathology_words)]  # "thrombosed"
+        lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words or _TUMOUR_ENDING.match(w)
+                     or (not self.known(w) and self.correct(w) in lex.pathology_words)]  # "thrombosed", "cavernoma"
         asks_structure = (bool(generic_at) and (  # "the vessel with the clot", "the thrombosed vein"
             min(generic_at) < min(lesion_at, default=99) or any(i + 1 in generic_at for i in lesion_at)
             or any(i + 2 in generic_at and said[i + 1] in _LOCATORS for i in lesion_at))  # "tumour-bearing organ"
@@ -1262,6 +1277,11 @@ class Parser:
                             and (sequence[i + 1] in lex.generic_words or sequence[i + 1] in self.content_vocabulary)
                             and sequence[i + 1] not in lex.filler)]
             holds = next((i for i, w in enumerate(sequence) if w in _HOLDS), None)  # is the finding itself
+            sits = [i for i, w in enumerate(sequence) if w in ("sits", "lies", "grows", "arises", "is")
+                    and sequence[i + 1 : i + 2] in (["in"], ["within"], ["inside"])]
+            generic = [i for i, w in enumerate(sequence) if w in lex.generic_words]
+            if sits and lesion_at and generic and min(generic) < min(lesion_at) < sits[0]:
+                return True  # "the organ the tumour sits in": the organ
             if (holds is not None and lesion_at and min(lesion_at) > holds and [i for i in named_at if i < holds]
                     and not self._instruction_in(sequence[holds:])):
                 return True  # "his whole liver, the organ that has the cancer in it": the structure
@@ -1322,6 +1342,8 @@ def _limb_after(words: list[str], at: int) -> str | None:
         return following[0]
     if following[:1] and following[0] in _SYMPTOMS:  # "a right homonymous hemianopia", "right hemiparesis"
         return following[0]
+    if following[:1] in (["sided"], ["side"]) and following[1:2] and following[1] in _SYMPTOMS:
+        return following[1]  # "right-sided hemiparesis"
     if following[:2] in (["side", "of"], ["half", "of"]):
         limb = next((w for w in following[2:] if w in _LIMBS or w in ("field", "body")), None)
         return None if limb is None else f"{following[0]} of the {'visual field' if limb == 'field' else limb}"
@@ -1344,7 +1366,7 @@ def _side_relation(words: list[str]) -> str | None:
 
 
 _SYMPTOMS = frozenset({"hemianopia", "hemianopsia", "homonymous", "hemiparesis", "hemiplegia", "hemisensory",
-                      "hemibody"})
+                      "hemibody", "weakness", "numbness", "paralysis", "palsy"})
 _SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "see": "c", "ess": "s", "es": "s"}
 _NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
                                                   "eight", "nine", "ten", "eleven", "twelve"])}

@@ -341,6 +341,14 @@ class Resolver:
                 f"the request names several structures ({', '.join(names[:5])}); SEER segments one target per request",
                 suggestions=names,
             )
+        lex = self.parser.lexicon
+        unheld = [c for c in parsed.concepts if c.key not in lex.lay_containers and not set(c.tokens) & entry.tokens]
+        if unheld:  # "segment the liver plus the gallbladder" on a map without a gallbladder: not the liver alone
+            names = ", ".join(c.name for c in unheld)
+            kind = "multiple_targets" if parsed.joins_targets else "not_in_vocabulary"
+            return self._refuse(kind, parsed, f"the request also names {names}, which this backbone's vocabulary does "
+                                f"not hold beside '{entry.name}'; name one structure it holds",
+                                suggestions=[entry.name, *self.suggestions(parsed)])
         if entry.side is None and side in (LEFT, RIGHT) and self._is_paired(entry):
             return self._refuse(
                 "side_not_available",
