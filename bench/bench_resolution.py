@@ -56,6 +56,9 @@ SETS = {
     # matcher into a wrong label
     "development-v14": REPO / "bench" / "data" / "requests_dev_v14.jsonl",
     "development-v15": REPO / "bench" / "data" / "requests_dev_v15.jsonl",
+    # helper 19: laterality traps again; helper 20: parts, lesions, reports, typos
+    "development-v16": REPO / "bench" / "data" / "requests_dev_v16.jsonl",
+    "development-v17": REPO / "bench" / "data" / "requests_dev_v17.jsonl",
     # written by helper 10 at the same time as v7 and v8, never tuned on: misses only with --show-misses
     "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
     # helper 13, written during the v9/v10 rounds (issue 11's groups plus side traps), never tuned on

@@ -420,6 +420,33 @@ CASES = {
         ("can you segment the liver?", LIVER_TUMOUR, "liver"),  # a question that asks
         ("the organ the tumour sits in", LIVER_TUMOUR, "not_in_vocabulary"),  # the organ, unnamed: not the tumour
         ("the bone at the base of the spine", CT, "sacrum"),
+        # development sets v16 (laterality traps) and v17
+        ("crossed cerebellar diaschisis from a right frontal glioma: segment Crus II in the opposite cerebellar "
+         "hemisphere", LabelTable({"1": "Cerebelum_Crus2_L", "2": "Cerebelum_Crus2_R", "3": "Frontal_Sup_R"}),
+         "Cerebelum_Crus2_L"),
+        ("Segment the left kidney - the opposite one is the one with the stone, I don't need that.", CT,
+         "kidney_left"),
+        ("memory complaints since he hit the left side of his head; segment the hippocampus", AAL, "ambiguous_side"),
+        ("right-sided headaches for weeks, segment the hippocampus", AAL, "ambiguous_side"),
+        ("This is the kidney, right? Segment it.", CT, "ambiguous_side"),
+        ("Right off the bat, I need the left kidney outlined.", CT, "kidney_left"),
+        ("The resident left before finishing, can you segment the right kidney", CT, "kidney_right"),
+        ("not the left kidney, the right one", CT, "kidney_right"),
+        ("hippocampal volumes L < R. Segment the smaller hippocampus.", AAL, "Hippocampus_L"),
+        ("gluteal wasting worse on the left than on the right - contour the more wasted gluteus maximus", MUSCLES,
+         "gluteus_maximus_left"),
+        ("There's nothing left of the right kidney after the nephrectomy, so segment the one that remains.", CT,
+         "kidney_left"),
+        ("status post right total hip arthroplasty - segment the native femur", CT, "femur_left"),
+        ("MRI: right mesial temporal sclerosis; left hippocampus normal. Task: segment the sclerotic hippocampus.",
+         AAL, "Hippocampus_R"),
+        ("Renal findings: simple cyst on the left, a calculus on the right. Segment the cyst.", CT,
+         "kidney_cyst_left"),
+        ("findngs: sclerotic focus in the left iliac bone, likely bone island. contour the bone", CT, "hip_left"),
+        ("rt ilc artry", LabelTable({"1": "iliac_artery_left", "2": "iliac_artery_right"}), "iliac_artery_right"),
+        ("segment the left femorl neck", CT, "femur_left"),
+        ("right calcarine cortex -- ignore that and give the left one", LabelTable(
+            {"1": "Calcarine_L", "2": "Calcarine_R"}), "Calcarine_R"),
         ("the first loop of the small intestine, straight after the stomach",
          LabelTable({"1": "small_bowel", "2": "duodenum", "3": "stomach"}), "duodenum"),
         ("the pouch off the left atrium where clots form in afib",

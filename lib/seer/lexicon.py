@@ -311,6 +311,9 @@ _IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right",
            *((w, "left") for w in ("what", "whatever", "is", "anything", "nothing", "still", "was", "are", "were",
                                    "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
            *(("left", w) for w in ("over", "him", "her", "them", "me", "us")), ("muscle", "belly"),
+           ("right", "off"), ("remember", "right"), ("get", "right"), ("ok", "right"), ("okay", "right"),
+           *((w, "right") for w in ("it", "this", "that", "things")),
+           *(("left", w) for w in ("before", "after", "early", "without", "for")),
            # "RT planning": radiotherapy, not the right side
            *(("rt", w) for w in ("planning", "plan", "plans", "dose", "field", "fields", "course", "target", "targets"))}
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
@@ -331,6 +334,7 @@ _ONLY = frozenset({"only", "just", "solely"})
 _QUESTION = re.compile(r"^(what|which|why|how|when|where|who|whose|is|are|was|were|does|do|did|should|would)\b.*\?$",
                        re.IGNORECASE | re.DOTALL)
 _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
+_TAG_RIGHT = re.compile(r",?\s*\bright\s*\?", re.IGNORECASE)
 _DONE = frozenset({"done", "traced", "finished", "completed", "already", "segmented", "contoured", "labelled",
                    "labeled"})
 _CONTRAST = frozenset({"but", "however", "instead", "rather"})
@@ -383,7 +387,9 @@ class Parser:
         self.content_vocabulary = lex.phrase_vocabulary | self.label_vocabulary
         self._correctable = sorted(
             (self.content_vocabulary | lex.side_vocabulary | {w for w in lex.filler if len(w) >= 5}
-             | {w for w in lex.pathology_words if len(w) >= 8})  # "center" must not become "cancer"
+             | {w for w in lex.pathology_words if len(w) >= 8}  # "center" must not become "cancer"
+             | {w for w in lex.expansions if len(w) >= 6 and w.isalpha()}  # "femorl" -> "femoral"
+             | {w for w in lex.cue_exact if len(w) >= 6})  # "memmories" -> "memories"
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
         self._corrections: dict[str, str | None] = {}  # token -> its repair (bounded; cleared when large)
@@ -528,7 +534,10 @@ class Parser:
             found |= {w for skeleton, w in self._skeletons if skeleton[0] == token[0]
                       and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton)}
         meanings = {self._meaning(w) for w in found}
-        return min(found, key=lambda w: (len(w), w)) if len(meanings) == 1 else None
+        shortest = min(found, key=lambda w: (len(w), w)) if found else None
+        if shortest and (len(meanings) == 1 or all(w.startswith(shortest) for w in found)):
+            return shortest  # ("ilc": iliac, of which "iliaca" is only the Latin form)
+        return None
 
     def _meaning(self, word: str) -> str:
         """What a single word names: its lexicon concept, else its expansion, else itself."""
@@ -575,7 +584,11 @@ class Parser:
         words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
-        greater = _greater_side(reported) if set(lex.split(reported)) & _MORE else None  # "R>L ... the more ..."
+        reported = _TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
+        said_words = set(lex.split(reported))
+        greater = _greater_side(reported) if said_words & (_MORE | _LESS) else None  # "R>L ... the more ..."
+        if greater and said_words & _LESS and not said_words & _MORE:
+            greater = {LEFT: RIGHT, RIGHT: LEFT}[greater]  # "L < R. Segment the smaller hippocampus."
         focused = self._focused(reported, correct_typos, text) or self._matched_item(reported, correct_typos, text)
         if focused is not None:
             if greater:
@@ -636,6 +649,7 @@ class Parser:
         negated_sides: list[str] = []
         relative_findings: list[str] = []
         side_at: list[int] = []  # where each plain side word stands (index into words)
+        denied_at: set[int] = set()  # plain side words under a negation
 
         limb_sides: list[str] = []
         limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
@@ -707,8 +721,9 @@ class Parser:
                     parts.append(word)  # (not "just in front of the central sulcus": a landmark's)
                 side = lex.side_of(word)
                 if side is not None and (limb := _limb_after(words, i)):
-                    limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
-                    limb_words.append(f"{word} {limb}")
+                    if limb not in _COMPLAINTS:  # ("right-sided headaches": a side of no structure)
+                        limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
+                        limb_words.append(f"{word} {limb}")
                     continue
                 if (side is not None and set(words[max(0, i - 4) : i - 1]) & {"not", "never", "isnt", "nor"}
                         and not (i < len(words) and words[i] in self.content_vocabulary)):
@@ -729,6 +744,8 @@ class Parser:
                     sides.append(side)
                     side_words.append(word)
                     side_at.append(i - 1)
+                    if negated_until >= 0 and i - 1 <= negated_until:
+                        denied_at.add(i - 1)  # "not the left kidney, the right one"
                 elif word in lex.filler or word in lex.optional:
                     continue
                 elif _VERTEBRA_LEVEL.match(word):
@@ -754,7 +771,7 @@ class Parser:
                     unknown.append(word)
         # "hippocampus on the right, the left one was already traced": the side word nearest before "done"
         done_at = {max((at for at in side_at if 0 < d - at <= 6), default=-1)
-                   for d, w in enumerate(words) if w in _DONE} - {-1}
+                   for d, w in enumerate(words) if w in _DONE} - {-1} | denied_at
         if done_at and any(at not in done_at for at in side_at) and len(side_at) == len(sides):
             # "hippocampus on the right, the left one was already traced": the side still to do
             sides, side_at = zip(*[(s, at) for s, at in zip(sides, side_at, strict=True) if at not in done_at],
@@ -862,6 +879,13 @@ class Parser:
             lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
             unknown = [w for w in unknown if not any(_cue_word(c, w) for c in words_of_cue)]
             parts = [w for w in parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
+        remaining = set(words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary"}
+        if not concepts and removed and remaining and len(removed) == 1:
+            # "nothing left of the left kidney after the nephrectomy, so segment the one that remains"
+            key = next(iter(removed))
+            if key in lex.concepts and lex.concepts[key].paired:
+                concepts = [lex.concepts[key]]
+                tokens = list(concepts[0].tokens)
         if not sides and removed and concepts and all(c.paired for c in concepts):
             gone = {removed[c.key] for c in concepts if c.key in removed}
             if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
@@ -893,10 +917,15 @@ class Parser:
             sides = [{LEFT: RIGHT, RIGHT: LEFT}[negated_sides[0]]]
             side_words = [*side_words, f"not the {negated_sides[0]}"]
         other_at = next((i for i, (w, n) in enumerate(zip(words, words[1:], strict=False))
-                         if w in ("other", "opposite") and n in ("side", "one")), None)
+                         if w in ("other", "opposite", "contralateral") and i > 0
+                         and set(words[max(0, i - 6) : i]) & (_VERBS | {"do", "now", "want", "need"})
+                         and (n in ("side", "one") or n in self.content_vocabulary)), None)
+        asked_at = max((j for j in range(max(0, (other_at or 0) - 6), other_at or 0)
+                        if words[j] in _VERBS | {"do", "now", "want", "need"}), default=-1)
         if (other_at is not None and side_at and len(side_at) == len(sides) and len(set(sides)) == 1
-                and sides[0] in (LEFT, RIGHT) and all(at < other_at for at in side_at)):
-            # "Left kidney is done. Now do the other side."
+                and sides[0] in (LEFT, RIGHT) and all(at < asked_at for at in side_at)):
+            # "Left kidney is done. Now do the other side.", "from a left frontal glioma: segment Crus II in the
+            # opposite cerebellar hemisphere" (not "the right kidney - the opposite one has the stone")
             sides = [{LEFT: RIGHT, RIGHT: LEFT}[sides[0]]]
             side_words = [*side_words, "the other side"]
         if only_sides and len(set(only_sides)) == 1:
@@ -945,7 +974,7 @@ class Parser:
             return None
         side = inner.side
         said = self.lexicon.split(sentence)
-        opposite = (set(said) & (_OPPOSITE | {"unaffected", "nonoperated", "healthy"})
+        opposite = (set(said) & (_OPPOSITE | {"unaffected", "nonoperated", "healthy", "native"})
                     or any((w == "other" and following in ("side", "one", *inner.tokens))
                            or (w == "non" and following in ("operated", "operative", "affected", "surgical"))
                            for w, following in zip(said, said[1:], strict=False)))
@@ -963,7 +992,8 @@ class Parser:
                 and any(c.paired for c in inner.concepts) and not set(said) & self.lexicon.anaphora_words):
             context = self.parse(rest, correct_typos)
             if (context.side and not context.concepts and not context.pathology and not context.findings
-                    and not _sets_aside(self.lexicon.split(rest))):
+                    and not _sets_aside(self.lexicon.split(rest))
+                    and not self._describes(self._describing(said), self.lexicon.words(rest))):
                 # "I've had headaches on the right side. Segment the hippocampus.": a side of nothing named
                 return replace(inner, focus=sentence)
         whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
@@ -1009,9 +1039,7 @@ class Parser:
                    for j, w in enumerate(said)))  # "the kidney containing the calculus" (not "the renal mass")
         if any(not c.paired and c.key not in _NUMBERED for c in inner.concepts):
             return None  # the instruction names a whole structure itself
-        describing = [w for w in said if len(w) >= 4 and w not in _PLAIN and w not in lex.instruction_words
-                      and w not in lex.generic_words and w not in lex.anaphora_words and lex.side_of(w) is None
-                      and w not in self.content_vocabulary and w not in _LOCATORS and w not in _VERBS]
+        describing = self._describing(said)
         if not describing:
             return None
         # sentences and their comma parts; the finest part that fits best, or its sentence when that part names
@@ -1029,7 +1057,17 @@ class Parser:
             item = self.parse(found[0], correct_typos)
         if lesion_at and not asks_structure:  # "Segment the suspicious lesion": that finding's lesion, when a word
             plain = [d for d in describing if d not in lex.pathology_words]  # other than a lesion word picks it
-            if not item.pathology or not plain or self._describes(plain, lex.words(found[0])) < len(plain):
+            def family(word: str) -> str | None:  # tumours, metastases and their patterns are one family here
+                kind = lex.lesion_class.get(word)
+                return "tumor" if kind in lex.tumor_family else kind
+
+            asked_classes = {family(d) for d in describing} - {None}
+            other_classes = {family(w) for part in enclosing if part not in (found[0], enclosing[found[0]])
+                             for w in lex.words(part)} - {None}
+            # ...or a lesion word that no other finding shares ("a cyst on the right, a calculus on the left")
+            discriminates = not plain and other_classes and not asked_classes & other_classes
+            if not (item.pathology or set(item.tokens) & lex.lesion_words) or not (plain or discriminates) or (
+                    plain and self._describes(plain, lex.words(found[0])) < len(plain)):
                 return None
             return replace(item, focus=instruction)
         if not item.concepts and item.side in (LEFT, RIGHT) and inner.concepts and all(c.paired for c in inner.concepts):
@@ -1066,6 +1104,14 @@ class Parser:
             inner = replace(inner, pathology=(), findings=inner.pathology,
                             tokens=tuple(t for t in inner.tokens if t not in lex.lesion_words))
         return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
+
+    def _describing(self, said: list[str]) -> list[str]:
+        """The words of an instruction that describe what it asks for ("sclerotic", "enlarged", "thrombosed")."""
+        lex = self.lexicon
+        return [w for w in said if len(w) >= 4 and w not in _PLAIN and w not in lex.instruction_words
+                and w not in lex.generic_words and w not in lex.anaphora_words and lex.side_of(w) is None
+                and (w not in self.content_vocabulary or w in lex.lesion_words) and w not in _LOCATORS
+                and w not in _VERBS]
 
     def _describes(self, describing: list[str], words: list[str]) -> int:
         """How many describing words of an instruction fit a word of a finding: the same stem ("thrombosed" ~
@@ -1126,8 +1172,11 @@ class Parser:
         """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place), or asks
         ("please", "make segmentation of")."""
         words = [w.lower() for w in sentence.split()]
-        if {w.strip(",:.") for w in words} & {"please", "pls", "plz", "segmentation", "need", "want"}:
-            return True
+        plain = [w.strip(",:.") for w in words]
+        if any(w in ("please", "pls", "plz", "segmentation", "need", "want")
+               and not (set(plain[max(0, i - 2) : i]) & {"don't", "dont", "not", "no", "never"})
+               for i, w in enumerate(plain)):
+            return True  # ("I don't need that" asks for nothing)
         words = [w.strip(",:.;") for w in words]
         return any(w in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
                    and following not in _NOUN_AFTER and not (following == "" and self._describer(previous))
@@ -1328,8 +1377,10 @@ def _viewer_side(words: list[str], at: int) -> bool:
     return "my" in before and bool(present & (_VIEWER | {"facing", "look", "looking", "viewing"}))
 
 
-_GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b|\b(left|right)\s+(?:more|greater|worse)\s+than\s+(left|right)\b",
-                      re.IGNORECASE)
+_GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b|\b(left|right)\s+(?:more|greater|worse)\s+than\s+(left|right)\b"
+                      r"|\b(?:more|greater|worse)\s+on\s+the\s+(left|right)\s+than\s+(?:on\s+)?the\s+(left|right)\b"
+                      r"|\b([RrLl])\s*<\s*([RrLl])\b", re.IGNORECASE)
+_LESS = frozenset({"smaller", "smallest", "less", "lesser", "least", "milder", "mildest"})
 _MORE = frozenset({"more", "most", "worse", "worst", "larger", "largest", "bigger", "biggest", "greater", "dominant",
                    "predominant", "severe", "affected"})
 
@@ -1342,10 +1393,13 @@ def _limb_after(words: list[str], at: int) -> str | None:
         return following[0]
     if following[:1] and following[0] in _SYMPTOMS:  # "a right homonymous hemianopia", "right hemiparesis"
         return following[0]
-    if following[:1] in (["sided"], ["side"]) and following[1:2] and following[1] in _SYMPTOMS:
-        return following[1]  # "right-sided hemiparesis"
+    if following[:1] in (["sided"], ["side"]) and following[1:2] and following[1] in _SYMPTOMS | _COMPLAINTS:
+        return following[1]  # "right-sided hemiparesis", "right-sided headaches"
+    if following[:1] and following[0] in _COMPLAINTS:
+        return following[0]
     if following[:2] in (["side", "of"], ["half", "of"]):
-        limb = next((w for w in following[2:] if w in _LIMBS or w in ("field", "body")), None)
+        limb = next((w for w in following[2:] if w in _LIMBS or w in ("field", "body", "head", "scalp", "temple")),
+                    None)
         return None if limb is None else f"{following[0]} of the {'visual field' if limb == 'field' else limb}"
     if following[:2] in (["visual", "field"], ["visual", "hemifield"]):
         return "visual field"
@@ -1367,6 +1421,7 @@ def _side_relation(words: list[str]) -> str | None:
 
 _SYMPTOMS = frozenset({"hemianopia", "hemianopsia", "homonymous", "hemiparesis", "hemiplegia", "hemisensory",
                       "hemibody", "weakness", "numbness", "paralysis", "palsy"})
+_COMPLAINTS = frozenset({"headache", "headaches", "pain", "pains", "ache", "migraine", "migraines", "tinnitus"})
 _SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "see": "c", "ess": "s", "es": "s"}
 _NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
                                                   "eight", "nine", "ten", "eleven", "twelve"])}
@@ -1394,7 +1449,10 @@ def _greater_side(text: str) -> str | None:
     found = _GREATER.search(text)
     if not found:
         return None
-    first, second = (g.lower()[0] for g in (found.group(1) or found.group(3), found.group(2) or found.group(4)))
+    groups = [g for g in found.groups() if g]
+    first, second = groups[0].lower()[0], groups[1].lower()[0]
+    if found.group(7):  # "L < R": the second is the greater
+        first, second = second, first
     if first == second:
         return None
     return RIGHT if first == "r" else LEFT
