@@ -39,3 +39,15 @@ def test_random_texts_never_raise():
             resolution = resolver.resolve(text, rng.choice(["head", "body", None]))
             assert resolution.kind  # a match or a refusal kind, never an exception
             assert resolution.entry is not None or resolution.reason
+
+
+def test_reports_that_reach_their_own_text_again_do_not_recurse():
+    """Texts a review found looping (a report's context rewritten, then parsed again) or raising."""
+    resolver = Resolver(TABLES[0])
+    for text in ["Right renal stone. Please segment the other kidney as well as you can.",
+                 "Spleen normal. Stone in the right ureter. Segment the other kidney, please.",
+                 "Spleen unremarkable. Right ureteric stone. Please segment the kidney on that side, thanks.",
+                 "left nephrectomy as well as splenectomy",
+                 "Left nephrectomy as well as splenectomy. Segment the remaining kidney.",
+                 "segment the kidney, not bilateral"]:
+        assert resolver.resolve(text, "body").kind

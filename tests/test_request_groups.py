@@ -447,6 +447,9 @@ CASES = {
         ("segment the left femorl neck", CT, "femur_left"),
         ("right calcarine cortex -- ignore that and give the left one", LabelTable(
             {"1": "Calcarine_L", "2": "Calcarine_R"}), "Calcarine_R"),
+        ("Hydronephrosis R>L. Segment the less affected kidney.", CT, "kidney_left"),  # "less" over "affected"
+        ("Please segment the right kidney, see 2 prior studies", CT, "kidney_right"),  # "see 2" is no level
+        ("Spleen normal. Stone in the right ureter. Segment the other kidney, please.", CT, "kidney_left"),
         ("the first loop of the small intestine, straight after the stomach",
          LabelTable({"1": "small_bowel", "2": "duodenum", "3": "stomach"}), "duodenum"),
         ("the pouch off the left atrium where clots form in afib",

@@ -393,6 +393,7 @@ class Parser:
             - {w for w in lex.side_vocabulary if len(w) < 4}
         )
         self._corrections: dict[str, str | None] = {}  # token -> its repair (bounded; cleared when large)
+        self._parsing: set[tuple[str, bool]] = set()  # texts being parsed now (reports parse their parts)
         self._cache = (_parse_cache(self.lexicon, self.label_vocabulary) if shared_cache
                        else BoundedCache("parse", max_items=50_000))
 
@@ -570,11 +571,18 @@ class Parser:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        parsed = self._parse(text, correct_typos)
+        if key in self._parsing:  # a report read through its parts reached the same text again: read it plainly
+            return self._parse(text, correct_typos, plain=True)
+        self._parsing.add(key)
+        try:
+            parsed = self._parse(text, correct_typos)
+        finally:
+            self._parsing.discard(key)
         self._cache.put(key, parsed)
         return parsed
 
-    def _parse(self, text: str, correct_typos: bool) -> ParsedText:
+    def _parse(self, text: str, correct_typos: bool, plain: bool = False) -> ParsedText:
+        """`plain`: without reading a report through its sentences, findings or removals (no recursion)."""
         lex = self.lexicon
         if _QUESTION.match(text.strip()) and not self._instruction_in(lex.words(text)):
             # "is this liver cirrhotic?", "what primary do these mets come from?": a question, not a request
@@ -583,19 +591,21 @@ class Parser:
         expansions: list[tuple[str, str]] = []
         words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
+        set_aside = reported != text
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
         reported = _TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
         said_words = set(lex.split(reported))
         greater = _greater_side(reported) if said_words & (_MORE | _LESS) else None  # "R>L ... the more ..."
-        if greater and said_words & _LESS and not said_words & _MORE:
+        if greater and said_words & _LESS and not said_words & (_MORE - {"affected", "severe", "dominant", "predominant"}):
             greater = {LEFT: RIGHT, RIGHT: LEFT}[greater]  # "L < R. Segment the smaller hippocampus."
-        focused = self._focused(reported, correct_typos, text) or self._matched_item(reported, correct_typos, text)
+        focused = None if plain else (self._focused(reported, correct_typos, text)
+                                      or self._matched_item(reported, correct_typos, text))
         if focused is not None:
             if greater:
                 return replace(focused, text=text, side=greater,
                                side_words=(f"the {greater} (written first in a comparison)",))
             return replace(focused, text=text)
-        removed = self._removed(text) if reported != text else {}
+        removed = self._removed(text) if set_aside and not plain else {}
         raw = _spoken_levels(_merge_crus(_without_idioms(lex.split(_GREATER.sub(" ", reported)))))
         skip = False
         for index, token in enumerate(raw):
@@ -913,7 +923,8 @@ class Parser:
                 side_words += [f"the hemisphere serving the {w}" for w in limb_words]
         if greater:  # "gluteal atrophy R>L, segment the more wasted gluteus maximus"
             sides, side_words = [greater], [*side_words, f"the {greater} (written first in a comparison)"]
-        if not sides and len(set(negated_sides)) == 1 and concepts and all(c.paired for c in concepts):
+        if (not sides and len(set(negated_sides)) == 1 and negated_sides[0] in (LEFT, RIGHT) and concepts
+                and all(c.paired for c in concepts)):
             sides = [{LEFT: RIGHT, RIGHT: LEFT}[negated_sides[0]]]
             side_words = [*side_words, f"not the {negated_sides[0]}"]
         other_at = next((i for i, (w, n) in enumerate(zip(words, words[1:], strict=False))
@@ -978,7 +989,8 @@ class Parser:
                     or any((w == "other" and following in ("side", "one", *inner.tokens))
                            or (w == "non" and following in ("operated", "operative", "affected", "surgical"))
                            for w, following in zip(said, said[1:], strict=False)))
-        stated = (original or text).replace(sentence, " ")  # the context as written, removals included
+        written = original or text
+        stated = written.replace(sentence, " ") if sentence in written else rest  # the context as written
         if side is None and opposite:
             context = self.parse(stated, correct_typos).side  # "Stone in the right ureter; the other kidney"
             side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
@@ -1422,7 +1434,7 @@ def _side_relation(words: list[str]) -> str | None:
 _SYMPTOMS = frozenset({"hemianopia", "hemianopsia", "homonymous", "hemiparesis", "hemiplegia", "hemisensory",
                       "hemibody", "weakness", "numbness", "paralysis", "palsy"})
 _COMPLAINTS = frozenset({"headache", "headaches", "pain", "pains", "ache", "migraine", "migraines", "tinnitus"})
-_SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "see": "c", "ess": "s", "es": "s"}
+_SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "ess": "s"}  # not "see" or "es"
 _NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
                                                   "eight", "nine", "ten", "eleven", "twelve"])}
 
