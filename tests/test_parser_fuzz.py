@@ -51,3 +51,39 @@ def test_reports_that_reach_their_own_text_again_do_not_recurse():
                  "Left nephrectomy as well as splenectomy. Segment the remaining kidney.",
                  "segment the kidney, not bilateral"]:
         assert resolver.resolve(text, "body").kind
+
+
+def test_mirrored_requests_never_keep_their_side(shared_data):
+    """Every development request with "left"/"right" in it, mirrored (left <-> right, lt <-> rt ...), never resolves
+    to the same sided label as the original: a rule that reads sides one way only would flip a side. Texts that
+    place the target by a one-sided organ (liver, spleen, lingula ...) are skipped: there the anatomy decides."""
+    import json
+    import re
+    from pathlib import Path
+
+    swap = {"left": "right", "right": "left", "lt": "rt", "rt": "lt", "lft": "rght", "rght": "lft"}
+    one_sided = re.compile(r"\b(liver|hepat\w*|spleen|splenic|heart|cardiac|lingula\w*|middle lobe|ivc|vena cava|"
+                           r"stomach|gallbladder|appendix)\b", re.IGNORECASE)
+    repo = Path(__file__).resolve().parent.parent
+    maps = {"brain-mets": repo / "bench/data/label_maps/brain-mets.json",
+            "liver-msd": repo / "bench/data/label_maps/liver-msd.json"}
+    sets = sorted((repo / "bench" / "data").glob("requests_dev_v*.jsonl"))
+    assert sets, "the development request sets are missing from bench/data"
+    resolvers: dict[str, Resolver] = {}
+    checked = 0
+    for path in sets:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            text = row["request"]
+            if not re.search(r"\b(left|right)\b", text, re.IGNORECASE) or one_sided.search(text):
+                continue
+            labels = maps.get(row["dataset"], shared_data / row["dataset"] / "labels.json")
+            if row["dataset"] not in resolvers:
+                resolvers[row["dataset"]] = Resolver(LabelTable(json.loads(labels.read_text())))
+            resolver = resolvers[row["dataset"]]
+            mirrored = re.sub(r"[A-Za-z]+", lambda m: swap.get(m.group(0).lower(), m.group(0)), text)
+            original, flipped = resolver.resolve(text, None), resolver.resolve(mirrored, None)
+            if original.entry and flipped.entry and original.entry.side in ("left", "right"):
+                assert flipped.entry.name != original.entry.name, f"{text!r} and {mirrored!r} both give {original.entry.name}"
+            checked += 1
+    assert checked > 300
