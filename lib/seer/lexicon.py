@@ -15,8 +15,31 @@ from functools import cached_property, lru_cache
 from importlib import resources
 
 from .cache import BoundedCache
+from .sides import (
+    BOTH,
+    COMPLAINTS,
+    CONTRAST,
+    DONE,
+    GREATER,
+    LEFT,
+    LESS,
+    LIMBS,
+    MORE,
+    NUMBER_WORDS,
+    ONLY,
+    OPPOSITE,
+    RELATIVE,
+    RIGHT,
+    TAG_RIGHT,
+    combine_sides,
+    greater_side,
+    limb_after,
+    side_relation,
+    spoken_levels,
+    viewer_side,
+    without_idioms,
+)
 
-LEFT, RIGHT, BOTH = "left", "right", "both"
 HEAD, BODY = "head", "body"
 _HEAD_REGIONS = {"head"}
 _VERTEBRA_LEVEL = re.compile(r"^[ctls]\d{1,2}$")
@@ -302,44 +325,29 @@ _DOUBLED = re.compile(r"(.)\1")
 # tumour names by their ending: "adenocarcinoma", "haemangioma", "lymphoma" read as "tumor"
 _TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymphoma|melanoma|angioma|lipoma|myoma|"
                             r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
-# idioms with a side word that state no side: "right away"
-_IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right", "now"), ("right", "after"),
-           ("right", "then"), ("all", "right"), ("right", "here"), ("right", "there"), ("front", "of"),
-           ("right", "behind"), ("right", "at"), ("right", "in"), ("right", "under"), ("right", "above"),
-           ("right", "below"), ("right", "next"), ("right", "handed"), ("left", "handed"),
-           # "left" as a verb or a remainder: "what's left of the kidney", "I left the femur for last"
-           *((w, "left") for w in ("what", "whatever", "is", "anything", "nothing", "still", "was", "are", "were",
-                                   "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
-           *(("left", w) for w in ("over", "him", "her", "them", "me", "us")), ("muscle", "belly"),
-           ("right", "off"), ("remember", "right"), ("get", "right"), ("ok", "right"), ("okay", "right"),
-           *((w, "right") for w in ("it", "this", "that", "things")),
-           *(("left", w) for w in ("before", "after", "early", "without", "for")),
-           # "RT planning": radiotherapy, not the right side
-           *(("rt", w) for w in ("planning", "plan", "plans", "dose", "field", "fields", "course", "target", "targets"))}
+
 # a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
 _ORIGIN = frozenset({"from", "primary", "origin", "hx", "history", "after"})
 _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
 _VERBS = frozenset({"segment", "seg", "mask", "contour", "outline", "delineate", "mark", "label", "annotate", "draw",
                     "trace"})
-_LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
-                    "toe", "toes", "eye", "eyes", "ear", "ears"})
+
 _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
-_OPPOSITE = frozenset({"contralateral", "opposite"})
+
 # words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
 _NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
-_NUMBERED = frozenset({"vertebrae", "rib"})
+_NUMBERED = frozenset({"vertebrae", "rib"})  # structures a map holds one by one, by number
 _PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
 _VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts"})
-_ONLY = frozenset({"only", "just", "solely"})
+
 _QUESTION = re.compile(r"^(what|which|why|how|when|where|who|whose|is|are|was|were|does|do|did|should|would)\b.*\?$",
                        re.IGNORECASE | re.DOTALL)
 _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
-_TAG_RIGHT = re.compile(r",?\s*\bright\s*\?", re.IGNORECASE)
-_DONE = frozenset({"done", "traced", "finished", "completed", "already", "segmented", "contoured", "labelled",
-                   "labeled"})
-_CONTRAST = frozenset({"but", "however", "instead", "rather"})
-_RELATIVE = frozenset({"contralateral", "ipsilateral", "opposite"})
-_ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # structures a map holds one by one, by number
+
+
+
+
+_ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # "the liver too": one more target
 _ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)[ab]?$")  # Couinaud segments: "VIII", "IVa"
 
 
@@ -593,10 +601,10 @@ class Parser:
         reported = self.without_normal_clauses(text)  # what a report does not call normal
         set_aside = reported != text
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
-        reported = _TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
+        reported = TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
         said_words = set(lex.split(reported))
-        greater = _greater_side(reported) if said_words & (_MORE | _LESS) else None  # "R>L ... the more ..."
-        if greater and said_words & _LESS and not said_words & (_MORE - {"affected", "severe", "dominant", "predominant"}):
+        greater = greater_side(reported) if said_words & (MORE | LESS) else None  # "R>L ... the more ..."
+        if greater and said_words & LESS and not said_words & (MORE - {"affected", "severe", "dominant", "predominant"}):
             greater = {LEFT: RIGHT, RIGHT: LEFT}[greater]  # "L < R. Segment the smaller hippocampus."
         focused = None if plain else (self._focused(reported, correct_typos, text)
                                       or self._matched_item(reported, correct_typos, text))
@@ -606,7 +614,7 @@ class Parser:
                                side_words=(f"the {greater} (written first in a comparison)",))
             return replace(focused, text=text)
         removed = self._removed(text) if set_aside and not plain else {}
-        raw = _spoken_levels(_merge_crus(_without_idioms(lex.split(_GREATER.sub(" ", reported)))))
+        raw = spoken_levels(_merge_crus(without_idioms(lex.split(GREATER.sub(" ", reported)))))
         skip = False
         for index, token in enumerate(raw):
             if skip:
@@ -730,8 +738,8 @@ class Parser:
                 if word in lex.part_nouns and i > negated_until and not set(words[max(0, i - 5) : i - 1]) & _POSITIONAL:
                     parts.append(word)  # (not "just in front of the central sulcus": a landmark's)
                 side = lex.side_of(word)
-                if side is not None and (limb := _limb_after(words, i)):
-                    if limb not in _COMPLAINTS:  # ("right-sided headaches": a side of no structure)
+                if side is not None and (limb := limb_after(words, i)):
+                    if limb not in COMPLAINTS:  # ("right-sided headaches": a side of no structure)
                         limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
                         limb_words.append(f"{word} {limb}")
                     continue
@@ -740,14 +748,14 @@ class Parser:
                     negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
                     continue
                 if side is not None and set(words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
-                        i < len(words) and words[i] in _LIMBS):
+                        i < len(words) and words[i] in LIMBS):
                     sides.append({LEFT: RIGHT, RIGHT: LEFT}.get(side, side))  # "contralateral to a left focus"
                     side_words.append(f"opposite the {word}")
                     side_at.append(i - 1)
                     continue
-                if side is not None and set(words[max(0, i - 4) : i - 1]) & _ONLY:
+                if side is not None and set(words[max(0, i - 4) : i - 1]) & ONLY:
                     only_sides.append(side)  # "not both psoas muscles, only the right one"
-                if side is not None and _viewer_side(words, i - 1):
+                if side is not None and viewer_side(words, i - 1):
                     viewer_sides.append(side)  # "the kidney on the left of the screen": the viewer's left
                     continue
                 if side is not None:
@@ -768,7 +776,7 @@ class Parser:
                 elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
                     window = words[max(0, i - 9) : i - 1]
                     placed = bool(set(words[max(0, i - 5) : i - 1]) & _POSITIONAL) and bool(concepts)
-                    if i > negated_until and (set(window) & _RELATIVE or {"same", "side"} <= set(window) or placed):
+                    if i > negated_until and (set(window) & RELATIVE or {"same", "side"} <= set(window) or placed):
                         # ("the lateral ventricle next to the met", "hepatic parenchyma surrounding the mass")
                         relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
                     elif i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
@@ -781,13 +789,13 @@ class Parser:
                     unknown.append(word)
         # "hippocampus on the right, the left one was already traced": the side word nearest before "done"
         done_at = {max((at for at in side_at if 0 < d - at <= 6), default=-1)
-                   for d, w in enumerate(words) if w in _DONE} - {-1} | denied_at
+                   for d, w in enumerate(words) if w in DONE} - {-1} | denied_at
         if done_at and any(at not in done_at for at in side_at) and len(side_at) == len(sides):
             # "hippocampus on the right, the left one was already traced": the side still to do
             sides, side_at = zip(*[(s, at) for s, at in zip(sides, side_at, strict=True) if at not in done_at],
                                  strict=True)
             sides, side_at = list(sides), list(side_at)
-        contrast = max((i for i, w in enumerate(words) if w in _CONTRAST), default=None)
+        contrast = max((i for i, w in enumerate(words) if w in CONTRAST), default=None)
         if contrast is not None and len(set(sides)) > 1:
             after = [s for s, at in zip(sides, side_at, strict=False) if at > contrast]
             if len(set(after)) == 1:
@@ -908,7 +916,7 @@ class Parser:
             elif "neurological" in words:
                 sides += viewer_sides
                 side_words.append("the viewer's side (neurological convention)")
-        relation = _side_relation(words)
+        relation = side_relation(words)
         crossed = [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in limb_sides]
         if limb_sides and concepts and relation is not None:  # "postcentral gyrus contralateral to the numb left hand"
             sides += crossed if relation == "other" else limb_sides
@@ -941,7 +949,7 @@ class Parser:
             side_words = [*side_words, "the other side"]
         if only_sides and len(set(only_sides)) == 1:
             sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
-        side = _combine_sides(sides)
+        side = combine_sides(sides)
         return ParsedText(
             text=text,
             tokens=tuple(dict.fromkeys(tokens)),
@@ -985,7 +993,7 @@ class Parser:
             return None
         side = inner.side
         said = self.lexicon.split(sentence)
-        opposite = (set(said) & (_OPPOSITE | {"unaffected", "nonoperated", "healthy", "native"})
+        opposite = (set(said) & (OPPOSITE | {"unaffected", "nonoperated", "healthy", "native"})
                     or any((w == "other" and following in ("side", "one", *inner.tokens))
                            or (w == "non" and following in ("operated", "operative", "affected", "surgical"))
                            for w, following in zip(said, said[1:], strict=False)))
@@ -1033,8 +1041,8 @@ class Parser:
         instruction = instructing[0]
         said = lex.words(instruction)
         findings = [it for it in sentences if it is not instruction]
-        number = next((_NUMBER_WORDS.get(b, b) for a, b in zip(said, said[1:], strict=False)
-                       if a in ("finding", "item", "number", "point") and (b.isdigit() or b in _NUMBER_WORDS)), None)
+        number = next((NUMBER_WORDS.get(b, b) for a, b in zip(said, said[1:], strict=False)
+                       if a in ("finding", "item", "number", "point") and (b.isdigit() or b in NUMBER_WORDS)), None)
         if number is not None:  # "segment finding 2", "the bone from item one"
             structure = bool(set(said) & (lex.generic_words | {"structure", "organ", "bone", "vessel"}))
             return self._numbered_item(number, findings, original or text, instruction, correct_typos, structure)
@@ -1176,7 +1184,7 @@ class Parser:
         if first_at.get(paired[0], len(words)) > at:
             return None  # "the liver side of the kidney": the organ comes first, the target after it
         side = self.lexicon.organ_sides[organ.key]
-        if set(words[max(0, at - 5) : at]) & (_OPPOSITE | {"other"}):
+        if set(words[max(0, at - 5) : at]) & (OPPOSITE | {"other"}):
             side = {LEFT: RIGHT, RIGHT: LEFT}[side]
         return organ, side
 
@@ -1373,101 +1381,33 @@ def _lesion_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> li
     return out
 
 
-_VIEWER = frozenset({"screen", "monitor", "display", "image", "slice", "viewer", "picture", "scan", "film"})
 
 
-def _viewer_side(words: list[str], at: int) -> bool:
-    """The side word at `at` is the viewer's, not the patient's: "on the left of the screen", "shown on the right
-    side of the image", "on my left as I look at the monitor", "facing the patient, the bone on my right"."""
-    after = words[at + 1 : at + 6]
-    before = words[max(0, at - 3) : at]
-    present = set(words)
-    if after[:1] and after[0] in ("of", "side", "half", "part", "hand") and set(after) & _VIEWER:
-        return True
-    if set(before) & {"shown", "displayed", "appears", "seen"} and present & _VIEWER:
-        return True
-    return "my" in before and bool(present & (_VIEWER | {"facing", "look", "looking", "viewing"}))
 
 
-_GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b|\b(left|right)\s+(?:more|greater|worse)\s+than\s+(left|right)\b"
-                      r"|\b(?:more|greater|worse)\s+on\s+the\s+(left|right)\s+than\s+(?:on\s+)?the\s+(left|right)\b"
-                      r"|\b([RrLl])\s*<\s*([RrLl])\b", re.IGNORECASE)
-_LESS = frozenset({"smaller", "smallest", "less", "lesser", "least", "milder", "mildest"})
-_MORE = frozenset({"more", "most", "worse", "worst", "larger", "largest", "bigger", "biggest", "greater", "dominant",
-                   "predominant", "severe", "affected"})
 
 
-def _limb_after(words: list[str], at: int) -> str | None:
-    """The limb, face or visual field that a side word before `at` belongs to ("left hand", "the left side of the
-    face", "the right half of the visual field"), or None ("left hand side" is a plain side)."""
-    following = words[at : at + 6]
-    if following[:1] and following[0] in _LIMBS and following[1:2] != ["side"]:
-        return following[0]
-    if following[:1] and following[0] in _SYMPTOMS:  # "a right homonymous hemianopia", "right hemiparesis"
-        return following[0]
-    if following[:1] in (["sided"], ["side"]) and following[1:2] and following[1] in _SYMPTOMS | _COMPLAINTS:
-        return following[1]  # "right-sided hemiparesis", "right-sided headaches"
-    if following[:1] and following[0] in _COMPLAINTS:
-        return following[0]
-    if following[:2] in (["side", "of"], ["half", "of"]):
-        limb = next((w for w in following[2:] if w in _LIMBS or w in ("field", "body", "head", "scalp", "temple")),
-                    None)
-        return None if limb is None else f"{following[0]} of the {'visual field' if limb == 'field' else limb}"
-    if following[:2] in (["visual", "field"], ["visual", "hemifield"]):
-        return "visual field"
-    return None
 
 
-def _side_relation(words: list[str]) -> str | None:
-    """"other" when the text places its target on the other side of something ("contralateral to the numb left
-    hand"), "same" for "ipsilateral" / "the same side as" / "on the side of"; None otherwise."""
-    if set(words) & {"contralateral", "opposite"}:
-        return "other"
-    if "ipsilateral" in words or any(a == "same" and b == "side" for a, b in zip(words, words[1:], strict=False)):
-        return "same"
-    if any(a == "the" and b == "side" and c == "of" for a, b, c in zip(words, words[1:], words[2:], strict=False)) \
-            and set(words) & _LIMBS:  # "on the side of the weak right hand" (not "the left side of the face")
-        return "same"
-    return None
 
 
-_SYMPTOMS = frozenset({"hemianopia", "hemianopsia", "homonymous", "hemiparesis", "hemiplegia", "hemisensory",
-                      "hemibody", "weakness", "numbness", "paralysis", "palsy"})
-_COMPLAINTS = frozenset({"headache", "headaches", "pain", "pains", "ache", "migraine", "migraines", "tinnitus"})
-_SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "ess": "s"}  # not "see" or "es"
-_NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
-                                                  "eight", "nine", "ten", "eleven", "twelve"])}
 
 
-def _spoken_levels(words: list[str]) -> list[str]:
-    """Dictated vertebral levels: "el three" -> "l3", "tea twelve" -> "t12" (a letter's name, then a number)."""
-    out: list[str] = []
-    skip = False
-    for word, following in zip(words, [*words[1:], ""], strict=False):
-        if skip:
-            skip = False
-            continue
-        number = _NUMBER_WORDS.get(following) or (following if following.isdigit() else None)
-        if word in _SPOKEN_LETTERS and number and number != "0":
-            out.append(_SPOKEN_LETTERS[word] + number)
-            skip = True
-            continue
-        out.append(word)
-    return out
 
 
-def _greater_side(text: str) -> str | None:
-    """The side written first in "R>L" / "L > R"."""
-    found = _GREATER.search(text)
-    if not found:
-        return None
-    groups = [g for g in found.groups() if g]
-    first, second = groups[0].lower()[0], groups[1].lower()[0]
-    if found.group(7):  # "L < R": the second is the greater
-        first, second = second, first
-    if first == second:
-        return None
-    return RIGHT if first == "r" else LEFT
+
+
+
+
+
+
+
+
+
+
+
+
+
 
 
 def _negated(words: list[str], at: int, negations: frozenset[str]) -> bool:
@@ -1486,24 +1426,7 @@ def _sets_aside(words: list[str]) -> bool:
     return removed or bool(present & _NORMAL)
 
 
-def _without_idioms(words: list[str]) -> list[str]:
-    """The words without the side word (or "front") of an idiom: "right behind the groove" keeps "behind", "what's
-    left of the kidney" keeps "what"; "the tumour board" (a meeting) loses both. "Is left-sided" keeps its side."""
-    out: list[str] = []
-    for index, word in enumerate(words):
-        following = words[index + 1] if index + 1 < len(words) else ""
-        if out and (out[-1], word) in _IDIOMS and following not in ("sided", "side"):
-            if out[-1] == "front":
-                out[-1] = "before"  # "in front of the central sulcus": a place
-            elif out[-1] in ("right", "left", "rt"):
-                out[-1] = word  # "right away" -> "away", "left over" -> "over"
-            elif word == "board":
-                out.pop()
-            elif word == "belly":
-                pass  # "the muscle belly" is the muscle, not the abdomen
-            continue  # "all right" -> "all", "what left" -> "what"
-        out.append(word)
-    return out
+
 
 
 def _drop_measurements(words: list[str]) -> list[str]:
@@ -1561,10 +1484,4 @@ def _merge_crus(words: list[str]) -> list[str]:
     return out
 
 
-def _combine_sides(sides: list[str]) -> str | None:
-    distinct = set(sides)
-    if not distinct:
-        return None
-    if distinct == {LEFT} or distinct == {RIGHT} or distinct == {BOTH}:
-        return distinct.pop()
-    return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None
+

@@ -1,0 +1,176 @@
+"""Laterality in free text: which side words state the target's side, and which do not.
+
+Idioms ("right away", "what's left of"), the viewer's side of a screen, limbs and symptoms and the brain areas that
+serve them, comparisons ("R>L ... the more affected"), dictated vertebral levels. Pure functions over the parser's
+word lists; `Parser` in lexicon.py applies them.
+"""
+
+from __future__ import annotations
+
+import re
+
+LEFT, RIGHT, BOTH = "left", "right", "both"
+
+
+# idioms with a side word that state no side: "right away"
+IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right", "now"), ("right", "after"),
+          ("right", "then"), ("all", "right"), ("right", "here"), ("right", "there"), ("front", "of"),
+          ("right", "behind"), ("right", "at"), ("right", "in"), ("right", "under"), ("right", "above"),
+          ("right", "below"), ("right", "next"), ("right", "handed"), ("left", "handed"),
+          # "left" as a verb or a remainder: "what's left of the kidney", "I left the femur for last"
+          *((w, "left") for w in ("what", "whatever", "is", "anything", "nothing", "still", "was", "are", "were",
+                                  "has", "have", "had", "i", "we", "you", "he", "she", "they", "stroke", "it")),
+          *(("left", w) for w in ("over", "him", "her", "them", "me", "us")), ("muscle", "belly"),
+          ("right", "off"), ("remember", "right"), ("get", "right"), ("ok", "right"), ("okay", "right"),
+          *((w, "right") for w in ("it", "this", "that", "things")),
+          *(("left", w) for w in ("before", "after", "early", "without", "for")),
+          # "RT planning": radiotherapy, not the right side
+          *(("rt", w) for w in ("planning", "plan", "plans", "dose", "field", "fields", "course", "target", "targets"))}
+
+LIMBS = frozenset({"hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet", "face", "finger", "fingers",
+                   "toe", "toes", "eye", "eyes", "ear", "ears"})
+
+OPPOSITE = frozenset({"contralateral", "opposite"})
+
+ONLY = frozenset({"only", "just", "solely"})
+
+TAG_RIGHT = re.compile(r",?\s*\bright\s*\?", re.IGNORECASE)
+
+DONE = frozenset({"done", "traced", "finished", "completed", "already", "segmented", "contoured", "labelled",
+                  "labeled"})
+
+CONTRAST = frozenset({"but", "however", "instead", "rather"})
+
+RELATIVE = frozenset({"contralateral", "ipsilateral", "opposite"})
+
+VIEWER = frozenset({"screen", "monitor", "display", "image", "slice", "viewer", "picture", "scan", "film"})
+
+
+def viewer_side(words: list[str], at: int) -> bool:
+    """The side word at `at` is the viewer's, not the patient's: "on the left of the screen", "shown on the right
+    side of the image", "on my left as I look at the monitor", "facing the patient, the bone on my right"."""
+    after = words[at + 1 : at + 6]
+    before = words[max(0, at - 3) : at]
+    present = set(words)
+    if after[:1] and after[0] in ("of", "side", "half", "part", "hand") and set(after) & VIEWER:
+        return True
+    if set(before) & {"shown", "displayed", "appears", "seen"} and present & VIEWER:
+        return True
+    return "my" in before and bool(present & (VIEWER | {"facing", "look", "looking", "viewing"}))
+
+
+GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b|\b(left|right)\s+(?:more|greater|worse)\s+than\s+(left|right)\b"
+                     r"|\b(?:more|greater|worse)\s+on\s+the\s+(left|right)\s+than\s+(?:on\s+)?the\s+(left|right)\b"
+                     r"|\b([RrLl])\s*<\s*([RrLl])\b", re.IGNORECASE)
+
+LESS = frozenset({"smaller", "smallest", "less", "lesser", "least", "milder", "mildest"})
+
+MORE = frozenset({"more", "most", "worse", "worst", "larger", "largest", "bigger", "biggest", "greater", "dominant",
+                  "predominant", "severe", "affected"})
+
+# symptoms that have a side of the body (crossing like a limb), and complaints whose side is no structure's
+SYMPTOMS = frozenset({"hemianopia", "hemianopsia", "homonymous", "hemiparesis", "hemiplegia", "hemisensory",
+                     "hemibody", "weakness", "numbness", "paralysis", "palsy"})
+
+COMPLAINTS = frozenset({"headache", "headaches", "pain", "pains", "ache", "migraine", "migraines", "tinnitus"})
+
+
+def limb_after(words: list[str], at: int) -> str | None:
+    """The limb, face or visual field that a side word before `at` belongs to ("left hand", "the left side of the
+    face", "the right half of the visual field"), or None ("left hand side" is a plain side)."""
+    following = words[at : at + 6]
+    if following[:1] and following[0] in LIMBS and following[1:2] != ["side"]:
+        return following[0]
+    if following[:1] and following[0] in SYMPTOMS:  # "a right homonymous hemianopia", "right hemiparesis"
+        return following[0]
+    if following[:1] in (["sided"], ["side"]) and following[1:2] and following[1] in SYMPTOMS | COMPLAINTS:
+        return following[1]  # "right-sided hemiparesis", "right-sided headaches"
+    if following[:1] and following[0] in COMPLAINTS:
+        return following[0]
+    if following[:2] in (["side", "of"], ["half", "of"]):
+        limb = next((w for w in following[2:] if w in LIMBS or w in ("field", "body", "head", "scalp", "temple")),
+                    None)
+        return None if limb is None else f"{following[0]} of the {'visual field' if limb == 'field' else limb}"
+    if following[:2] in (["visual", "field"], ["visual", "hemifield"]):
+        return "visual field"
+    return None
+
+
+def side_relation(words: list[str]) -> str | None:
+    """"other" when the text places its target on the other side of something ("contralateral to the numb left
+    hand"), "same" for "ipsilateral" / "the same side as" / "on the side of"; None otherwise."""
+    if set(words) & {"contralateral", "opposite"}:
+        return "other"
+    if "ipsilateral" in words or any(a == "same" and b == "side" for a, b in zip(words, words[1:], strict=False)):
+        return "same"
+    if any(a == "the" and b == "side" and c == "of" for a, b, c in zip(words, words[1:], words[2:], strict=False)) \
+            and set(words) & LIMBS:  # "on the side of the weak right hand" (not "the left side of the face")
+        return "same"
+    return None
+
+
+SPOKEN_LETTERS = {"el": "l", "ell": "l", "tee": "t", "tea": "t", "cee": "c", "ess": "s"}  # not "see" or "es"
+
+NUMBER_WORDS = {w: str(n) for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                 "eight", "nine", "ten", "eleven", "twelve"])}
+
+
+def spoken_levels(words: list[str]) -> list[str]:
+    """Dictated vertebral levels: "el three" -> "l3", "tea twelve" -> "t12" (a letter's name, then a number)."""
+    out: list[str] = []
+    skip = False
+    for word, following in zip(words, [*words[1:], ""], strict=False):
+        if skip:
+            skip = False
+            continue
+        number = NUMBER_WORDS.get(following) or (following if following.isdigit() else None)
+        if word in SPOKEN_LETTERS and number and number != "0":
+            out.append(SPOKEN_LETTERS[word] + number)
+            skip = True
+            continue
+        out.append(word)
+    return out
+
+
+def greater_side(text: str) -> str | None:
+    """The greater side of a comparison: the first in "R>L" and "left more than right", the second in "L < R"."""
+    found = GREATER.search(text)
+    if not found:
+        return None
+    groups = [g for g in found.groups() if g]
+    first, second = groups[0].lower()[0], groups[1].lower()[0]
+    if found.group(7):  # "L < R": the second is the greater
+        first, second = second, first
+    if first == second:
+        return None
+    return RIGHT if first == "r" else LEFT
+
+
+def without_idioms(words: list[str]) -> list[str]:
+    """The words without the side word (or "front") of an idiom: "right behind the groove" keeps "behind", "what's
+    left of the kidney" keeps "what"; "the tumour board" (a meeting) loses both. "Is left-sided" keeps its side."""
+    out: list[str] = []
+    for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if out and (out[-1], word) in IDIOMS and following not in ("sided", "side"):
+            if out[-1] == "front":
+                out[-1] = "before"  # "in front of the central sulcus": a place
+            elif out[-1] in ("right", "left", "rt"):
+                out[-1] = word  # "right away" -> "away", "left over" -> "over"
+            elif word == "board":
+                out.pop()
+            elif word == "belly":
+                pass  # "the muscle belly" is the muscle, not the abdomen
+            continue  # "all right" -> "all", "what left" -> "what"
+        out.append(word)
+    return out
+
+
+def combine_sides(sides: list[str]) -> str | None:
+    """One side from all those read: "left" / "right" / "both" (both named, or "bilateral"), None when none."""
+    distinct = set(sides)
+    if not distinct:
+        return None
+    if distinct == {LEFT} or distinct == {RIGHT} or distinct == {BOTH}:
+        return distinct.pop()
+    return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None
