@@ -34,6 +34,7 @@ from .sides import (
     combine_sides,
     greater_side,
     limb_after,
+    other_side,
     side_relation,
     spoken_levels,
     viewer_side,
@@ -293,15 +294,13 @@ _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
                          "following", "off", "out", "as", "contralateral", "ipsilateral"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
-_SET_ASIDE = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent", "removed", "resected",
-                        "excised",
-                        "nephrectomy", "splenectomy", "cholecystectomy"})
+_NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
+_SET_ASIDE = _NORMAL | {"removed", "resected", "excised", "nephrectomy", "splenectomy", "cholecystectomy"}
 # long words of an instruction that describe nothing
 _PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
                     "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
 _ITEM = re.compile(r"[.;!?\n]+\s|[.;!?\n]+$|;|(?:^|\s)\(?\d{1,2}[).]\s")  # report items: sentences, "2)" lists
 _REPLACED = frozenset({"replaced", "replacement", "prosthesis", "arthroplasty"})
-_NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
 _CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
 _SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
 _PART = re.compile(r"[,:]+")
@@ -605,7 +604,7 @@ class Parser:
         said_words = set(lex.split(reported))
         greater = greater_side(reported) if said_words & (MORE | LESS) else None  # "R>L ... the more ..."
         if greater and said_words & LESS and not said_words & (MORE - {"affected", "severe", "dominant", "predominant"}):
-            greater = {LEFT: RIGHT, RIGHT: LEFT}[greater]  # "L < R. Segment the smaller hippocampus."
+            greater = other_side(greater)  # "L < R. Segment the smaller hippocampus."
         focused = None if plain else (self._focused(reported, correct_typos, text)
                                       or self._matched_item(reported, correct_typos, text))
         if focused is not None:
@@ -749,7 +748,7 @@ class Parser:
                     continue
                 if side is not None and set(words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
                         i < len(words) and words[i] in LIMBS):
-                    sides.append({LEFT: RIGHT, RIGHT: LEFT}.get(side, side))  # "contralateral to a left focus"
+                    sides.append(other_side(side))  # "contralateral to a left focus"
                     side_words.append(f"opposite the {word}")
                     side_at.append(i - 1)
                     continue
@@ -907,17 +906,17 @@ class Parser:
         if not sides and removed and concepts and all(c.paired for c in concepts):
             gone = {removed[c.key] for c in concepts if c.key in removed}
             if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
-                sides.append({LEFT: RIGHT, RIGHT: LEFT}[left])  # "s/p left nephrectomy: the remaining kidney"
+                sides.append(other_side(left))  # "s/p left nephrectomy: the remaining kidney"
                 side_words.append(f"the one not removed ({left} removed)")
         if viewer_sides:
             if set(words) & {"radiological", "radiologic", "facing"}:  # the screen's left is the patient's right
-                sides += [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in viewer_sides]
+                sides += [other_side(s) for s in viewer_sides]
                 side_words.append("the viewer's side, mirrored (radiological convention or facing the patient)")
             elif "neurological" in words:
                 sides += viewer_sides
                 side_words.append("the viewer's side (neurological convention)")
         relation = side_relation(words)
-        crossed = [{LEFT: RIGHT, RIGHT: LEFT}.get(s, s) for s in limb_sides]
+        crossed = [other_side(s) for s in limb_sides]
         if limb_sides and concepts and relation is not None:  # "postcentral gyrus contralateral to the numb left hand"
             sides += crossed if relation == "other" else limb_sides
             side_words += [f"{relation} side as the {w}" for w in limb_words]
@@ -933,7 +932,7 @@ class Parser:
             sides, side_words = [greater], [*side_words, f"the {greater} (written first in a comparison)"]
         if (not sides and len(set(negated_sides)) == 1 and negated_sides[0] in (LEFT, RIGHT) and concepts
                 and all(c.paired for c in concepts)):
-            sides = [{LEFT: RIGHT, RIGHT: LEFT}[negated_sides[0]]]
+            sides = [other_side(negated_sides[0])]
             side_words = [*side_words, f"not the {negated_sides[0]}"]
         other_at = next((i for i, (w, n) in enumerate(zip(words, words[1:], strict=False))
                          if w in ("other", "opposite", "contralateral") and i > 0
@@ -945,7 +944,7 @@ class Parser:
                 and sides[0] in (LEFT, RIGHT) and all(at < asked_at for at in side_at)):
             # "Left kidney is done. Now do the other side.", "from a left frontal glioma: segment Crus II in the
             # opposite cerebellar hemisphere" (not "the right kidney - the opposite one has the stone")
-            sides = [{LEFT: RIGHT, RIGHT: LEFT}[sides[0]]]
+            sides = [other_side(sides[0])]
             side_words = [*side_words, "the other side"]
         if only_sides and len(set(only_sides)) == 1:
             sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
@@ -1001,7 +1000,7 @@ class Parser:
         stated = written.replace(sentence, " ") if sentence in written else rest  # the context as written
         if side is None and opposite:
             context = self.parse(stated, correct_typos).side  # "Stone in the right ureter; the other kidney"
-            side = {LEFT: RIGHT, RIGHT: LEFT}.get(context or "")
+            side = other_side(context) if context in (LEFT, RIGHT) else None
         same = any(w in ("that", "same", "affected", "involved", "painful") and following == "side"
                    for w, following in zip(said, said[1:], strict=False))
         if side is None and same and inner.concepts:
@@ -1185,7 +1184,7 @@ class Parser:
             return None  # "the liver side of the kidney": the organ comes first, the target after it
         side = self.lexicon.organ_sides[organ.key]
         if set(words[max(0, at - 5) : at]) & (OPPOSITE | {"other"}):
-            side = {LEFT: RIGHT, RIGHT: LEFT}[side]
+            side = other_side(side)
         return organ, side
 
     def _instructs(self, sentence: str) -> bool:

@@ -12,6 +12,11 @@ import re
 LEFT, RIGHT, BOTH = "left", "right", "both"
 
 
+def other_side(side: str | None) -> str | None:
+    """"right" for "left" and back; any other value ("both", None) as it is."""
+    return {LEFT: RIGHT, RIGHT: LEFT}.get(side, side)
+
+
 # idioms with a side word that state no side: "right away"
 IDIOMS = {("tumour", "board"), ("tumor", "board"), ("right", "away"), ("right", "now"), ("right", "after"),
           ("right", "then"), ("all", "right"), ("right", "here"), ("right", "there"), ("front", "of"),
