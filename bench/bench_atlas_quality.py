@@ -22,15 +22,15 @@ import numpy as np
 import SimpleITK as sitk
 from _util import SHARED_DATA, Timer, need_sample_data, save, table
 
-from seer.atlases import AtlasSource, LabelRegistry, bundled_atlases
-from seer.backbones.atlas import AtlasBackbone, AtlasSettings
 from seer.errors import Refusal
-from seer.evidence import describe_volume
+from seer.imaging.evidence import describe_volume
+from seer.imaging.volume import load_volume
 from seer.metrics import dice
-from seer.registration import RegistrationSettings
+from seer.reasoning.targets import Resolver
 from seer.sample_data import MRICRON_TEMPLATES as MRICRON  # noqa: E402 - $SEER_MRICRON_TEMPLATES or Debian's
-from seer.targets import Resolver
-from seer.volume import load_volume
+from seer.segmentation.atlases import AtlasSource, LabelRegistry, bundled_atlases
+from seer.segmentation.backbones.atlas import AtlasBackbone, AtlasSettings
+from seer.segmentation.registration import RegistrationSettings
 
 
 def evidence(volume):

@@ -75,8 +75,8 @@ def time_to_mask(root: Path, pacs: Orthanc, uid: str, atlases: Path) -> dict:
 
 
 def writing(root: Path) -> dict:
-    from seer.dicom_seg import write_seg
-    from seer.volume import ResultFormat, load_volume, write_mask
+    from seer.imaging.volume import ResultFormat, load_volume, write_mask
+    from seer.pacs.dicom_seg import write_seg
 
     image = series_as_nifti(root / "grid")
     volume = load_volume(image)

@@ -1,5 +1,5 @@
 """`finetune` on this CPU with a tiny real Qwen3-VL (2 layers, 64 wide, real Qwen vocabulary) built here: seconds per
-step and peak RSS of the Trainer path (`seer.finetune.finetune`: transformers' Trainer + peft LoRA r 16 on the
+step and peak RSS of the Trainer path (`seer.training.finetune.finetune`: transformers' Trainer + peft LoRA r 16 on the
 language model's projections) against a plain LoRA loop (same model, adapter, examples and collator; AdamW; no
 Trainer) measured in the same run. Two processors: the contract's 448 x 448 views (196 tokens per view) and the
 tests' 128 x 128 (16 per view). Each part runs in its own process, so each peak RSS is its own.
@@ -30,7 +30,7 @@ def plain_loop(base: str, rows: str, steps: int) -> dict:
     """The baseline: the same model, LoRA, examples and batches, stepped by hand."""
     import torch
 
-    from seer.finetune import FinetuneSettings, TraceDataset, collate, load_for_training, read_examples
+    from seer.training.finetune import FinetuneSettings, TraceDataset, collate, load_for_training, read_examples
 
     examples, _ = read_examples(rows, 0.5)
     settings = FinetuneSettings(traces=rows, model=base, output="-", device="cpu", lr=2e-3)
@@ -54,7 +54,7 @@ def plain_loop(base: str, rows: str, steps: int) -> dict:
 
 
 def trainer_path(base: str, rows: str, steps: int, output: str) -> dict:
-    from seer.finetune import FinetuneSettings, finetune
+    from seer.training.finetune import FinetuneSettings, finetune
 
     report = finetune(FinetuneSettings(traces=rows, model=base, output=output, max_steps=steps, lr=2e-3,
                                        eval_fraction=0, save_steps=10_000, max_new_tokens=8, device="cpu",

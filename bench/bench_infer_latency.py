@@ -24,13 +24,13 @@ import psutil
 import requests
 from _util import REPO, Timer, need_sample_data, save, table
 
-from seer.atlases import LabelRegistry, bundled_atlases
-from seer.backbones.atlas import AtlasBackbone
+from seer.imaging.volume import load_volume
 from seer.pipeline import SeerPipeline
-from seer.reasoners.offline import OfflineReasoner
-from seer.skills import SkillBank
-from seer.targets import Resolver
-from seer.volume import load_volume
+from seer.reasoning.reasoners.offline import OfflineReasoner
+from seer.reasoning.skills import SkillBank
+from seer.reasoning.targets import Resolver
+from seer.segmentation.atlases import LabelRegistry, bundled_atlases
+from seer.segmentation.backbones.atlas import AtlasBackbone
 
 REPEATS = 5
 CASES = [("mni152_t1", "left hippocampus"), ("mni152_t1", "right amygdala"), ("colin27_t1", "white matter"),

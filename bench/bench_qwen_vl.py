@@ -21,11 +21,11 @@ from _util import REPO, Timer, save, table
 sys.path.insert(0, str(REPO / "tests"))
 from tiny_models import build_lora_adapter, build_tiny_qwen  # noqa: E402
 
-from seer.hygiene import clean_request  # noqa: E402
-from seer.reasoners import ReasoningInput  # noqa: E402
-from seer.reasoners.qwen_vl import QwenVLEngine, QwenVLReasoner, QwenVLSettings  # noqa: E402
-from seer.skills import SkillBank  # noqa: E402
-from seer.views import take_views  # noqa: E402
+from seer.imaging.views import take_views  # noqa: E402
+from seer.reasoning.hygiene import clean_request  # noqa: E402
+from seer.reasoning.reasoners.base import ReasoningInput  # noqa: E402
+from seer.reasoning.reasoners.qwen_vl import QwenVLEngine, QwenVLReasoner, QwenVLSettings  # noqa: E402
+from seer.reasoning.skills import SkillBank  # noqa: E402
 
 N = 8
 NEW_TOKENS = 32

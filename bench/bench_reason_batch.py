@@ -31,20 +31,18 @@ def main():
         batch = Path(tmp) / "batch.jsonl"
         batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
 
-        sys.argv = ["main.py"]
-        sys.path.insert(0, str(REPO))
-        import main as cli
+        from seer.commands import reason_row
+        from seer.imaging.volume import VolumeCache
         from seer.pipeline import build_pipeline
         from seer.settings import SeerSettings
-        from seer.volume import VolumeCache
 
         with Timer() as load:
             pipeline = build_pipeline(SeerSettings.from_conf({}), None, with_backbone=False)
             volumes, tables = VolumeCache(), {}
             for row in lines[: len(rows)]:  # warm-up: one pass over the distinct requests
-                cli._reason_row(pipeline, row["request"], row["image"], row["labels"], volumes, tables)
+                reason_row(pipeline, row["request"], row["image"], row["labels"], volumes, tables)
         with Timer() as run:
-            out = [cli._reason_row(pipeline, x["request"], x["image"], x["labels"], volumes, tables) for x in lines]
+            out = [reason_row(pipeline, x["request"], x["image"], x["labels"], volumes, tables) for x in lines]
         in_process = N / run.seconds
 
         with Timer() as whole:

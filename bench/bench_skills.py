@@ -16,8 +16,8 @@ import tracemalloc
 
 from _util import save, table
 
-from seer.skills import STYLE_TO_TAG, EvolutionSettings, RewardedTrace, SkillBank, evolve, harvest_skill
-from seer.targets import LabelTable
+from seer.reasoning.skills import STYLE_TO_TAG, EvolutionSettings, RewardedTrace, SkillBank, evolve, harvest_skill
+from seer.reasoning.targets import LabelTable
 
 SIZE = 10_000
 ORGANS = ["liver", "spleen", "pancreas", "stomach", "gallbladder", "aorta", "inferior vena cava", "esophagus",

@@ -22,8 +22,8 @@ import numpy as np, torch
 side, model, image, out = sys.argv[1:5]
 prompts = ["liver", "left kidney"]
 if side == "seer":
-    from seer.backbones.voxtell import VoxTellBackbone, VoxTellSettings
-    from seer.volume import load_volume
+    from seer.segmentation.backbones.voxtell import VoxTellBackbone, VoxTellSettings
+    from seer.imaging.volume import load_volume
     backbone = VoxTellBackbone(VoxTellSettings(model_dir=model, device="cpu"))
     volume = load_volume(image)
     run = lambda: backbone.predict(volume, prompts)
@@ -50,9 +50,9 @@ def main():
     import numpy as np
     from tiny_models import build_tiny_voxtell
 
-    from seer.backbones.voxtell import from_network_layout, to_network_layout
+    from seer.imaging.volume import load_volume
     from seer.metrics import dice
-    from seer.volume import load_volume
+    from seer.segmentation.backbones.voxtell import from_network_layout, to_network_layout
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

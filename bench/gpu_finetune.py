@@ -49,7 +49,7 @@ def main() -> None:
     import nibabel as nib
     import torch
 
-    from seer.finetune import FinetuneSettings, finetune
+    from seer.training.finetune import FinetuneSettings, finetune
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=10)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tiny_models import qwen_processor  # noqa: E402
 
-from seer.prompts import build_messages  # noqa: E402
-from seer.views import take_views  # noqa: E402
+from seer.imaging.views import take_views  # noqa: E402
+from seer.reasoning.prompts import build_messages  # noqa: E402
 
 # Qwen3-VL-4B-Instruct sizes (config.json of the published model)
 CONFIG = {

@@ -29,8 +29,8 @@ def main():
     import nibabel as nib
     from tiny_models import build_tiny_voxtell, tiny_voxtell_plans
 
-    from seer.backbones.voxtell import VoxTellBackbone, VoxTellSettings
-    from seer.volume import load_volume
+    from seer.imaging.volume import load_volume
+    from seer.segmentation.backbones.voxtell import VoxTellBackbone, VoxTellSettings
 
     assert torch.cuda.is_available(), "needs a CUDA device"
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,11 +12,16 @@ import numpy as np
 import pytest
 from test_cli import run
 
+from seer.active_learning.scoring import (
+    ScoringSettings,
+    StudyScorer,
+    campaign_from_traces,
+    trace_requests_by_target,
+)
+from seer.active_learning.simulate import aubc
+from seer.imaging.volume import load_volume
 from seer.pipeline import build_pipeline
 from seer.settings import SeerSettings
-from seer.simulate_al import aubc
-from seer.study_scoring import ScoringSettings, StudyScorer, campaign_from_traces, trace_requests_by_target
-from seer.volume import load_volume
 
 
 def trace(target_id, name, phrase, request, refused=False):
@@ -146,8 +151,8 @@ def test_simulate_al_needs_two_cases(tmp_path):
 def test_evidence_pass_drives_foreground_aware_random(pelvis_pipeline, sample_data, tmp_path):
     """Before any score exists, the hand-out picks among the studies whose evidence shows the campaign's targets
     (the pelvic CT for hip bones), and only then the others (a brain MRI), saying which it did."""
-    from seer.active_learning import ActiveLearning
-    from seer.study_state import StudyState
+    from seer.active_learning.strategy import ActiveLearning
+    from seer.active_learning.study_state import StudyState
 
     pipeline, volume, _, _ = pelvis_pipeline
     brain = load_volume(sample_data / "mni152_t1.nii.gz")

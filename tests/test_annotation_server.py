@@ -132,7 +132,7 @@ def test_saved_labels_reward_proposals_evolve_skills_and_survive_a_restart(datas
     assert any(r["skill_ids"] for r in exported_rows)  # each retrieved skill is written with the text the model read
     assert all([s["skill_id"] for s in r["skills"]] == r["skill_ids"] and all(s["content"] for s in r["skills"])
                for r in exported_rows)
-    from seer.finetune import read_examples  # the export is finetune's input as it is
+    from seer.training.finetune import read_examples  # the export is finetune's input as it is
 
     examples, report = read_examples(tmp_path / "export", 0.5)
     assert report["used"] == len(PHRASINGS) and [len(e.skills) for e in examples] == [

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from seer.atlases import AtlasSource, LabelRegistry
-from seer.backbones.atlas import AtlasBackbone
-from seer.backbones.monai_bundle import BundleBackbone, BundleSettings
-from seer.backbones.voxtell import VoxTellBackbone, VoxTellSettings, from_network_layout, to_network_layout
 from seer.errors import BadRequest, Refusal
-from seer.evidence import describe_volume
+from seer.imaging.evidence import describe_volume
+from seer.imaging.volume import load_volume
 from seer.metrics import dice
 from seer.pipeline import SeerPipeline
-from seer.reasoners.offline import OfflineReasoner
-from seer.skills import SkillBank
-from seer.targets import Resolver
-from seer.volume import load_volume
+from seer.reasoning.reasoners.offline import OfflineReasoner
+from seer.reasoning.skills import SkillBank
+from seer.reasoning.targets import Resolver
+from seer.segmentation.atlases import AtlasSource, LabelRegistry
+from seer.segmentation.backbones.atlas import AtlasBackbone
+from seer.segmentation.backbones.monai_bundle import BundleBackbone, BundleSettings
+from seer.segmentation.backbones.voxtell import VoxTellBackbone, VoxTellSettings, from_network_layout, to_network_layout
 
 from conftest import flipped_copy, label_map
 

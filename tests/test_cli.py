@@ -109,7 +109,7 @@ def test_segment_refusal_exits_2(sample_data):
 def test_learning_commands_on_bad_state_exit_2_with_a_sentence(tmp_path):
     """skills / traces / export-traces on a folder the server never ran on, unknown ids and rounds, nothing to
     export: exit 2 and one sentence each."""
-    from seer.skill_rounds import SkillRounds
+    from seer.loop.skill_rounds import SkillRounds
 
     never = tmp_path / "never"
     never.mkdir()

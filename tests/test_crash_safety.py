@@ -9,20 +9,20 @@ import subprocess
 import sys
 import textwrap
 
-from seer.rewards import TraceLedger
-from seer.skill_rounds import SkillRounds
-from seer.skills import SkillBank
-from seer.trace import TraceLog
+from seer.loop.rewards import TraceLedger
+from seer.loop.skill_rounds import SkillRounds
+from seer.loop.trace_log import TraceLog
+from seer.reasoning.skills import SkillBank
 
 from conftest import REPO
 
 PRELUDE = f"""
 import os, signal, sys
 sys.path.insert(0, {str(REPO / "lib")!r})
-from seer.skill_rounds import SkillRounds
-from seer.skills import RewardedTrace
-from seer.rewards import TraceLedger
-from seer.trace import TraceLog
+from seer.loop.skill_rounds import SkillRounds
+from seer.reasoning.skills import RewardedTrace
+from seer.loop.rewards import TraceLedger
+from seer.loop.trace_log import TraceLog
 
 def reward(i):
     return RewardedTrace(trace_id=f"t{{i}}", study="s", request=f"lt kidney {{i}}", answer="Segment the left kidney.",
@@ -41,7 +41,7 @@ def test_a_writer_killed_between_write_and_rename_leaves_the_previous_round_load
     SkillRounds(state, round_size=2)
     before = (state / "skills.jsonl").read_bytes()
     child = run_child("""
-        import seer.skills
+        import seer.reasoning.skills
         real = os.replace
         calls = []
         def dying_replace(src, dst):
@@ -49,7 +49,7 @@ def test_a_writer_killed_between_write_and_rename_leaves_the_previous_round_load
             if str(dst).endswith("round-0001.jsonl"):  # the bank file is written and synced, not yet renamed
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(src, dst)
-        seer.skills.os.replace = dying_replace
+        seer.reasoning.skills.os.replace = dying_replace
         SkillRounds(sys.argv[1], round_size=2).close_due([reward(0), reward(1)])
     """, str(state))
     assert child.returncode == -9, child.stderr
@@ -63,7 +63,7 @@ def test_a_writer_killed_between_write_and_rename_leaves_the_previous_round_load
 
 
 def _trace(i):
-    from seer.skills import RewardedTrace
+    from seer.reasoning.skills import RewardedTrace
 
     return RewardedTrace(trace_id=f"t{i}", study="s", request=f"lt kidney {i}", answer="Segment the left kidney.",
                          target="left kidney", style="abbr_or_short", vis_cue="ABDOMINAL_ORGANS", format_valid=True,

@@ -1,4 +1,4 @@
-"""seer.dicom_seg: SNOMED CT coding of targets (the shipped table checked against pydicom's concept dictionary) and
+"""seer.pacs.dicom_seg: SNOMED CT coding of targets (the shipped table checked against pydicom's concept dictionary) and
 DICOM SEG written over, and read back onto, the real JPEG 2000 CT series."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from seer.dicom_seg import _TABLE, read_seg, segment_coding, write_seg
 from seer.errors import BadRequest
+from seer.pacs.dicom_seg import _TABLE, read_seg, segment_coding, write_seg
 
 from conftest import SHARED_DATA, missing_fixture
 

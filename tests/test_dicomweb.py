@@ -54,13 +54,13 @@ def _j2k_uid(files: list[Path]) -> str:
 
 
 def _box_seg(files: list[Path], name: str, folder: Path, break_references: bool = False) -> bytes:
-    """A DICOM SEG (written by seer.dicom_seg) holding one box named `name` over the series in `files`; with
+    """A DICOM SEG (written by seer.pacs.dicom_seg) holding one box named `name` over the series in `files`; with
     `break_references` its source references point at instances that do not exist (an unreadable label)."""
     import pydicom
     import SimpleITK as sitk
     from pydicom.uid import generate_uid
 
-    from seer.dicom_seg import write_seg
+    from seer.pacs.dicom_seg import write_seg
 
     series = folder / "series"
     series.mkdir(parents=True, exist_ok=True)
@@ -316,7 +316,7 @@ def test_a_seg_stored_by_another_tool_rewards_the_proposal_on_its_study(own_pacs
     notices it, reads it as the final label, and the proposal is rewarded against it."""
     import pydicom
 
-    from seer.dicom_seg import write_seg
+    from seer.pacs.dicom_seg import write_seg
 
     pacs, uid = own_pacs
     conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "dicomweb_cache_s": "0"}

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from seer.evaluate import read_manifest, summarize
+from seer.training.evaluate import read_manifest, summarize
 
 from conftest import REPO
 

@@ -1,7 +1,7 @@
 import pytest
 
-from seer.evidence import describe_volume
-from seer.volume import load_volume
+from seer.imaging.evidence import describe_volume
+from seer.imaging.volume import load_volume
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def trained(tmp_path_factory, small_qwen, sample_data, colin27):
 
 
 def test_finetune_overfits_two_traces_and_counts_what_it_skipped(trained):
-    from seer.finetune import LANGUAGE_MODEL_MODULES, losses_fall
+    from seer.training.finetune import LANGUAGE_MODEL_MODULES, losses_fall
 
     report, summary = trained["report"], trained["summary"]
     assert report["rows"]["read"] == 4 and report["rows"]["used"] == 2
@@ -112,7 +112,7 @@ def test_the_trained_adapter_drives_the_target_through_the_real_server(trained, 
              studies / "colin27_t1.nii.gz")
     conf = {"reasoner": "qwen-vl", "model": small_qwen, "adapter": trained["output"], "max_new_tokens": 64,
             "skills_min_score": 1e9}
-    from seer.targets import LabelTable, Resolver
+    from seer.reasoning.targets import LabelTable, Resolver
 
     assert not Resolver(LabelTable(AAL_SUBSET)).resolve("the one we discussed").ok  # the fallback cannot do it
     with running_server(studies, tmp_path / "server.log", conf) as url:
@@ -127,7 +127,7 @@ def test_the_trained_adapter_drives_the_target_through_the_real_server(trained, 
 
 
 def test_resume_continues_from_the_last_checkpoint(trained, small_qwen, tmp_path):
-    from seer.finetune import FinetuneSettings, finetune
+    from seer.training.finetune import FinetuneSettings, finetune
 
     output = tmp_path / "adapter"
     shutil.copytree(trained["output"], output)
@@ -144,13 +144,13 @@ def test_resume_continues_from_the_last_checkpoint(trained, small_qwen, tmp_path
 def test_training_prompt_is_the_prompt_the_server_sends(small_qwen, sample_data, tmp_path):
     """Same messages (8 views, skill block, <raw_prompt>), same chat template, same tokens: train and serve cannot
     drift. Labels mask the prompt and cover the trace and the end-of-turn token."""
-    from seer.finetune import TraceDataset, read_examples
-    from seer.hygiene import clean_request
-    from seer.reasoners import ReasoningInput
-    from seer.reasoners.qwen_vl import QwenVLEngine, QwenVLReasoner, QwenVLSettings
-    from seer.skills import SkillBank
-    from seer.views import take_views
-    from seer.volume import load_volume
+    from seer.imaging.views import take_views
+    from seer.imaging.volume import load_volume
+    from seer.reasoning.hygiene import clean_request
+    from seer.reasoning.reasoners.base import ReasoningInput
+    from seer.reasoning.reasoners.qwen_vl import QwenVLEngine, QwenVLReasoner, QwenVLSettings
+    from seer.reasoning.skills import SkillBank
+    from seer.training.finetune import TraceDataset, read_examples
 
     skills = list(SkillBank.starter().skills.values())[:2]
     row = {"image": str(sample_data / "mni152_t1.nii.gz"), "raw_prompt": "lt hippo pls", "dice": 0.8,
@@ -180,7 +180,7 @@ def test_training_prompt_is_the_prompt_the_server_sends(small_qwen, sample_data,
 def test_a_corrected_proposal_teaches_its_correction(tmp_path, sample_data):
     """An export row whose final label holds another structure: the answer becomes that structure whatever the
     Dice; a row whose trace is not in the SEER format is skipped (unless corrected)."""
-    from seer.finetune import read_examples
+    from seer.training.finetune import read_examples
 
     image = str(sample_data / "mni152_t1.nii.gz")
     write_rows(tmp_path / "rows.jsonl", [
@@ -255,7 +255,7 @@ def test_an_existing_adapter_is_continued_with_its_own_modules(small_qwen, sampl
     one held-out row is measured before and after."""
     from tiny_models import build_lora_adapter
 
-    from seer.finetune import FinetuneSettings, finetune
+    from seer.training.finetune import FinetuneSettings, finetune
 
     start = build_lora_adapter(small_qwen, tmp_path / "start")
     image = str(sample_data / "mni152_t1.nii.gz")

@@ -1,7 +1,7 @@
 import pytest
 
 from seer.errors import BadRequest, RequestTooLarge
-from seer.hygiene import clean_request
+from seer.reasoning.hygiene import clean_request
 
 
 @pytest.mark.parametrize("raw", ["", "   ", "\n\t", None])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 
-from seer.atlases import LabelRegistry
+from seer.segmentation.atlases import LabelRegistry
 
 
 def _allocate(path: str, prefix: str, count: int, queue) -> None:

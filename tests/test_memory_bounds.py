@@ -4,9 +4,9 @@ process's resident memory flat (real CT volumes, the real pipeline with the atla
 import nibabel as nib
 import numpy as np
 
+from seer.imaging.volume import VolumeCache
 from seer.pipeline import build_pipeline
 from seer.settings import SeerSettings
-from seer.volume import VolumeCache
 
 
 def rss_mb() -> float:

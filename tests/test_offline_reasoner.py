@@ -1,13 +1,14 @@
 import pytest
 
-from seer.hygiene import clean_request
+from seer.imaging.volume import load_volume
 from seer.pipeline import SeerPipeline
-from seer.reasoners import ReasoningInput, make_reasoner, resolve_choice
-from seer.reasoners.offline import OfflineReasoner
-from seer.skills import SkillBank
-from seer.targets import LabelTable
-from seer.trace import has_valid_format
-from seer.volume import load_volume
+from seer.reasoning.hygiene import clean_request
+from seer.reasoning.reasoners import make_reasoner, resolve_choice
+from seer.reasoning.reasoners.base import ReasoningInput
+from seer.reasoning.reasoners.offline import OfflineReasoner
+from seer.reasoning.skills import SkillBank
+from seer.reasoning.targets import LabelTable
+from seer.reasoning.trace import has_valid_format
 
 CT_LABELS = {"77": "hip_left", "78": "hip_right", "25": "sacrum", "5": "liver", "1": "spleen"}
 

@@ -3,8 +3,8 @@ words, relation words, report punctuation and numbers (a crash here would be an 
 
 import random
 
-from seer.lexicon import _POSITIONAL, _RELATIONAL, default_lexicon
-from seer.targets import LabelTable, Resolver
+from seer.reasoning.lexicon import _POSITIONAL, _RELATIONAL, default_lexicon
+from seer.reasoning.targets import LabelTable, Resolver
 
 TABLES = [
     LabelTable({"1": "kidney_left", "2": "kidney_right", "3": "liver", "4": "spleen", "5": "kidney_cyst_left",

@@ -17,11 +17,13 @@ import torch
 from openai_server import ChatServer
 from PIL import Image
 
-from seer import prompts
-from seer.hygiene import clean_request
-from seer.reasoners import ReasoningInput, resolve_choice
-from seer.reasoners.openai_compat import EndpointSettings, OpenAIReasoner
-from seer.reasoners.qwen_vl import (
+from seer.imaging.views import take_views
+from seer.reasoning import prompts
+from seer.reasoning.hygiene import clean_request
+from seer.reasoning.reasoners import resolve_choice
+from seer.reasoning.reasoners.base import ReasoningInput
+from seer.reasoning.reasoners.openai_compat import EndpointSettings, OpenAIReasoner
+from seer.reasoning.reasoners.qwen_vl import (
     QwenVLEngine,
     QwenVLReasoner,
     QwenVLSettings,
@@ -29,9 +31,8 @@ from seer.reasoners.qwen_vl import (
     merge_adapter,
     weights_available,
 )
+from seer.reasoning.skills import SkillBank
 from seer.settings import SeerSettings
-from seer.skills import SkillBank
-from seer.views import take_views
 
 from conftest import CONTRACT, REPO, missing_fixture
 

@@ -1,13 +1,14 @@
-"""Issue 11's request groups, on cases written here (not the held-out set's): each group resolves when the map can
+"""The request groups resolution handles (lesion maps, report findings, parts, lay descriptions, abbreviations,
+appended instructions), on cases written here (not the held-out sets'): each group resolves when the map can
 hold the answer and is refused, with the nearest targets, when it cannot; never a wrong target, never a flipped
 side."""
 
 import pytest
 
 from seer.pipeline import SeerPipeline
-from seer.reasoners.offline import OfflineReasoner
-from seer.skills import SkillBank
-from seer.targets import LabelTable
+from seer.reasoning.reasoners.offline import OfflineReasoner
+from seer.reasoning.skills import SkillBank
+from seer.reasoning.targets import LabelTable
 
 CT = LabelTable({"1": "spleen", "2": "kidney_right", "3": "kidney_left", "4": "gallbladder", "5": "liver",
                  "6": "stomach", "7": "pancreas", "21": "urinary_bladder", "25": "sacrum", "31": "femur_left",

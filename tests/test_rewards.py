@@ -10,20 +10,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from seer.atlases import LabelRegistry, bundled_atlases
-from seer.backbones.atlas import AtlasBackbone
-from seer.evidence import describe_volume
+from seer.imaging.evidence import describe_volume
+from seer.imaging.volume import VolumeCache, load_volume, write_mask
+from seer.loop.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info, naive_entry
+from seer.loop.trace_log import TraceLog
 from seer.metrics import dice
-from seer.rewards import (
-    FinalLabel,
-    Rewarder,
-    TraceLedger,
-    label_names_from_info,
-    naive_entry,
-)
-from seer.targets import LabelTable
-from seer.trace import TraceLog
-from seer.volume import VolumeCache, load_volume, write_mask
+from seer.reasoning.targets import LabelTable
+from seer.segmentation.atlases import LabelRegistry, bundled_atlases
+from seer.segmentation.backbones.atlas import AtlasBackbone
 
 from conftest import label_map
 
@@ -59,8 +53,8 @@ def test_naive_resolution_is_exact_or_substring_label_name(raw, expected, why):
 def test_a_text_promptable_backbone_gets_the_raw_request_as_its_prompt(tiny_voxtell, tmp_path):
     from tiny_models import build_tiny_text_encoder
 
-    from seer.backbones.voxtell import VoxTellBackbone, VoxTellSettings
-    from seer.rewards import raw_baseline_entry
+    from seer.loop.rewards import raw_baseline_entry
+    from seer.segmentation.backbones.voxtell import VoxTellBackbone, VoxTellSettings
 
     registry = LabelRegistry()
     backbone = VoxTellBackbone(VoxTellSettings(model_dir=str(tiny_voxtell), device="cpu",

@@ -65,3 +65,12 @@ def test_a_cuda_device_this_machine_lacks_is_one_sentence():
     assert select_device("cpu", "device").type == "cpu"
     assert select_device("auto", "device").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
+
+
+def test_the_registries_hold_exactly_the_names_the_settings_validate():
+    from seer.reasoning.reasoners import CHOICES, REASONERS
+    from seer.segmentation.backbones import BACKBONES
+    from seer.settings import BACKBONE_NAMES, REASONER_CHOICES, REASONER_NAMES
+
+    assert tuple(REASONERS) == REASONER_NAMES and CHOICES == REASONER_CHOICES == ("auto", *REASONER_NAMES)
+    assert tuple(BACKBONES) == BACKBONE_NAMES

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from seer.errors import BadRequest
-from seer.lexicon import Parser
-from seer.skill_rounds import SkillRounds
-from seer.skills import (
+from seer.loop.skill_rounds import SkillRounds
+from seer.reasoning.lexicon import Parser
+from seer.reasoning.skills import (
     STYLE_TO_TAG,
     EvolutionSettings,
     RequestCue,

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from seer.errors import BadRequest
-from seer.lexicon import Parser
-from seer.skills import TAGS, Skill, SkillBank, request_style, skill_id_for
+from seer.reasoning.lexicon import Parser
+from seer.reasoning.skills import TAGS, Skill, SkillBank, request_style, skill_id_for
 
 
 def test_starter_bank_follows_the_contract_schema():

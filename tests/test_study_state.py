@@ -1,4 +1,4 @@
-"""The study-state database (seer.study_state) on SQLite and on a real PostgreSQL server: studies, scores,
+"""The study-state database (seer.active_learning.study_state) on SQLite and on a real PostgreSQL server: studies, scores,
 leases, tiers of the hand-out, and that concurrent hand-outs never give one study to two clients."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from seer.active_learning.study_state import ScoreRow, StudyState
 from seer.errors import SeerError
-from seer.study_state import ScoreRow, StudyState
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

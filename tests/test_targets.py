@@ -5,8 +5,8 @@ import json
 import pytest
 
 from seer.errors import BadRequest
-from seer.lexicon import BODY, HEAD
-from seer.targets import REFUSED_KINDS, LabelTable, Resolver
+from seer.reasoning.lexicon import BODY, HEAD
+from seer.reasoning.targets import REFUSED_KINDS, LabelTable, Resolver
 
 CT = {
     "1": "spleen", "2": "kidney_right", "3": "kidney_left", "4": "gallbladder", "5": "liver", "6": "stomach",
@@ -214,9 +214,9 @@ def test_t1_is_a_vertebra_unless_it_names_an_mr_sequence():
 def test_one_label_map_reader_for_tables_atlases_and_saved_labels(tmp_path):
     """Label tables, atlas labels.json and a saved label's label_names / label_info share one idea of a label map
     and of background."""
-    from seer.atlases import read_label_names
-    from seer.rewards import label_names_from_info
-    from seer.targets import label_mapping
+    from seer.loop.rewards import label_names_from_info
+    from seer.reasoning.targets import label_mapping
+    from seer.segmentation.atlases import read_label_names
 
     mapping = {"0": "Background", "1": "liver", "spleen": 2, "kidney_left": "3", "4": "clear_label", "bg": 5}
     expected = {1: "liver", 2: "spleen", 3: "kidney_left"}

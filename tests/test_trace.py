@@ -1,8 +1,9 @@
 import json
 import re
 
-from seer import prompts
-from seer.trace import TraceLog, has_valid_format, parse_output, render_output
+from seer.loop.trace_log import TraceLog
+from seer.reasoning import prompts
+from seer.reasoning.trace import has_valid_format, parse_output, render_output
 
 from conftest import CONTRACT, missing_fixture
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from seer.views import VIEW_SIZE, normalize_slice, slice_indices, take_views
+from seer.imaging.views import VIEW_SIZE, normalize_slice, slice_indices, take_views
 
 
 @pytest.mark.parametrize("depth", [8, 20, 30, 112, 181])

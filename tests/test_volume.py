@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seer.errors import BadRequest, StudyNotFound, UnreadableVolume
-from seer.volume import ResultFormat, VolumeCache, load_volume, write_mask
+from seer.imaging.volume import ResultFormat, VolumeCache, load_volume, write_mask
 
 
 def _save(path, data, affine=None):

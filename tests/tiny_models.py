@@ -166,7 +166,7 @@ def build_tiny_voxtell(folder: str | os.PathLike, seed: int = 0, prompts=TINY_VO
     (folder / "plans.json").write_text(json.dumps(plans, indent=1))
     import pydoc
 
-    from voxtell.model.voxtell_model import VoxTellModel  # the class seer.backbones.voxtell.load_network builds
+    from voxtell.model.voxtell_model import VoxTellModel  # the class seer.segmentation.backbones.voxtell.load_network builds
 
     arch = dict(plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"])
     for key in ("conv_op", "norm_op", "nonlin"):

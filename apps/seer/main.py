@@ -32,18 +32,19 @@ from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
 import seer  # noqa: E402
-from seer.active_learning import ActiveLearning  # noqa: E402
-from seer.annotation_loop import AnnotationLoop  # noqa: E402
-from seer.atlases import AtlasSource, LabelRegistry  # noqa: E402
+from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E402
+from seer.active_learning.strategy import ActiveLearning  # noqa: E402
+from seer.active_learning.study_state import StudyState  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
+from seer.files import datastore_state_dir  # noqa: E402
 from seer.housekeeping import Housekeeper  # noqa: E402
+from seer.imaging.volume import VolumeCache  # noqa: E402
+from seer.loop.annotation_loop import AnnotationLoop  # noqa: E402
+from seer.loop.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
 from seer.memory import limit_heap_growth  # noqa: E402
-from seer.pipeline import build_pipeline, datastore_state_dir  # noqa: E402
-from seer.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
+from seer.pipeline import build_pipeline  # noqa: E402
+from seer.segmentation.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
-from seer.study_scoring import ScoringSettings, StudyScorer  # noqa: E402
-from seer.study_state import StudyState  # noqa: E402
-from seer.volume import VolumeCache  # noqa: E402
 
 from lib.activelearning.seer import SeerStrategy  # noqa: E402
 from lib.auth import install as install_token_check  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BadRequest
+from seer.errors import BadRequest
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 

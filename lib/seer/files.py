@@ -1,4 +1,5 @@
-"""Small file and text helpers shared by the core: atomic writes and plain-text tables."""
+"""Small file and text helpers shared by the core: atomic writes, plain-text tables, and where SEER keeps a
+datastore's state."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def _cell(value) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def datastore_state_dir(studies: str, local_root: str | os.PathLike | None = None) -> Path:
+    """Where SEER keeps a datastore's state: <folder>/.seer for a local studies folder (`local_root`), else a folder
+    of the user cache named after the DICOMweb URL."""
+    if local_root:
+        return Path(local_root) / ".seer"
+    slug = "".join(ch if ch.isalnum() else "_" for ch in studies)[-80:]
+    return user_cache_dir() / "datastores" / slug
+
+
+def user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "seer-label"

@@ -9,7 +9,6 @@ embedding model are built once and reused.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -18,18 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import Backbone, Progress
-from .cache import BoundedCache
-from .embeddings import SentenceEmbedder
-from .errors import Refusal
-from .evidence import ImageEvidence, describe_volume
-from .hygiene import CleanRequest, clean_request
-from .reasoners import Reasoner, ReasoningInput
-from .skills import Skill, SkillBank
-from .targets import LabelEntry, LabelTable, Resolution, Resolver
-from .trace import Trace, TraceLog
-from .views import SliceViews, take_views
-from .volume import Volume, VolumeCache
+from seer.cache import BoundedCache
+from seer.errors import Refusal
+from seer.files import user_cache_dir
+from seer.imaging.evidence import ImageEvidence, describe_volume
+from seer.imaging.views import SliceViews, take_views
+from seer.imaging.volume import Volume, VolumeCache
+from seer.loop.trace_log import TraceLog
+from seer.reasoning.embeddings import SentenceEmbedder
+from seer.reasoning.hygiene import CleanRequest, clean_request
+from seer.reasoning.reasoners.base import Reasoner, ReasoningInput
+from seer.reasoning.skills import Skill, SkillBank
+from seer.reasoning.targets import LabelEntry, LabelTable, Resolution, Resolver
+from seer.reasoning.trace import Trace
+from seer.segmentation.backbones import Backbone, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SeerPipeline:
         self.skills_top_k = skills_top_k
         self.skills_min_score = skills_min_score
         self.dataset = dataset
-        self.skill_rounds = None  # seer.skill_rounds.SkillRounds when the pipeline serves a datastore
+        self.skill_rounds = None  # seer.loop.skill_rounds.SkillRounds when the pipeline serves a datastore
         self._contexts = BoundedCache("study context", max_items=16)  # 8 slice views + evidence per study
         self._resolver: Resolver | None = None  # for the last label table asked about
         self._lock = threading.Lock()
@@ -273,11 +274,11 @@ def build_pipeline(
     extra_atlases: callable returning more AtlasSource (the app passes the datastore's labelled studies).
     volumes: a VolumeCache to share with the caller, so a labelled study is not held twice (as study and atlas).
     """
-    from .atlases import LabelRegistry, bundled_atlases
-    from .backbones import backbone_class
-    from .backbones.atlas import AtlasSettings
-    from .reasoners import make_reasoner, resolve_choice
-    from .registration import RegistrationSettings
+    from seer.reasoning.reasoners import make_reasoner, resolve_choice
+    from seer.segmentation.atlases import LabelRegistry, bundled_atlases
+    from seer.segmentation.backbones import backbone_class
+    from seer.segmentation.backbones.atlas import AtlasSettings
+    from seer.segmentation.registration import RegistrationSettings
 
     name, why = resolve_choice(settings.reasoner, settings)
     logger.info("reasoner %s", why)
@@ -329,8 +330,8 @@ def build_pipeline(
 
 def open_skill_rounds(settings, state_dir: Path):
     """The datastore's skill rounds; round 0 is seeded from the `skills` setting's file, else the starter skills."""
-    from .skill_rounds import SkillRounds
-    from .skills import EvolutionSettings
+    from seer.loop.skill_rounds import SkillRounds
+    from seer.reasoning.skills import EvolutionSettings
 
     rules = EvolutionSettings(
         penalty=settings.skill_penalty, harvest_min_dice=settings.skill_harvest_dice,
@@ -343,10 +344,10 @@ def open_skill_rounds(settings, state_dir: Path):
 
 def _network_backbone(settings, registry, state_dir):
     """VoxTell or a MONAI bundle, configured from settings."""
-    from .atlases import LabelRegistry
+    from seer.segmentation.atlases import LabelRegistry
 
     if settings.backbone == "voxtell":
-        from .backbones.voxtell import VoxTellBackbone, VoxTellSettings
+        from seer.segmentation.backbones.voxtell import VoxTellBackbone, VoxTellSettings
 
         registry = registry or LabelRegistry(state_dir / "voxtell_labels.json" if state_dir else None)
         return VoxTellBackbone(VoxTellSettings(
@@ -354,24 +355,10 @@ def _network_backbone(settings, registry, state_dir):
             text_encoder=settings.voxtell_text_encoder, device=settings.backbone_device, dtype=settings.backbone_dtype,
             sw_batch_size=settings.sw_batch_size or 1, overlap=settings.sw_overlap if settings.sw_overlap >= 0 else 0.5,
         ), registry)
-    from .backbones.monai_bundle import BundleBackbone, BundleSettings
+    from seer.segmentation.backbones.monai_bundle import BundleBackbone, BundleSettings
 
     return BundleBackbone(BundleSettings(
         bundle_dir=settings.backbone_model, device=settings.backbone_device, sw_batch_size=settings.sw_batch_size,
         overlap=settings.sw_overlap, dtype=settings.backbone_dtype, network=settings.bundle_network,
         labels=settings.bundle_labels, roi_size=settings.bundle_roi, preprocessing=settings.bundle_preprocessing,
     ))
-
-
-def datastore_state_dir(studies: str, local_root: str | os.PathLike | None = None) -> Path:
-    """Where SEER keeps a datastore's state: <folder>/.seer for a local studies folder (`local_root`), else a folder
-    of the user cache named after the DICOMweb URL."""
-    if local_root:
-        return Path(local_root) / ".seer"
-    slug = "".join(ch if ch.isalnum() else "_" for ch in studies)[-80:]
-    return user_cache_dir() / "datastores" / slug
-
-
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "seer-label"

@@ -10,7 +10,14 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import BadRequest
+from seer.errors import BadRequest
+from seer.files import user_cache_dir
+
+# The names used everywhere (conf values, CLI flags, /info). The registries that build them
+# (seer.reasoning.reasoners.REASONERS, seer.segmentation.backbones.BACKBONES) hold exactly these names.
+REASONER_NAMES = ("offline", "qwen-vl", "openai")
+REASONER_CHOICES = ("auto", *REASONER_NAMES)
+BACKBONE_NAMES = ("atlas", "voxtell", "bundle")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,8 +29,7 @@ def default_sample_data() -> Path:
         return Path(os.environ["SEER_SAMPLE_DATA"])
     if (REPO_ROOT / "main.py").exists() and (REPO_ROOT / "apps" / "seer").is_dir():
         return REPO_ROOT / "sample-data"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "seer-label" / "sample-data"
+    return user_cache_dir() / "sample-data"
 
 
 DEFAULT_SAMPLE_DATA = default_sample_data()
@@ -243,13 +249,10 @@ class SeerSettings:
         return settings
 
     def validate(self) -> None:
-        from .backbones import BACKBONES
-        from .reasoners import CHOICES
-
-        if self.reasoner not in CHOICES:
-            raise BadRequest(f"Setting 'reasoner' must be one of {', '.join(CHOICES)}, got {self.reasoner!r}.")
-        if self.backbone not in BACKBONES:
-            raise BadRequest(f"Setting 'backbone' must be one of {', '.join(BACKBONES)}, got {self.backbone!r}.")
+        if self.reasoner not in REASONER_CHOICES:
+            raise BadRequest(f"Setting 'reasoner' must be one of {', '.join(REASONER_CHOICES)}, got {self.reasoner!r}.")
+        if self.backbone not in BACKBONE_NAMES:
+            raise BadRequest(f"Setting 'backbone' must be one of {', '.join(BACKBONE_NAMES)}, got {self.backbone!r}.")
         if self.reasoner == "openai" and not self.endpoint:
             raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
         for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",
@@ -281,7 +284,7 @@ class SeerSettings:
             raise BadRequest("Setting 'dicomweb_cache_s' must be 0 or more seconds.")
         if self.auth_realm and not self.auth_realm.startswith(("http://", "https://")):
             raise BadRequest(f"Setting 'auth_realm' must be an http(s) URL of an OpenID realm, got {self.auth_realm!r}.")
-        from .devices import check_device_name
+        from seer.devices import check_device_name
 
         check_device_name(self.device, "device")
         check_device_name(self.backbone_device, "backbone_device")
@@ -298,7 +301,7 @@ class SeerSettings:
                 raise BadRequest(f"Setting '{key}' must be between 0.5 and 10 mm.")
 
     def disk_limits(self):
-        from .housekeeping import DiskLimits
+        from seer.housekeeping import DiskLimits
 
         return DiskLimits(registrations_mb=self.registrations_max_mb, proposals_days=self.proposals_keep_days,
                           proposals_mb=self.proposals_max_mb)
@@ -321,3 +324,23 @@ class SeerSettings:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "unknown"}
+
+
+def settings_from_flags(args) -> SeerSettings:
+    """SeerSettings from the command line's flags (an argparse namespace): --reasoner, --model, ... --atlases."""
+    conf = {"reasoner": args.reasoner}
+    for flag in ("model", "adapter", "device", "dtype", "endpoint", "endpoint_model", "max_new_tokens",
+                 "backbone_model", "backbone_device", "backbone_dtype", "sw_batch_size", "sw_overlap",
+                 "voxtell_embeddings"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            conf[flag] = str(value)
+    if getattr(args, "skills", None):
+        conf["skills"] = args.skills
+    if getattr(args, "embeddings", False):
+        conf["embeddings"] = "true"
+    if getattr(args, "backbone", None):
+        conf["backbone"] = args.backbone
+    if getattr(args, "atlases", None):
+        conf["atlases"] = os.pathsep.join(args.atlases)
+    return SeerSettings.from_conf(conf)

@@ -9,7 +9,7 @@ What changes against the stock `DICOMWebDatastore`:
   with highdicom onto the study's grid with the segment labels as names, or the label saved on this server when
   the SEG was not stored; an unreadable SEG is logged and skipped, never raised into the server's start;
 - a saved final label is kept in the local cache first; with `store_seg` it is also written as a DICOM SEG whose
-  segments are coded from this server's label table (seer.dicom_seg) and stored over STOW-RS.
+  segments are coded from this server's label table (seer.pacs.dicom_seg) and stored over STOW-RS.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
-from seer.dicom_seg import check_segments, read_seg, write_seg
 from seer.errors import SeerError
+from seer.pacs.dicom_seg import check_segments, read_seg, write_seg
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ else).
 - POST /infer/{model}: run on the thread pool, at most `infer_concurrency` at once (waiting requests queue on a
   semaphore and hold no thread), so /info, next-sample and saves answer while inferences run; params that are
   not a JSON object -> 422. output=dicom_seg: the DICOM SEG is written from the resolved target (segment label,
-  SNOMED CT type and laterality: seer.dicom_seg), not from a client's `label_info`; other outputs are stock.
+  SNOMED CT type and laterality: seer.pacs.dicom_seg), not from a client's `label_info`; other outputs are stock.
 - PUT /datastore/label: stock saving on the thread pool; an unknown study -> 404, bad params -> 422.
 - GET/POST /proxy/dicom/...: MONAI Label's DICOMweb proxy (OHIF's only way to the PACS), forwarding the viewer's
   Accept header so that the PACS sends frames in a transfer syntax the viewer decodes (JPEG 2000 as stored)
@@ -39,8 +39,8 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
 
-from seer.dicom_seg import write_seg
 from seer.errors import SeerError
+from seer.pacs.dicom_seg import write_seg
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Strategy `seer`: the best-scored unlabelled study that no other annotator holds, leased to the asking client
-(seer.active_learning). The app's own route serves POST /activelearning/seer without MONAI Label's whole-file
+(seer.active_learning.strategy). The app's own route serves POST /activelearning/seer without MONAI Label's whole-file
 datastore rewrite; this class serves `app.next_sample` callers too."""
 
 from __future__ import annotations
 
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from seer.active_learning import ActiveLearning
+from seer.active_learning.strategy import ActiveLearning
 
 
 class SeerStrategy(Strategy):

@@ -18,9 +18,9 @@ from pathlib import Path
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from seer.errors import BadRequest, Refusal, SeerError
+from seer.imaging.volume import ResultFormat, VolumeCache, write_mask
 from seer.pipeline import SeerPipeline
-from seer.reasoners import CHOICES as REASONER_CHOICES
-from seer.volume import ResultFormat, VolumeCache, write_mask
+from seer.reasoning.reasoners import CHOICES as REASONER_CHOICES
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Scoring method `seer` (seer.study_scoring): runs in this process, on the live pipeline and state database.
+"""Scoring method `seer` (seer.active_learning.scoring): runs in this process, on the live pipeline and state database.
 POST /scoring/seer starts a background pass through the app's own route (MONAI Label's stock route would start
 a second app in a subprocess); `app.scoring({"method": "seer"})` runs one pass synchronously."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from seer.active_learning import ActiveLearning
+from seer.active_learning.strategy import ActiveLearning
 
 
 class SeerScoring(ScoringMethod):

