@@ -1,11 +1,14 @@
-# SEER Label: `make serve` (set up, build sample data, run the server) and `make test` (set up, lint, test).
+# SEER Label: `make serve` (set up, build sample data, run the server) and `make test` (set up, lint, test);
+# `make test-fast`: the unit tests without servers or slow tests, the inner loop.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
+# test workers for `make test` (pytest-xdist; each takes whole test modules, the long ones first)
+TEST_WORKERS ?= 2
 
-.PHONY: setup system-deps serve sample-data test lint bench clean
+.PHONY: setup system-deps serve sample-data test test-fast lint docs bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +48,16 @@ lint: $(STAMP)
 
 test: setup
 	$(VENV)/bin/ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+
+# no servers (MONAI Label, Orthanc, PostgreSQL, Chromium) and no test marked slow; fixtures still build the sample data
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not server and not slow"
+
+# the settings table of docs/configuration.md, from seer.settings.KEYS
+docs: $(STAMP)
+	$(PY) docs/gen_configuration.py
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py

@@ -25,6 +25,28 @@ CONTRACT = REPO.parent / "shared" / "SEER-MODEL-CONTRACT.md"
 SAMPLE_DATA = REPO / "sample-data"
 
 
+# Fixtures that start a server (MONAI Label, Orthanc, PostgreSQL): a test using one is a `server` test, which
+# `make test-fast` leaves out, whether or not its module says so.
+SERVER_FIXTURES = {"postgres_url", "fresh_postgres", "pacs_server", "own_pacs", "server", "vlm_server", "ohif_server",
+                   "realm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that use a server fixture `server`, then order the modules so that those with server or slow
+    tests come first (stable within a module): with parallel workers (`make test`), the long modules start early
+    and the workers finish together."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+    weight: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        mine = 0 if item.get_closest_marker("server") else 1 if item.get_closest_marker("slow") else 2
+        weight[module] = min(weight.get(module, 2), mine)
+    first_seen = {module: n for n, module in reversed(list(enumerate(item.nodeid.split("::")[0] for item in items)))}
+    items.sort(key=lambda item: (weight[item.nodeid.split("::")[0]], first_seen[item.nodeid.split("::")[0]]))
+
+
 def missing_fixture(reason: str):
     """Skip with the reason; under CI (`CI` set) fail instead, so that no test is skipped silently there."""
     if os.environ.get("CI"):
@@ -41,11 +63,16 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
-    """The package-built sample data (built once if missing, as `main.py sample-data` does)."""
+    """The package-built sample data (built once if missing, as `main.py sample-data` does; parallel test workers
+    wait for the one that builds it)."""
+    from filelock import FileLock
+
     from seer import sample_data as builder
 
-    if not builder.is_complete(SAMPLE_DATA):
-        builder.build(SAMPLE_DATA, say=lambda m: None)
+    SAMPLE_DATA.mkdir(exist_ok=True)
+    with FileLock(str(SAMPLE_DATA / ".build.lock")):
+        if not builder.is_complete(SAMPLE_DATA):
+            builder.build(SAMPLE_DATA, say=lambda m: None)
     return SAMPLE_DATA
 
 

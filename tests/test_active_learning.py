@@ -54,6 +54,7 @@ def pelvis_pipeline(tmp_path_factory, shared_data):
     return build_pipeline(settings, root / ".seer"), load_volume(study), atlases, shared_data
 
 
+@pytest.mark.slow
 def test_phrasings_and_partial_rescoring(pelvis_pipeline):
     pipeline, volume, atlases, shared_data = pelvis_pipeline
     scorer = StudyScorer(pipeline, ScoringSettings(phrasings=4))
@@ -114,6 +115,7 @@ def spleen_cases(tmp_path_factory, shared_data):
     return root
 
 
+@pytest.mark.slow
 def test_simulate_al_writes_curves_per_strategy(spleen_cases, tmp_path):
     out = tmp_path / "out"
     proc = run("simulate-al", "--studies", str(spleen_cases), "--campaign", "spleen", "--steps", "2",

@@ -153,12 +153,12 @@ def test_without_a_campaign_it_falls_back_and_says_so(tmp_path, shared_data):
 
 def test_new_studies_are_found_and_scored_in_the_background(tmp_path, shared_data):
     """A study copied into the folder while the server runs joins the state and is scored by the next scan (every
-    30 s), without any request."""
+    `scan_s`: 30 s by default, 2 s here), without any request."""
     studies = tmp_path / "studies"
     studies.mkdir()
     for name in ("one", "two"):
         shutil.copy(shared_data / "ct-spleen" / "image.nii.gz", studies / f"{name}.nii.gz")
-    conf = {"campaign": "spleen", "al_backbone": "false"}
+    conf = {"campaign": "spleen", "al_backbone": "false", "scan_s": 2}
     with running_server(studies, tmp_path / "server.log", conf) as url:
         for _ in range(120):
             if al_status(url)["scored"] == 2:

@@ -35,6 +35,7 @@ def entry(backbone, text, region=None):
     return result.entry
 
 
+@pytest.mark.slow
 def test_brain_on_colin27_from_the_mni152_atlas(backbone, colin27):
     volume = load_volume(colin27)
     seg = backbone.segment(volume, entry(backbone, "brain"), evidence_of(volume))
@@ -44,6 +45,7 @@ def test_brain_on_colin27_from_the_mni152_atlas(backbone, colin27):
     assert dice(seg.mask, reference) > 0.9
 
 
+@pytest.mark.slow
 def test_left_hippocampus_lands_on_the_patients_left(backbone, sample_data, colin27):
     volume = load_volume(sample_data / "mni152_t1.nii.gz")
     seg = backbone.segment(volume, entry(backbone, "left hippocampus"), evidence_of(volume))
@@ -56,8 +58,10 @@ def test_left_hippocampus_lands_on_the_patients_left(backbone, sample_data, coli
     np.testing.assert_array_equal(again.mask, seg.mask)
 
 
+@pytest.mark.slow
 def test_registrations_are_reused_from_disk(backbone, sample_data, colin27):
     volume = load_volume(sample_data / "mni152_t1.nii.gz")
+    backbone.segment(volume, entry(backbone, "right amygdala"), evidence_of(volume))  # registered (or cached) here
     fresh = AtlasBackbone(lambda: bundled_atlases([sample_data / "atlases"]), LabelRegistry(),
                           cache_dir=backbone.cache_dir)
     target = entry(fresh, "right amygdala")
@@ -67,6 +71,7 @@ def test_registrations_are_reused_from_disk(backbone, sample_data, colin27):
     assert (volume.affine @ np.append(ijk, 1.0))[0] > 10
 
 
+@pytest.mark.slow
 def test_flipped_storage_order_gives_the_same_anatomy(backbone, sample_data, colin27, tmp_path):
     """An LPS-stored copy of the study: the mask follows the data, and left stays left."""
     original = nib.load(str(sample_data / "mni152_t1.nii.gz"))
@@ -101,6 +106,7 @@ def _ct_atlas(shared_data, tmp_path):
     return folder.parent
 
 
+@pytest.mark.slow
 def test_ct_atlas_segments_an_overlapping_slab_and_refuses_what_is_outside(shared_data, tmp_path):
     atlases = _ct_atlas(shared_data, tmp_path)
     backbone = AtlasBackbone(lambda: bundled_atlases([atlases]), LabelRegistry(), cache_dir=tmp_path / "cache")
@@ -115,6 +121,7 @@ def test_ct_atlas_segments_an_overlapping_slab_and_refuses_what_is_outside(share
         backbone.segment(volume, entry(backbone, "urinary bladder", evidence.region), evidence)
 
 
+@pytest.mark.slow
 def test_atlases_that_name_a_structure_without_voxels_are_not_its_holders(shared_data, tmp_path):
     """A label map may list more names than its volume holds (a crop): such an atlas is skipped for that target,
     and when no atlas holds a voxel of it the request is refused with a sentence (it crashed before)."""
@@ -136,6 +143,7 @@ def test_atlases_that_name_a_structure_without_voxels_are_not_its_holders(shared
         only_crop.segment(volume, entry(only_crop, "spleen", evidence.region), evidence)
 
 
+@pytest.mark.slow
 def test_atlases_are_loaded_after_ranking_into_one_byte_bounded_cache(shared_data, tmp_path):
     """Ranking uses each atlas's summary; only the chosen atlas's voxels are loaded, and everything heavy (atlases,
     downsampled images, target masks, registrations) stays within `cache_mb`."""

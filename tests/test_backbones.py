@@ -42,12 +42,14 @@ def bundle(tiny_bundle):
 
 
 # -- VoxTell -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_voxtell_vocabulary_is_its_embedding_bank(voxtell):
     assert set(voxtell.label_table().names()) == {"liver", "spleen", "left kidney", "right kidney", "left hip bone",
                                                  "right hip bone", "brain"}
     assert voxtell.patch_size == (48, 48, 48) and voxtell.free_text is False
 
 
+@pytest.mark.slow
 def test_voxtell_through_monai_equals_voxtells_own_predictor(voxtell, tiny_voxtell, ct_crop):
     from nnunetv2.imageio.nibabel_reader_writer import NibabelIOWithReorient
     from voxtell.inference.predictor import VoxTellPredictor
@@ -66,6 +68,7 @@ def test_voxtell_through_monai_equals_voxtells_own_predictor(voxtell, tiny_voxte
         assert dice(ours[i], theirs[i]) > 0.99  # VoxTell accumulates logits in float16, we in float32
 
 
+@pytest.mark.slow
 def test_voxtell_masks_follow_the_storage_order(voxtell, ct_crop, tmp_path):
     volume = load_volume(ct_crop / "image.nii.gz")
     flipped = load_volume(flipped_copy(ct_crop / "image.nii.gz", tmp_path / "lps.nii.gz"))
@@ -84,6 +87,7 @@ def test_voxtell_without_text_encoder_refuses_unknown_prompts(voxtell, ct_crop):
     assert pipeline.reason("rt kidney pls", volume).entry.name == "right kidney"
 
 
+@pytest.mark.slow
 def test_voxtell_with_a_text_encoder_takes_the_answer_as_is(tiny_voxtell, ct_crop, tmp_path):
     from tiny_models import build_tiny_text_encoder
 
@@ -148,6 +152,7 @@ def test_bundle_folder_must_be_complete(tmp_path):
 
 
 # -- laterality on the flipped abdomen-pelvis CT -----------------------------------------------------------------
+@pytest.mark.slow
 def test_left_hip_lands_on_the_patients_left_after_flipping_the_storage_order(shared_data, tmp_path):
     src = shared_data / "ct-abdomen-pelvis"
     names = {int(k): v for k, v in label_map(src).items()}
@@ -168,6 +173,7 @@ def test_left_hip_lands_on_the_patients_left_after_flipping_the_storage_order(sh
     json.dumps(outcome.details)
 
 
+@pytest.mark.slow
 def test_a_network_and_label_table_given_in_settings(tiny_bundle, shared_data, tmp_path):
     from seer.pipeline import build_pipeline
     from seer.settings import SeerSettings

@@ -85,6 +85,7 @@ def test_corrupted_image_exits_2(tmp_path):
     assert proc.returncode == 2 and "not a readable NIfTI" in proc.stderr
 
 
+@pytest.mark.slow
 def test_segment_writes_a_mask_on_the_input_grid(sample_data, colin27, tmp_path):
     out = tmp_path / "hippocampus.nii.gz"
     proc = run("segment", "--image", str(sample_data / "mni152_t1.nii.gz"), "--prompt", "hipocampus lt pls",
@@ -106,6 +107,7 @@ def test_segment_refusal_exits_2(sample_data):
     assert proc.returncode == 2 and "Out of region" in proc.stderr
 
 
+@pytest.mark.slow
 def test_learning_commands_on_bad_state_exit_2_with_a_sentence(tmp_path):
     """skills / traces / export-traces on a folder the server never ran on, unknown ids and rounds, nothing to
     export: exit 2 and one sentence each."""

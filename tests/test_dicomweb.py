@@ -285,7 +285,8 @@ def test_saved_label_is_stored_as_coded_seg_and_a_second_server_reads_it_as_an_a
 
 def test_pacs_down_is_503_naming_it_while_cached_studies_keep_working(own_pacs, tmp_path):
     pacs, uid = own_pacs
-    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "store_seg": "true"}
+    # two attempts per PACS request (one wait of 2 s) instead of the default five (30 s of waits) before the 503
+    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "store_seg": "true", "dicomweb_retries": 2}
     with running_server(pacs.dicomweb, tmp_path / "server.log", conf,
                         env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache")}) as url:
         first = _infer(url, uid, {"prompt": "liver"})

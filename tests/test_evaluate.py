@@ -25,6 +25,7 @@ def evaluate(*args, env_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_evaluate_measures_seer_against_raw_and_skips_bad_rows(tmp_path, shared_data):
     atlases = tmp_path / "atlases"
     atlases.mkdir()

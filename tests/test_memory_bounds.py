@@ -3,6 +3,7 @@ process's resident memory flat (real CT volumes, the real pipeline with the atla
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from seer.imaging.volume import VolumeCache
 from seer.pipeline import build_pipeline
@@ -17,6 +18,7 @@ def rss_mb() -> float:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.slow
 def test_many_studies_keep_caches_bounded_and_memory_flat(shared_data, tmp_path):
     source = nib.load(str(shared_data / "ct-abdomen-small" / "image.nii.gz"))
     data = np.asanyarray(source.dataobj).astype(np.float32)

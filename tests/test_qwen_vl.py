@@ -62,6 +62,7 @@ def _contract_block(start: str) -> str:
     return block.replace("\\n", "\n")
 
 
+@pytest.mark.slow
 def test_rendered_prompt_equals_the_contract(engine, views):
     reasoner = QwenVLReasoner(engine.settings, engine)
     skills = list(SkillBank.starter().skills.values())[:2]
@@ -115,6 +116,7 @@ def test_cache_hits_identical_requests_and_empties_on_a_new_skill_bank(engine, v
     assert fresh.timings["cache_hit"] is False and len(reasoner.cache) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_concurrent_requests_match_serial_results(tiny_qwen, tiny_lora, views, batch_size):
     engine = QwenVLEngine(QwenVLSettings(model=str(tiny_qwen), adapter=str(tiny_lora), max_new_tokens=8,
@@ -140,6 +142,7 @@ def _logits(model, engine, views):
         return model(**batch).logits[0, -1]
 
 
+@pytest.mark.slow
 def test_lora_is_applied_and_equals_the_merged_weights(tiny_qwen, tiny_lora, engine, views, tmp_path):
     from transformers import Qwen3VLForConditionalGeneration
 
@@ -221,6 +224,7 @@ def _cli(*args):
                           timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.slow
 def test_reason_cli_with_the_vlm_handles_an_invalid_format(tiny_qwen, tiny_lora, shared_data):
     proc = _cli("reason", "rt hip bone pls", "--reasoner", "qwen-vl", "--model", str(tiny_qwen), "--adapter",
                 str(tiny_lora), "--max-new-tokens", "12", "--image",
@@ -232,6 +236,7 @@ def test_reason_cli_with_the_vlm_handles_an_invalid_format(tiny_qwen, tiny_lora,
     assert row["label"] == "hip_right"  # resolved from the raw request after the answer failed
 
 
+@pytest.mark.slow
 def test_reason_cli_vlm_without_image_exits_2(tiny_qwen, tiny_lora):
     proc = _cli("reason", "liver", "--reasoner", "qwen-vl", "--model", str(tiny_qwen), "--adapter", str(tiny_lora))
     assert proc.returncode == 2 and "needs the image" in proc.stderr

@@ -163,6 +163,7 @@ def test_a_label_saved_as_nrrd_as_slicer_does_scores_the_same(setting, tmp_path)
     assert why == "" and out[0]["type"] == "reward" and out[0]["dice"] == 1.0
 
 
+@pytest.mark.slow
 def test_raw_baseline_of_another_target_runs_the_real_backbone(setting):
     """SEER proposed the liver for a request the naive baseline reads as 'spleen': the baseline is the backbone's
     spleen, scored against the liver the annotator kept."""

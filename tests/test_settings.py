@@ -1,11 +1,7 @@
-import re
-
 import pytest
 
 from seer.errors import BadRequest
-from seer.settings import KEYS, SeerSettings
-
-from conftest import REPO
+from seer.settings import SeerSettings
 
 
 def test_defaults_parse():
@@ -45,14 +41,6 @@ def test_values_are_typed_and_unknown_keys_are_kept_aside():
 def test_bad_values_name_the_key(conf, message):
     with pytest.raises(BadRequest, match=message):
         SeerSettings.from_conf(conf)
-
-
-def test_readme_configuration_table_matches_the_code():
-    readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| \w+ \| `([^`]*)` \|", readme, re.MULTILINE))
-    assert set(rows) == set(KEYS)
-    for key, (_kind, default, _help) in KEYS.items():
-        assert rows[key] == str(default), key
 
 
 def test_a_cuda_device_this_machine_lacks_is_one_sentence():

@@ -104,6 +104,8 @@ class SEERApp(MONAILabelApp):
             session = create_session_from_user_pass(ms.MONAI_LABEL_DICOMWEB_USERNAME, ms.MONAI_LABEL_DICOMWEB_PASSWORD)
         client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=ms.MONAI_LABEL_QIDO_PREFIX,
                                  wado_url_prefix=ms.MONAI_LABEL_WADO_PREFIX, stow_url_prefix=ms.MONAI_LABEL_STOW_PREFIX)
+        attempts = self.seer_settings.dicomweb_retries  # the client's default is 5 attempts with exponential waits
+        client.set_http_retry_params(retry=attempts > 1, max_attempts=attempts)
         self._download_dcmqi_tools()  # finds the wheel's itkimage2segimage on PATH: no download
         settings = self.seer_settings
         cache = (ms.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
@@ -203,6 +205,7 @@ class SEERApp(MONAILabelApp):
             on_round=on_round,
             after_job=after_job,
             queue_size=self.seer_settings.reward_queue,
+            scan_every_s=self.seer_settings.scan_s,
         )
         loop.start()
         return loop
@@ -218,6 +221,7 @@ class SEERApp(MONAILabelApp):
         return ActiveLearning(
             self.study_state, scorer, list_studies=self._list_studies, load_volume=load_volume,
             trace_rows=self.trace_rows, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
+            scan_every_s=settings.scan_s,
         )
 
     def trace_rows(self) -> list[dict]:

@@ -94,7 +94,7 @@ KEYS: dict[str, tuple[type, object, str]] = {
                      "(MB): its rows go to a gzip archive beside it, and only the rows of proposals still waiting for "
                      "a reward stay live"),
     "skills": (str, "", "skill bank JSONL that seeds round 0 of a datastore's skill rounds (read once, when no round "
-               "exists yet); default: the starter skills"),
+               "exists yet); default: the starter skills. `reason` / `segment` / `evaluate --skills` use the file as it is"),
     "skills_top_k": (int, 3, "skills retrieved per request"),
     "skills_min_score": (float, 8.0, "minimum retrieval score for a skill to be shown to the reasoner"),
     "rewards": (bool, True, "score every proposal against the final label saved for its study (background worker) "
@@ -113,13 +113,15 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "campaign": (str, "", "what the team is labelling, for active learning: requests separated by ';' (or ','), "
                  "e.g. 'left hip bone; right hip bone; sacrum'; default: the 3 most frequent targets in the trace log"),
     "state_db": (str, "", "study state (scores, leases, reward counts): a postgresql:// URL that several servers "
-                 "share; default: SQLite at <datastore>/.seer/state.db"),
+                 "share; default: SQLite at `<datastore>/.seer/state.db`"),
     "lease_s": (float, 1800.0, "strategy seer: a study handed to one annotator is not handed to another for this "
                 "many seconds, unless saved or released first"),
     "al_phrasings": (int, 4, "scoring seer: phrasings reasoned per campaign request (the request, its skill-bank "
                      "aliases, requests from the trace log that resolved to the same target)"),
     "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
                     "and field-of-view evidence (slower; off = reasoning parts only)"),
+    "scan_s": (float, 30.0, "seconds between the background scans for new or changed studies (active learning) and "
+               "for final labels saved outside the API (rewards)"),
     "infer_concurrency": (int, 2, "inferences run off the server's event loop, at most this many at once (others "
                           "wait their turn); /info, next-sample and label saves answer meanwhile. 0 = inline, as stock "
                           "MONAI Label (one request at a time, everything else waits)"),
@@ -128,6 +130,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "dicomweb_modalities": (str, "CT,MR", "DICOMweb studies: the modalities listed as studies (comma-separated)"),
     "dicomweb_cache_s": (float, 60.0, "DICOMweb studies: seconds the PACS's series and SEG lists are reused "
                          "(a label saved here refreshes them at once)"),
+    "dicomweb_retries": (int, 5, "DICOMweb studies: attempts per PACS request that fails to connect or gets 408, 429, "
+                         "503 or 504, with waits of 2, 4, 8, 16 s between them (5: about 30 s before a PACS that is "
+                         "down gives a 503)"),
     "auth_realm": (str, "", "switch MONAI Label's token auth on: the OpenID realm URL whose public key signs the "
                    "tokens (e.g. https://keycloak.example/realms/monailabel); roles decide who infers and saves"),
     "embeddings": (bool, False, "also try offline sentence embeddings when the lexicon finds no target "
@@ -212,10 +217,12 @@ class SeerSettings:
     lease_s: float
     al_phrasings: int
     al_backbone: bool
+    scan_s: float
     infer_concurrency: int
     store_seg: bool
     dicomweb_modalities: str
     dicomweb_cache_s: float
+    dicomweb_retries: int
     auth_realm: str
     embeddings: bool
     max_request_chars: int
@@ -256,7 +263,8 @@ class SeerSettings:
         if self.reasoner == "openai" and not self.endpoint:
             raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
         for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",
-                    "reasoner_cache", "reward_queue", "skill_round", "skill_merge_keep", "skill_cap_min", "al_phrasings"):
+                    "reasoner_cache", "reward_queue", "skill_round", "skill_merge_keep", "skill_cap_min", "al_phrasings",
+                    "dicomweb_retries"):
             if getattr(self, key) < 1:
                 raise BadRequest(f"Setting '{key}' must be at least 1.")
         if self.backbone in ("voxtell", "bundle") and not self.backbone_model:
@@ -280,6 +288,8 @@ class SeerSettings:
             raise BadRequest("Setting 'infer_concurrency' must be between 0 (inline) and 64.")
         if not self.modalities():
             raise BadRequest("Setting 'dicomweb_modalities' must name at least one modality, e.g. CT,MR.")
+        if not 0.1 <= self.scan_s <= 24 * 3600:
+            raise BadRequest("Setting 'scan_s' must be between 0.1 seconds and a day (86400).")
         if self.dicomweb_cache_s < 0:
             raise BadRequest("Setting 'dicomweb_cache_s' must be 0 or more seconds.")
         if self.auth_realm and not self.auth_realm.startswith(("http://", "https://")):
@@ -344,3 +354,11 @@ def settings_from_flags(args) -> SeerSettings:
     if getattr(args, "atlases", None):
         conf["atlases"] = os.pathsep.join(args.atlases)
     return SeerSettings.from_conf(conf)
+
+
+def settings_table_markdown() -> str:
+    """Every setting as one Markdown table (key, type, default, meaning), as docs/configuration.md shows it."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, (kind, default, meaning) in KEYS.items():
+        rows.append(f"| `{key}` | {kind.__name__} | `{default}` | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"
