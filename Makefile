@@ -46,9 +46,11 @@ serve: setup
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# OMP_NUM_THREADS=1: one OpenMP thread per process, so two workers' torch and NumPy do not oversubscribe the cores
+# (SimpleITK's registration threads are not OpenMP and keep every core)
 test: setup
 	$(VENV)/bin/ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # no servers (MONAI Label, Orthanc, PostgreSQL, Chromium) and no test marked slow; fixtures still build the sample data
 test-fast: $(STAMP)
