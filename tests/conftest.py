@@ -57,7 +57,7 @@ def missing_fixture(reason: str):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "ct-abdomen-pelvis" / "image.nii.gz").exists():
-        missing_fixture(f"real volumes not available: {SHARED_DATA} is absent (see README, 'Test data')")
+        missing_fixture(f"real volumes not available: {SHARED_DATA} is absent (see docs/development.md, 'Test data')")
     return SHARED_DATA
 
 

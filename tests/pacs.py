@@ -1,7 +1,7 @@
 """A real Orthanc PACS (Debian's `orthanc`, `orthanc-dicomweb`, `orthanc-gdcm`) for tests and benchmarks.
 
 `Orthanc(folder).start()` writes a configuration into `folder` (storage there, HTTP on a free port of 127.0.0.1,
-remote access and the DICOM port off, the DICOMweb plugin on; GDCM only when asked: the viewer gets frames as stored, see README), starts
+remote access and the DICOM port off, the DICOMweb plugin on; GDCM only when asked: the viewer gets frames as stored, see docs/pacs-and-ohif.md), starts
 the server and waits for it; `stop()` ends it by PID. `upload(files)` stores DICOM files as they are;
 `upload_uncompressed(files)` decodes them first (pydicom, JPEG 2000 through Pillow) and stores them
 as Explicit VR Little Endian under new UIDs, so that one study exists in both encodings.

@@ -95,6 +95,7 @@ def test_finetune_overfits_two_traces_and_counts_what_it_skipped(trained):
     assert "2 of 4 rows qualify" in trained["stderr"]
 
 
+@pytest.mark.server
 def test_the_trained_adapter_drives_the_target_through_the_real_server(trained, small_qwen, sample_data, colin27,
                                                                          tmp_path):
     """The model's own answer (not the fallback: "the one we discussed" names no structure) picks the target.

@@ -4,8 +4,8 @@ glibc's malloc raises its mmap threshold each time a large block is freed, up to
 registrations and SimpleITK images are carved from the heap, whose freed pages are rarely returned to the system;
 and every thread that allocates gets an arena of its own. On a server that loads and evicts many 10-100 MB
 volumes from a thread pool, RSS then grows far past the caches' bounds. Measured with bench/bench_memory.py (the
-real server, 120 requests over 10 studies, bounded caches): end RSS 1,532 MB with a fixed 128 KiB threshold and two
-arenas against 2,206 MB without (the same figures are in README).
+real server, 200 requests over 10 studies, caches bounded at 256 MB each): end RSS 1,528 MB with a fixed 128 KiB
+threshold and two arenas against 2,206 MB without (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Typed settings, parsed once from MONAI Label `--conf KEY VALUE` strings (or CLI flags) and passed down.
 
-Every key, its type, default and meaning is in `KEYS`; README's configuration table is generated from it
-(tests/test_settings.py checks that they agree).
+Every key, its type, default and meaning is in `KEYS`; the table of docs/configuration.md is generated from it
+by docs/gen_configuration.py (tests/test_docs.py checks that they agree).
 """
 
 from __future__ import annotations

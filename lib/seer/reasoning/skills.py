@@ -486,7 +486,7 @@ class EvolutionSettings:
     penalty: weight of Dice drops in utility (contract default 2.0; its run scripts use 1.0);
     harvest_min_dice / harvest_min_gain: a trace becomes a skill at Dice >= 0.5 and gain >= 0.3 (format valid);
     merge_keep: skills kept per (dataset, tag, canonical); cap_fraction / cap_min: the bank keeps at most
-    max(cap_min, int(cap_fraction x requests seen)) skills (the contract's floor is 1; see README);
+    max(cap_min, int(cap_fraction x requests seen)) skills (the contract's floor is 1; see docs/annotation-loop.md);
     provenance_keep: newest provenance entries kept per skill besides the one that made it.
     """
 

@@ -9,7 +9,7 @@ Pipeline (fixed = study, moving = atlas; the result maps study points to atlas p
    affinely mapped atlas mask (histogram-matched), Gaussian field smoothing `demons_sigma` voxels.
 
 Measured on Colin27 (study) with the MNI152 tissue atlas (bench/bench_atlas_quality.py): affine + demons raised
-grey/white-matter Dice over affine alone at a cost of a few seconds; see README for the figures.
+grey/white-matter Dice over affine alone at a cost of a few seconds; see docs/benchmarks.md for the figures.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Same message contract as the local reasoner; the 8 slices travel as base64 PNG d
 errors and 5xx replies. An unreachable or failing endpoint is a ReasonerUnavailable (HTTP 503 / exit 2) naming the
 URL.
 
-vLLM example (see README): `vllm serve Qwen/Qwen3-VL-4B-Instruct --enable-lora --lora-modules seer=/path/adapter
+vLLM example (see docs/seer-vlm.md): `vllm serve Qwen/Qwen3-VL-4B-Instruct --enable-lora --lora-modules seer=/path/adapter
 --max-lora-rank 64 --limit-mm-per-prompt '{"image": 8}'`, then `--conf endpoint http://host:8000/v1
 --conf endpoint_model seer`. vLLM ignores a LoRA on Qwen-VL's vision tower: only a language-model adapter or
 merged weights (`main.py merge-adapter`) reproduce SEER there.
