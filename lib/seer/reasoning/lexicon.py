@@ -383,6 +383,49 @@ def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> BoundedCache:
     return _PARSE_CACHES.get_or_make(key, lambda: BoundedCache("parse", max_items=50_000))
 
 
+@dataclass
+class _Reading:
+    """What the scan of one text found (see Parser._scan), changed in place by the parse's later stages."""
+
+    words: list[str]
+    tokens: list[str] = field(default_factory=list)
+    concepts: list[Concept] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    pathology: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    part_of: list[tuple[str, str]] = field(default_factory=list)
+    landmarks: list[Concept] = field(default_factory=list)
+    related: list[tuple[Concept, str]] = field(default_factory=list)  # (concept, the relational word before it)
+    first_at: dict[Concept, int] = field(default_factory=dict)
+    surface: dict[Concept, tuple[str, ...]] = field(default_factory=dict)  # where each concept is first named
+    origins: list[Concept] = field(default_factory=list)
+    negated_concepts: list[Concept] = field(default_factory=list)
+    sides: list[str] = field(default_factory=list)
+    side_words: list[str] = field(default_factory=list)
+    viewer_sides: list[str] = field(default_factory=list)
+    only_sides: list[str] = field(default_factory=list)
+    negated_sides: list[str] = field(default_factory=list)
+    relative_findings: list[str] = field(default_factory=list)
+    side_at: list[int] = field(default_factory=list)  # where each plain side word stands (index into words)
+    denied_at: set[int] = field(default_factory=set)  # plain side words under a negation
+    limb_sides: list[str] = field(default_factory=list)
+    limb_words: list[str] = field(default_factory=list)  # "my right hand": the limb's side
+    loose_related: list[str] = field(default_factory=list)  # tokens after a positional or relational word
+    levels: list[tuple[int, str]] = field(default_factory=list)  # (index, "l4") of vertebral levels
+    negated_until: int = -1
+    findings: list[str] = field(default_factory=list)
+    asked: list[str] | tuple[str, ...] = ()
+    instruction: str = ""
+    lay: list[tuple[str, str]] = field(default_factory=list)
+
+    def drop(self, gone: list[Concept]) -> None:
+        """Forget these concepts and the tokens no other concept holds."""
+        gone_tokens = {t for c in gone for t in c.tokens}
+        kept = {t for c in self.concepts if c not in gone for t in c.tokens}
+        self.tokens = [t for t in self.tokens if t not in gone_tokens or t in kept]
+        self.concepts = [c for c in self.concepts if c not in gone]
+
+
 class Parser:
     """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
 
@@ -589,22 +632,24 @@ class Parser:
         return parsed
 
     def _parse(self, text: str, correct_typos: bool, plain: bool = False) -> ParsedText:
-        """`plain`: without reading a report through its sentences, findings or removals (no recursion)."""
+        """`plain`: without reading a report through its sentences, findings or removals (no recursion).
+
+        The stages, in order: a question is no request; what a report calls normal or removed is set aside; a
+        report's one instructing sentence, or the finding it picks, is read alone (`_focused`, `_matched_item`);
+        the words are repaired (`_repaired_words`); the scan finds structures, sides, lesions and parts
+        (`_scan`); then the sides still to do (`_sides_still_to_do`), the lesion asked for (`_lesion_asked`), what
+        only locates or is negated (`_set_aside_concepts`), a side given by an organ (`_side_by_organ`), levels
+        that only place (`_levels_that_place`), lay descriptions and landmarks (`_described_structures`), what
+        remains after a removal (`_remaining_after_removal`) and the indirect sides (`_indirect_sides`)."""
         lex = self.lexicon
         if _QUESTION.match(text.strip()) and not self._instruction_in(lex.words(text)):
             # "is this liver cirrhotic?", "what primary do these mets come from?": a question, not a request
             return ParsedText(text=text, tokens=(), side=None, unknown=tuple(lex.split(text)))
-        corrections: list[tuple[str, str]] = []
-        expansions: list[tuple[str, str]] = []
-        words: list[str] = []
         reported = self.without_normal_clauses(text)  # what a report does not call normal
         set_aside = reported != text
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
         reported = TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
-        said_words = set(lex.split(reported))
-        greater = greater_side(reported) if said_words & (MORE | LESS) else None  # "R>L ... the more ..."
-        if greater and said_words & LESS and not said_words & (MORE - {"affected", "severe", "dominant", "predominant"}):
-            greater = other_side(greater)  # "L < R. Segment the smaller hippocampus."
+        greater = self._greater_side(reported)
         focused = None if plain else (self._focused(reported, correct_typos, text)
                                       or self._matched_item(reported, correct_typos, text))
         if focused is not None:
@@ -613,6 +658,54 @@ class Parser:
                                side_words=(f"the {greater} (written first in a comparison)",))
             return replace(focused, text=text)
         removed = self._removed(text) if set_aside and not plain else {}
+        words, corrections, expansions = self._repaired_words(reported, correct_typos)
+        r = self._scan(words)
+        self._sides_still_to_do(r)
+        self._lesion_asked(r, reported, text)
+        self._set_aside_concepts(r)
+        self._side_by_organ(r)
+        self._levels_that_place(r)
+        self._described_structures(r)
+        self._remaining_after_removal(r, removed)
+        self._indirect_sides(r, greater)
+        side = combine_sides(r.sides)
+        return ParsedText(
+            text=text,
+            tokens=tuple(dict.fromkeys(r.tokens)),
+            side=side,
+            concepts=tuple(dict.fromkeys(r.concepts)),
+            unknown=tuple(r.unknown),
+            pathology=tuple(r.pathology),
+            corrections=tuple(corrections),
+            expansions=tuple(expansions),
+            side_words=tuple(r.side_words),
+            parts=tuple(dict.fromkeys(r.parts)),
+            part_of=tuple(dict.fromkeys(r.part_of)),
+            lay=tuple(r.lay),
+            findings=tuple(r.findings),
+            asked=tuple(r.asked),
+            instruction=r.instruction,
+        )
+
+    def _greater_side(self, reported: str) -> str | None:
+        """The side a comparison calls greater ("R>L ... the more ..."), or the lesser one when the text asks for
+        the smaller ("L < R. Segment the smaller hippocampus.")."""
+        lex = self.lexicon
+        said_words = set(lex.split(reported))
+        greater = greater_side(reported) if said_words & (MORE | LESS) else None  # "R>L ... the more ..."
+        if greater and said_words & LESS and not said_words & (MORE - {"affected", "severe", "dominant", "predominant"}):
+            greater = other_side(greater)  # "L < R. Segment the smaller hippocampus."
+        return greater
+
+    def _repaired_words(self, reported: str, correct_typos: bool) -> tuple[list[str], list[tuple[str, str]],
+                                                                           list[tuple[str, str]]]:
+        """The text's words with typos repaired, dictation joined, abbreviations expanded, lesion phrases, crus
+        numbers and vertebral levels merged and measurements dropped; and the (written, read-as) corrections and
+        expansions."""
+        lex = self.lexicon
+        corrections: list[tuple[str, str]] = []
+        expansions: list[tuple[str, str]] = []
+        words: list[str] = []
         raw = spoken_levels(_merge_crus(without_idioms(lex.split(GREATER.sub(" ", reported)))))
         skip = False
         for index, token in enumerate(raw):
@@ -647,325 +740,328 @@ class Parser:
         words = _merge_crus(_lesion_phrases(words, lex.lesion_phrases))
 
         words = _vertebral_levels(_drop_measurements(words))
-        tokens: list[str] = []
-        concepts: list[Concept] = []
-        unknown: list[str] = []
-        pathology: list[str] = []
-        parts: list[str] = []
-        part_of: list[tuple[str, str]] = []
-        landmarks: list[Concept] = []
-        related: list[tuple[Concept, str]] = []  # (concept, the relational word before it)
-        first_at: dict[Concept, int] = {}
-        surface: dict[Concept, tuple[str, ...]] = {}  # where each concept is first named (index into words)
-        origins: list[Concept] = []
-        negated_concepts: list[Concept] = []
-        sides: list[str] = []
-        side_words: list[str] = []
-        viewer_sides: list[str] = []
-        only_sides: list[str] = []
-        negated_sides: list[str] = []
-        relative_findings: list[str] = []
-        side_at: list[int] = []  # where each plain side word stands (index into words)
-        denied_at: set[int] = set()  # plain side words under a negation
+        return words, corrections, expansions
 
-        limb_sides: list[str] = []
-        limb_words: list[str] = []  # "my right hand": the limb's side, the brain's only through its other half
-        loose_related: list[str] = []  # tokens after a positional or relational word that form no concept
-        levels: list[tuple[int, str]] = []  # (index, "l4") of vertebral levels
-        negated_until = -1
+    def _scan(self, words: list[str]) -> _Reading:
+        """One pass over the words: the longest lexicon phrase at each place names a concept (`_scan_phrase`),
+        else the word is read alone (`_scan_word`)."""
+        r = _Reading(words)
         i = 0
         while i < len(words):
-            for n in range(min(lex.max_phrase, len(words) - i), 0, -1):
-                phrase = tuple(words[i : i + n])
-                hit = lex.phrases.get(phrase)
-                if hit is None:
-                    continue
-                if phrase in lex.part_phrases:
-                    if all(w in self.label_vocabulary for w in phrase):
-                        continue  # the label map names this part itself: it is not read as the whole
-                    part_of.append((" ".join(phrase), hit[0].name))
-                # A single side-like letter ("l", "r") only names a concept when it is the whole phrase of a
-                # sided synonym such as "lv"; plain side words are never swallowed by concept phrases.
-                if n == 1 and lex.side_of(words[i]) is not None:
-                    continue
-                concept, side = hit
-                whole = lex.part_concepts.get(concept.key)
-                if whole is not None and not all(t in self.label_vocabulary for t in concept.tokens):
-                    part_of.append((" ".join(phrase), whole.name))  # "right upper lobe" on a map of whole lungs
-                    concept = whole
-                concepts.append(concept)
-                tokens.extend(concept.tokens)
-                if set(words[max(0, i - 5) : i]) & _POSITIONAL or any(lex.side_of(words[j]) in (LEFT, RIGHT)
-                                                                     and words[j + 1] == "of"
-                                                                     for j in range(max(0, i - 4), i - 1)):
-                    # "the gland below the bladder", "it lies right of the aorta": a landmark, not the target
-                    landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
-                elif relation := next((w for w in reversed(words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
-                    related.append((concept, relation))
-                elif any(words[j] == "side" and words[j + 1 : j + 2] == ["of"] and j > 0
-                         and (lex.side_of(words[j - 1]) or words[j - 1] in ("other", "same"))
-                         for j in range(max(0, i - 4), i - 1)):
-                    related.append((concept, "side of"))  # "running along the right side of my spine"
-                if concept not in first_at and set(words[max(0, i - 4) : i]) & _ORIGIN:
-                    origins.append(concept)  # (its first mention: "no change from prior. Segment the insula")
-                if negated_until >= 0 and i <= negated_until + 2 and concept not in first_at:  # "not the liver, the
-                    # spleen" (a structure named before without negation stays: "cholelithiasis without cholecystitis")
-                    negated_concepts.append(concept)
-                    if set(words[i + n : i + n + 2]) & {"or", "nor", "and"}:
-                        negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
-                first_at.setdefault(concept, i)
-                surface.setdefault(concept, phrase)  # the words as written ("spine" for the vertebrae)
-                if side:
-                    sides.append(side)
-                    side_words.append(" ".join(words[i : i + n]))
-                    side_at.append(i)
-                i += n
-                break
-            else:
-                word = words[i]
+            after = self._scan_phrase(r, i)
+            if after is None:
+                self._scan_word(r, i)
                 i += 1
-                if word in lex.negations:
-                    # "no aneurysm", "without focal lesion": not a request for one; "non-obstructing" only its word
-                    negated_until = i if word == "non" else i + 3
-                    before = words[i - 2] if i >= 2 else ""
-                    if word == "free" and before in lex.pathology_words:
-                        # "tumour-free liver": the lesion word before "free" is negated
-                        for found in (pathology, tokens):
-                            if found and found[-1] == before:
-                                found.pop()
-                    continue
-                if word in lex.part_nouns and i > negated_until and not set(words[max(0, i - 5) : i - 1]) & _POSITIONAL:
-                    parts.append(word)  # (not "just in front of the central sulcus": a landmark's)
-                side = lex.side_of(word)
-                if side is not None and (limb := limb_after(words, i)):
-                    if limb not in COMPLAINTS:  # ("right-sided headaches": a side of no structure)
-                        limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
-                        limb_words.append(f"{word} {limb}")
-                    continue
-                if (side is not None and set(words[max(0, i - 4) : i - 1]) & {"not", "never", "isnt", "nor"}
-                        and not (i < len(words) and words[i] in self.content_vocabulary)):
-                    negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
-                    continue
-                if side is not None and set(words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
-                        i < len(words) and words[i] in LIMBS):
-                    sides.append(other_side(side))  # "contralateral to a left focus"
-                    side_words.append(f"opposite the {word}")
-                    side_at.append(i - 1)
-                    continue
-                if side is not None and set(words[max(0, i - 4) : i - 1]) & ONLY:
-                    only_sides.append(side)  # "not both psoas muscles, only the right one"
-                if side is not None and viewer_side(words, i - 1):
-                    viewer_sides.append(side)  # "the kidney on the left of the screen": the viewer's left
-                    continue
-                if side is not None:
-                    sides.append(side)
-                    side_words.append(word)
-                    side_at.append(i - 1)
-                    if negated_until >= 0 and i - 1 <= negated_until:
-                        denied_at.add(i - 1)  # "not the left kidney, the right one"
-                elif word in lex.filler or word in lex.optional:
-                    continue
-                elif _VERTEBRA_LEVEL.match(word):
-                    if word in ("t1", "t2") and self._mr_sequence(words, i - 1):
-                        continue  # "on T1", "T1-weighted": an MR sequence, not the vertebra
-                    tokens.append(word)
-                    levels.append((i - 1, word))
-                    if "vertebrae" not in tokens:
-                        tokens.append("vertebrae")
-                elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= negated_until):
-                    window = words[max(0, i - 9) : i - 1]
-                    placed = bool(set(words[max(0, i - 5) : i - 1]) & _POSITIONAL) and bool(concepts)
-                    if i > negated_until and (set(window) & RELATIVE or {"same", "side"} <= set(window) or placed):
-                        # ("the lateral ventricle next to the met", "hepatic parenchyma surrounding the mass")
-                        relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
-                    elif i > negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
-                        pathology.append(word)
-                elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
-                    tokens.append(word)
-                    if not word.isdigit() and set(words[max(0, i - 5) : i - 1]) & (_POSITIONAL | _RELATIONAL):
-                        loose_related.append(word)  # "into the intestines", "in front of the neck"
-                else:
-                    unknown.append(word)
-        # "hippocampus on the right, the left one was already traced": the side word nearest before "done"
-        done_at = {max((at for at in side_at if 0 < d - at <= 6), default=-1)
-                   for d, w in enumerate(words) if w in DONE} - {-1} | denied_at
-        if done_at and any(at not in done_at for at in side_at) and len(side_at) == len(sides):
+            else:
+                i = after
+        return r
+
+    def _scan_phrase(self, r: _Reading, i: int) -> int | None:
+        """The longest lexicon phrase starting at word `i`, noted with what stands before it (a landmark, a
+        relation, an origin, a negation); the index after it, or None when none starts there."""
+        lex = self.lexicon
+        for n in range(min(lex.max_phrase, len(r.words) - i), 0, -1):
+            phrase = tuple(r.words[i : i + n])
+            hit = lex.phrases.get(phrase)
+            if hit is None:
+                continue
+            if phrase in lex.part_phrases:
+                if all(w in self.label_vocabulary for w in phrase):
+                    continue  # the label map names this part itself: it is not read as the whole
+                r.part_of.append((" ".join(phrase), hit[0].name))
+            # A single side-like letter ("l", "r") only names a concept when it is the whole phrase of a
+            # sided synonym such as "lv"; plain side words are never swallowed by concept phrases.
+            if n == 1 and lex.side_of(r.words[i]) is not None:
+                continue
+            concept, side = hit
+            whole = lex.part_concepts.get(concept.key)
+            if whole is not None and not all(t in self.label_vocabulary for t in concept.tokens):
+                r.part_of.append((" ".join(phrase), whole.name))  # "right upper lobe" on a map of whole lungs
+                concept = whole
+            r.concepts.append(concept)
+            r.tokens.extend(concept.tokens)
+            if set(r.words[max(0, i - 5) : i]) & _POSITIONAL or any(lex.side_of(r.words[j]) in (LEFT, RIGHT)
+                                                                 and r.words[j + 1] == "of"
+                                                                 for j in range(max(0, i - 4), i - 1)):
+                # "the gland below the bladder", "it lies right of the aorta": a landmark, not the target
+                r.landmarks.append(concept)  # "the gland below the bladder": a landmark, not the target
+            elif relation := next((w for w in reversed(r.words[max(0, i - 5) : i]) if w in _RELATIONAL), None):
+                r.related.append((concept, relation))
+            elif any(r.words[j] == "side" and r.words[j + 1 : j + 2] == ["of"] and j > 0
+                     and (lex.side_of(r.words[j - 1]) or r.words[j - 1] in ("other", "same"))
+                     for j in range(max(0, i - 4), i - 1)):
+                r.related.append((concept, "side of"))  # "running along the right side of my spine"
+            if concept not in r.first_at and set(r.words[max(0, i - 4) : i]) & _ORIGIN:
+                r.origins.append(concept)  # (its first mention: "no change from prior. Segment the insula")
+            if r.negated_until >= 0 and i <= r.negated_until + 2 and concept not in r.first_at:  # "not the liver, the
+                # spleen" (a structure named before without negation stays: "cholelithiasis without cholecystitis")
+                r.negated_concepts.append(concept)
+                if set(r.words[i + n : i + n + 2]) & {"or", "nor", "and"}:
+                    r.negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
+            r.first_at.setdefault(concept, i)
+            r.surface.setdefault(concept, phrase)  # the words as written ("spine" for the vertebrae)
+            if side:
+                r.sides.append(side)
+                r.side_words.append(" ".join(r.words[i : i + n]))
+                r.side_at.append(i)
+            return i + n
+        return None
+
+    def _scan_word(self, r: _Reading, index: int) -> None:
+        """Word `index` alone: a negation, a part noun, a side (of a limb, negated, opposite, only, the viewer's,
+        or plain), a vertebral level, a lesion word, a content word, or an unknown word."""
+        lex = self.lexicon
+        word = r.words[index]
+        i = index + 1
+        if word in lex.negations:
+            # "no aneurysm", "without focal lesion": not a request for one; "non-obstructing" only its word
+            r.negated_until = i if word == "non" else i + 3
+            before = r.words[i - 2] if i >= 2 else ""
+            if word == "free" and before in lex.pathology_words:
+                # "tumour-free liver": the lesion word before "free" is negated
+                for found in (r.pathology, r.tokens):
+                    if found and found[-1] == before:
+                        found.pop()
+            return
+        if word in lex.part_nouns and i > r.negated_until and not set(r.words[max(0, i - 5) : i - 1]) & _POSITIONAL:
+            r.parts.append(word)  # (not "just in front of the central sulcus": a landmark's)
+        side = lex.side_of(word)
+        if side is not None and (limb := limb_after(r.words, i)):
+            if limb not in COMPLAINTS:  # ("right-sided headaches": a side of no structure)
+                r.limb_sides.append(side)  # "the strip that moves the left hand": the hand's side
+                r.limb_words.append(f"{word} {limb}")
+            return
+        if (side is not None and set(r.words[max(0, i - 4) : i - 1]) & {"not", "never", "isnt", "nor"}
+                and not (i < len(r.words) and r.words[i] in self.content_vocabulary)):
+            r.negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
+            return
+        if side is not None and set(r.words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
+                i < len(r.words) and r.words[i] in LIMBS):
+            r.sides.append(other_side(side))  # "contralateral to a left focus"
+            r.side_words.append(f"opposite the {word}")
+            r.side_at.append(i - 1)
+            return
+        if side is not None and set(r.words[max(0, i - 4) : i - 1]) & ONLY:
+            r.only_sides.append(side)  # "not both psoas muscles, only the right one"
+        if side is not None and viewer_side(r.words, i - 1):
+            r.viewer_sides.append(side)  # "the kidney on the left of the screen": the viewer's left
+            return
+        if side is not None:
+            r.sides.append(side)
+            r.side_words.append(word)
+            r.side_at.append(i - 1)
+            if r.negated_until >= 0 and i - 1 <= r.negated_until:
+                r.denied_at.add(i - 1)  # "not the left kidney, the right one"
+        elif word in lex.filler or word in lex.optional:
+            return
+        elif _VERTEBRA_LEVEL.match(word):
+            if word in ("t1", "t2") and self._mr_sequence(r.words, i - 1):
+                return  # "on T1", "T1-weighted": an MR sequence, not the vertebra
+            r.tokens.append(word)
+            r.levels.append((i - 1, word))
+            if "vertebrae" not in r.tokens:
+                r.tokens.append("vertebrae")
+        elif word in lex.pathology_words and (word not in self.label_vocabulary or i <= r.negated_until):
+            window = r.words[max(0, i - 9) : i - 1]
+            placed = bool(set(r.words[max(0, i - 5) : i - 1]) & _POSITIONAL) and bool(r.concepts)
+            if i > r.negated_until and (set(window) & RELATIVE or {"same", "side"} <= set(window) or placed):
+                # ("the lateral ventricle next to the met", "hepatic parenchyma surrounding the mass")
+                r.relative_findings.append(word)  # "the hippocampus contralateral to a left seizure focus"
+            elif i > r.negated_until:  # "cyst" of "kidney cyst" alone is a lesion unless the map names it
+                r.pathology.append(word)
+        elif word in self.label_vocabulary or word in lex.phrase_vocabulary or word.isdigit():
+            r.tokens.append(word)
+            if not word.isdigit() and set(r.words[max(0, i - 5) : i - 1]) & (_POSITIONAL | _RELATIONAL):
+                r.loose_related.append(word)  # "into the intestines", "in front of the neck"
+        else:
+            r.unknown.append(word)
+
+    def _sides_still_to_do(self, r: _Reading) -> None:
+        """Sides said to be done or denied give way to the others; after "but", the side that follows counts."""
+        done_at = {max((at for at in r.side_at if 0 < d - at <= 6), default=-1)
+                   for d, w in enumerate(r.words) if w in DONE} - {-1} | r.denied_at
+        if done_at and any(at not in done_at for at in r.side_at) and len(r.side_at) == len(r.sides):
             # "hippocampus on the right, the left one was already traced": the side still to do
-            sides, side_at = zip(*[(s, at) for s, at in zip(sides, side_at, strict=True) if at not in done_at],
+            r.sides, r.side_at = zip(*[(s, at) for s, at in zip(r.sides, r.side_at, strict=True) if at not in done_at],
                                  strict=True)
-            sides, side_at = list(sides), list(side_at)
-        contrast = max((i for i, w in enumerate(words) if w in CONTRAST), default=None)
-        if contrast is not None and len(set(sides)) > 1:
-            after = [s for s, at in zip(sides, side_at, strict=False) if at > contrast]
+            r.sides, r.side_at = list(r.sides), list(r.side_at)
+        contrast = max((i for i, w in enumerate(r.words) if w in CONTRAST), default=None)
+        if contrast is not None and len(set(r.sides)) > 1:
+            after = [s for s, at in zip(r.sides, r.side_at, strict=False) if at > contrast]
             if len(set(after)) == 1:
-                sides = after  # "right-sided flank pain, but what I need is the LEFT kidney"
-        findings: list[str] = list(relative_findings)
-        named_lesions = [t for t in tokens if t in lex.lesion_words]  # "cyst" of a map's kidney_cyst label
-        if (pathology or named_lesions) and self._finding_only(reported):
-            findings, pathology = [*pathology, *named_lesions], []
-            tokens = [t for t in tokens if t not in lex.lesion_words]
-        asked, instruction = self._instructed_lesion_words(text) if pathology else ((), "")
+                r.sides = after  # "right-sided flank pain, but what I need is the LEFT kidney"
 
-        def drop(gone: list[Concept]) -> None:
-            nonlocal tokens, concepts
-            gone_tokens = {t for c in gone for t in c.tokens}
-            kept = {t for c in concepts if c not in gone for t in c.tokens}
-            tokens = [t for t in tokens if t not in gone_tokens or t in kept]
-            concepts = [c for c in concepts if c not in gone]
+    def _lesion_asked(self, r: _Reading, reported: str, text: str) -> None:
+        """Lesion words that only locate the structure asked for become findings; a report's instructing clauses
+        say which lesion class is asked for."""
+        lex = self.lexicon
+        r.findings = list(r.relative_findings)
+        named_lesions = [t for t in r.tokens if t in lex.lesion_words]  # "cyst" of a map's kidney_cyst label
+        if (r.pathology or named_lesions) and self._finding_only(reported):
+            r.findings, r.pathology = [*r.pathology, *named_lesions], []
+            r.tokens = [t for t in r.tokens if t not in lex.lesion_words]
+        r.asked, r.instruction = self._instructed_lesion_words(text) if r.pathology else ((), "")
 
-        if pathology or findings:  # "metastases from the lung primary": the lung is the origin, not the site
-            spread_at = next((i for i, w in enumerate(words) if w in _SPREAD), None)
+    def _set_aside_concepts(self, r: _Reading) -> None:
+        """Drop a lesion's origin ("metastases from the lung"), what is kept out ("keep the IVC out") and what is
+        negated ("not the liver, the spleen")."""
+        lex = self.lexicon
+        if r.pathology or r.findings:  # "metastases from the lung primary": the lung is the origin, not the site
+            spread_at = next((i for i, w in enumerate(r.words) if w in _SPREAD), None)
             if spread_at is not None:  # "breast cancer has spread to her brain": what comes before spread from it
-                origins += [c for c in concepts if first_at.get(c, len(words)) < spread_at]
-            drop(origins)
-        for out_at in (i for i, w in enumerate(words) if w == "out" and set(words[max(0, i - 6) : i]) & _KEEP):
-            keep_at = max(i for i in range(max(0, out_at - 6), out_at) if words[i] in _KEEP)
+                r.origins += [c for c in r.concepts if r.first_at.get(c, len(r.words)) < spread_at]
+            r.drop(r.origins)
+        for out_at in (i for i, w in enumerate(r.words) if w == "out" and set(r.words[max(0, i - 6) : i]) & _KEEP):
+            keep_at = max(i for i in range(max(0, out_at - 6), out_at) if r.words[i] in _KEEP)
             # "keep the IVC out", "the amygdala is kept out": not the target
-            between = [c for c in concepts if keep_at < first_at.get(c, -1) < out_at]
-            negated_concepts += between or [c for c in concepts if keep_at - 3 <= first_at.get(c, -9) < keep_at]
-            left_out = set(words[keep_at:out_at]) & lex.lesion_words  # "right kidney only, leave the cyst out"
-            tokens = [t for t in tokens if t not in left_out]
-            pathology = [w for w in pathology if w not in left_out]
-        if negated_concepts and (any(c not in negated_concepts for c in concepts) or pathology):
-            drop(negated_concepts)
-        if concepts and not sides:
-            by_organ = self._organ_side(words, concepts, first_at)
+            between = [c for c in r.concepts if keep_at < r.first_at.get(c, -1) < out_at]
+            r.negated_concepts += between or [c for c in r.concepts if keep_at - 3 <= r.first_at.get(c, -9) < keep_at]
+            left_out = set(r.words[keep_at:out_at]) & lex.lesion_words  # "right kidney only, leave the cyst out"
+            r.tokens = [t for t in r.tokens if t not in left_out]
+            r.pathology = [w for w in r.pathology if w not in left_out]
+        if r.negated_concepts and (any(c not in r.negated_concepts for c in r.concepts) or r.pathology):
+            r.drop(r.negated_concepts)
+
+    def _side_by_organ(self, r: _Reading) -> None:
+        """A paired target placed by an unpaired organ on one side ("the kidney on the liver side")."""
+        if r.concepts and not r.sides:
+            by_organ = self._organ_side(r.words, r.concepts, r.first_at)
             if by_organ is not None:
                 organ, side = by_organ
-                drop([organ])
-                sides.append(side)
-                side_words.append(f"{organ.name} side")
-        others = [c for c in concepts if c.key != "vertebrae"]
-        if levels and others and (any(c.key == "intervertebral disc" for c in others) or all(
-                set(words[max(0, at - 2) : at]) & _LEVEL_PLACE for at, _ in levels)):
+                r.drop([organ])
+                r.sides.append(side)
+                r.side_words.append(f"{organ.name} side")
+
+    def _levels_that_place(self, r: _Reading) -> None:
+        """Vertebral levels that only place another structure ("at L4-L5", "the L4/5 disc") are no target."""
+        others = [c for c in r.concepts if c.key != "vertebrae"]
+        if r.levels and others and (any(c.key == "intervertebral disc" for c in others) or all(
+                set(r.words[max(0, at - 2) : at]) & _LEVEL_PLACE for at, _ in r.levels)):
             # "fatty atrophy of the right erector spinae at L4-L5", "the L4/5 disc": the levels only place it
-            placed = {w for _, w in levels} | {words[at + 1] for at, _ in levels
-                                               if at + 1 < len(words) and words[at + 1].isdigit()}
-            if len(others) == len(concepts):
+            placed = {w for _, w in r.levels} | {r.words[at + 1] for at, _ in r.levels
+                                               if at + 1 < len(r.words) and r.words[at + 1].isdigit()}
+            if len(others) == len(r.concepts):
                 placed.add("vertebrae")
-            tokens = [t for t in tokens if t not in placed]
-        lay: list[tuple[str, str]] = []
-        beside = [*landmarks, *(c for c, _ in related)]
-        aside = {t for c in concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
-        aside.update(t for t in loose_related if not any(t in c.tokens for c in concepts if c not in beside))
-        written = {t: surface[c] for c in concepts if c in surface for t in c.tokens}  # "vertebrae" as "spine"
-        cue = self._lay_cue(words, [w for t in tokens if t not in aside for w in written.get(t, (t,))])
-        if cue and pathology:
-            if all(any(_cue_word(c, p) for c in cue[1]) for p in pathology):
-                pathology = []  # "the pouch of the heart where clots form in afib": the clot describes the place
+            r.tokens = [t for t in r.tokens if t not in placed]
+
+    def _described_structures(self, r: _Reading) -> None:
+        """Lay descriptions name their structure; landmarks and relations ("the gland below the bladder") are no
+        target; a structure that only contains what is described ("the part of the brain that ...") gives way."""
+        lex = self.lexicon
+        beside = [*r.landmarks, *(c for c, _ in r.related)]
+        aside = {t for c in r.concepts if c in beside or c.key in lex.lay_containers for t in c.tokens}
+        aside.update(t for t in r.loose_related if not any(t in c.tokens for c in r.concepts if c not in beside))
+        written = {t: r.surface[c] for c in r.concepts if c in r.surface for t in c.tokens}  # "vertebrae" as "spine"
+        cue = self._lay_cue(r.words, [w for t in r.tokens if t not in aside for w in written.get(t, (t,))])
+        if cue and r.pathology:
+            if all(any(_cue_word(c, p) for c in cue[1]) for p in r.pathology):
+                r.pathology = []  # "the pouch of the heart where clots form in afib": the clot describes the place
             else:
                 cue = None
-        described = self._lay_cue(words, []) if not cue and not pathology and concepts else None
-        if (described and described[0] not in concepts and len(described[1]) >= 2
-                and not any(_cue_word(w, t) for w in described[1] for c in concepts for t in c.tokens)):
+        described = self._lay_cue(r.words, []) if not cue and not r.pathology and r.concepts else None
+        if (described and described[0] not in r.concepts and len(described[1]) >= 2
+                and not any(_cue_word(w, t) for w in described[1] for c in r.concepts for t in c.tokens)):
             # the text names one structure and describes another ("the patch of medial frontal cortex ... that
             # helps plan movements"): two candidates, not the named one alone
-            concepts.append(described[0])
-            tokens.extend(described[0].tokens)
-        if cue and concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
-            drop([c for c in concepts if c not in beside and (
+            r.concepts.append(described[0])
+            r.tokens.extend(described[0].tokens)
+        if cue and r.concepts:  # structures whose words are the cue's own ("hip" of "hip flexor") describe the target
+            r.drop([c for c in r.concepts if c not in beside and (
                 all(any(_cue_word(w, t) for w in cue[1]) for t in c.tokens)
-                or all(any(_cue_word(w, t) for w in cue[1]) for t in surface.get(c, ("",))))])  # "base of the spine"
-        if concepts and all(c in beside for c in concepts):
-            first = min((i for i, w in enumerate(words) if w in _POSITIONAL | _RELATIONAL or w == "side"),
-                        default=len(words))
+                or all(any(_cue_word(w, t) for w in cue[1]) for t in r.surface.get(c, ("",))))])  # "base of the spine"
+        if r.concepts and all(c in beside for c in r.concepts):
+            first = min((i for i, w in enumerate(r.words) if w in _POSITIONAL | _RELATIONAL or w == "side"),
+                        default=len(r.words))
             # a structure described by where it lies: "the gland below the bladder", "the fat next to the kidney"
-            described = [w for w in words[:first] if w not in lex.filler and w not in lex.instruction_words
+            described = [w for w in r.words[:first] if w not in lex.filler and w not in lex.instruction_words
                          and w not in lex.optional and lex.side_of(w) is None]  # "draw around the liver": none
-            if ((all(c in landmarks for c in concepts) and described) or set(words[:first]) & lex.generic_words or cue
-                    or set(words[:first]) & lex.part_nouns):  # "the vein draining my right leg into the IVC"
-                drop(concepts)
-                sides = [] if not cue else sides
-        elif beside and not pathology and any(c not in beside and c.key not in lex.lay_containers for c in concepts):
-            relation_at = min((i for i, w in enumerate(words) if w in _RELATIONAL | _POSITIONAL or w == "side"),
-                              default=len(words))
-            subjects = [c for c in concepts if c not in beside]
-            if all(first_at.get(c, 0) < relation_at for c in subjects):
+            if ((all(c in r.landmarks for c in r.concepts) and described) or set(r.words[:first]) & lex.generic_words or cue
+                    or set(r.words[:first]) & lex.part_nouns):  # "the vein draining my right leg into the IVC"
+                r.drop(r.concepts)
+                r.sides = [] if not cue else r.sides
+        elif beside and not r.pathology and any(c not in beside and c.key not in lex.lay_containers for c in r.concepts):
+            relation_at = min((i for i, w in enumerate(r.words) if w in _RELATIONAL | _POSITIONAL or w == "side"),
+                              default=len(r.words))
+            subjects = [c for c in r.concepts if c not in beside]
+            if all(r.first_at.get(c, 0) < relation_at for c in subjects):
                 # "prostate ... indenting the bladder base": the structure named first, before any relation; a
                 # landmark too when that structure opens the text ("sacrum, the bone between the hip bones"), not
                 # when words describe it first ("the first loop of the small intestine, after the stomach")
                 opening = all(w in lex.filler or w in lex.instruction_words or w in lex.optional or lex.side_of(w)
-                              for c in subjects for w in words[: first_at.get(c, 0)])
-                drop([c for c in concepts if c in beside and (opening or c in (r for r, _ in related))])
-        if not pathology and concepts and all(c.key in lex.lay_containers or c in beside for c in concepts) and cue:
-            drop(concepts)  # "the part of the brain that makes you feel fear": the brain only contains it
-        if not pathology and not concepts and cue:
+                              for c in subjects for w in r.words[: r.first_at.get(c, 0)])
+                r.drop([c for c in r.concepts if c in beside and (opening or c in (r for r, _ in r.related))])
+        if not r.pathology and r.concepts and all(c.key in lex.lay_containers or c in beside for c in r.concepts) and cue:
+            r.drop(r.concepts)  # "the part of the brain that makes you feel fear": the brain only contains it
+        if not r.pathology and not r.concepts and cue:
             concept, words_of_cue = cue
-            concepts.append(concept)
-            tokens = list(concept.tokens)
-            lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
-            unknown = [w for w in unknown if not any(_cue_word(c, w) for c in words_of_cue)]
-            parts = [w for w in parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
-        remaining = set(words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary"}
-        if not concepts and removed and remaining and len(removed) == 1:
+            r.concepts.append(concept)
+            r.tokens = list(concept.tokens)
+            r.lay.append((" ".join(c.rstrip("*") for c in words_of_cue), concept.name))
+            r.unknown = [w for w in r.unknown if not any(_cue_word(c, w) for c in words_of_cue)]
+            r.parts = [w for w in r.parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
+
+    def _remaining_after_removal(self, r: _Reading, removed: dict[str, str]) -> None:
+        """After a removal: the one that remains, on the other side ("s/p left nephrectomy: the remaining
+        kidney")."""
+        lex = self.lexicon
+        remaining = set(r.words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary"}
+        if not r.concepts and removed and remaining and len(removed) == 1:
             # "nothing left of the left kidney after the nephrectomy, so segment the one that remains"
             key = next(iter(removed))
             if key in lex.concepts and lex.concepts[key].paired:
-                concepts = [lex.concepts[key]]
-                tokens = list(concepts[0].tokens)
-        if not sides and removed and concepts and all(c.paired for c in concepts):
-            gone = {removed[c.key] for c in concepts if c.key in removed}
+                r.concepts = [lex.concepts[key]]
+                r.tokens = list(r.concepts[0].tokens)
+        if not r.sides and removed and r.concepts and all(c.paired for c in r.concepts):
+            gone = {removed[c.key] for c in r.concepts if c.key in removed}
             if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
-                sides.append(other_side(left))  # "s/p left nephrectomy: the remaining kidney"
-                side_words.append(f"the one not removed ({left} removed)")
-        if viewer_sides:
-            if set(words) & {"radiological", "radiologic", "facing"}:  # the screen's left is the patient's right
-                sides += [other_side(s) for s in viewer_sides]
-                side_words.append("the viewer's side, mirrored (radiological convention or facing the patient)")
-            elif "neurological" in words:
-                sides += viewer_sides
-                side_words.append("the viewer's side (neurological convention)")
-        relation = side_relation(words)
-        crossed = [other_side(s) for s in limb_sides]
-        if limb_sides and concepts and relation is not None:  # "postcentral gyrus contralateral to the numb left hand"
-            sides += crossed if relation == "other" else limb_sides
-            side_words += [f"{relation} side as the {w}" for w in limb_words]
-        elif limb_sides and concepts:
-            if all(coarse_region(c.region) == BODY for c in concepts):
-                sides += limb_sides  # "thigh bone, right leg": the bone is in that leg
-                side_words += limb_words
-            elif all(c.key in lex.contralateral for c in concepts):  # "the strip that moves my hand", "left hand
+                r.sides.append(other_side(left))  # "s/p left nephrectomy: the remaining kidney"
+                r.side_words.append(f"the one not removed ({left} removed)")
+
+    def _indirect_sides(self, r: _Reading, greater: str | None) -> None:
+        """Sides worked out from the text: the viewer's side under a stated convention, a limb's side (crossed for
+        the motor and sensory strips), a comparison, a negated side, "the other side", "only the left"."""
+        lex = self.lexicon
+        if r.viewer_sides:
+            if set(r.words) & {"radiological", "radiologic", "facing"}:  # the screen's left is the patient's right
+                r.sides += [other_side(s) for s in r.viewer_sides]
+                r.side_words.append("the viewer's side, mirrored (radiological convention or facing the patient)")
+            elif "neurological" in r.words:
+                r.sides += r.viewer_sides
+                r.side_words.append("the viewer's side (neurological convention)")
+        relation = side_relation(r.words)
+        crossed = [other_side(s) for s in r.limb_sides]
+        if r.limb_sides and r.concepts and relation is not None:  # "postcentral gyrus contralateral to the numb left hand"
+            r.sides += crossed if relation == "other" else r.limb_sides
+            r.side_words += [f"{relation} side as the {w}" for w in r.limb_words]
+        elif r.limb_sides and r.concepts:
+            if all(coarse_region(c.region) == BODY for c in r.concepts):
+                r.sides += r.limb_sides  # "thigh bone, right leg": the bone is in that leg
+                r.side_words += r.limb_words
+            elif all(c.key in lex.contralateral for c in r.concepts):  # "the strip that moves my hand", "left hand
                 # weakness ... the precentral gyrus": the motor and sensory strips serve the other side
-                sides += crossed
-                side_words += [f"the hemisphere serving the {w}" for w in limb_words]
+                r.sides += crossed
+                r.side_words += [f"the hemisphere serving the {w}" for w in r.limb_words]
         if greater:  # "gluteal atrophy R>L, segment the more wasted gluteus maximus"
-            sides, side_words = [greater], [*side_words, f"the {greater} (written first in a comparison)"]
-        if (not sides and len(set(negated_sides)) == 1 and negated_sides[0] in (LEFT, RIGHT) and concepts
-                and all(c.paired for c in concepts)):
-            sides = [other_side(negated_sides[0])]
-            side_words = [*side_words, f"not the {negated_sides[0]}"]
-        other_at = next((i for i, (w, n) in enumerate(zip(words, words[1:], strict=False))
+            r.sides, r.side_words = [greater], [*r.side_words, f"the {greater} (written first in a comparison)"]
+        if (not r.sides and len(set(r.negated_sides)) == 1 and r.negated_sides[0] in (LEFT, RIGHT) and r.concepts
+                and all(c.paired for c in r.concepts)):
+            r.sides = [other_side(r.negated_sides[0])]
+            r.side_words = [*r.side_words, f"not the {r.negated_sides[0]}"]
+        other_at = next((i for i, (w, n) in enumerate(zip(r.words, r.words[1:], strict=False))
                          if w in ("other", "opposite", "contralateral") and i > 0
-                         and set(words[max(0, i - 6) : i]) & (_VERBS | {"do", "now", "want", "need"})
+                         and set(r.words[max(0, i - 6) : i]) & (_VERBS | {"do", "now", "want", "need"})
                          and (n in ("side", "one") or n in self.content_vocabulary)), None)
         asked_at = max((j for j in range(max(0, (other_at or 0) - 6), other_at or 0)
-                        if words[j] in _VERBS | {"do", "now", "want", "need"}), default=-1)
-        if (other_at is not None and side_at and len(side_at) == len(sides) and len(set(sides)) == 1
-                and sides[0] in (LEFT, RIGHT) and all(at < asked_at for at in side_at)):
+                        if r.words[j] in _VERBS | {"do", "now", "want", "need"}), default=-1)
+        if (other_at is not None and r.side_at and len(r.side_at) == len(r.sides) and len(set(r.sides)) == 1
+                and r.sides[0] in (LEFT, RIGHT) and all(at < asked_at for at in r.side_at)):
             # "Left kidney is done. Now do the other side.", "from a left frontal glioma: segment Crus II in the
             # opposite cerebellar hemisphere" (not "the right kidney - the opposite one has the stone")
-            sides = [other_side(sides[0])]
-            side_words = [*side_words, "the other side"]
-        if only_sides and len(set(only_sides)) == 1:
-            sides = only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
-        side = combine_sides(sides)
-        return ParsedText(
-            text=text,
-            tokens=tuple(dict.fromkeys(tokens)),
-            side=side,
-            concepts=tuple(dict.fromkeys(concepts)),
-            unknown=tuple(unknown),
-            pathology=tuple(pathology),
-            corrections=tuple(corrections),
-            expansions=tuple(expansions),
-            side_words=tuple(side_words),
-            parts=tuple(dict.fromkeys(parts)),
-            part_of=tuple(dict.fromkeys(part_of)),
-            lay=tuple(lay),
-            findings=tuple(findings),
-            asked=tuple(asked),
-            instruction=instruction,
-        )
+            r.sides = [other_side(r.sides[0])]
+            r.side_words = [*r.side_words, "the other side"]
+        if r.only_sides and len(set(r.only_sides)) == 1:
+            r.sides = r.only_sides  # "bilateral adrenal hyperplasia - for now only the left gland"
+
 
     def _focused(self, text: str, correct_typos: bool, original: str = "") -> ParsedText | None:
         """The parse of a text's one instructing sentence when that sentence names a whole target by itself (a
