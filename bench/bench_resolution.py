@@ -10,6 +10,7 @@ Run twice in one process: lexicon only, and lexicon + sentence embeddings (all-M
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import defaultdict
 
@@ -62,8 +63,15 @@ SETS = {
     "held-out-v3": REPO / "bench" / "data" / "requests_holdout_v3.jsonl",
     # the v2 groups plus side traps, never tuned on
     "held-out-v4": REPO / "bench" / "data" / "requests_holdout_v4.jsonl",
+    # the teams' own label-map conventions (TG-263, BraTS, PI-RADS, FreeSurfer, TotalSegmentator tasks, KiTS,
+    # Couinaud ...), each set over maps of its own named in `<set>.maps.json`: abbreviations, lay words, reports,
+    # indirect sides, injected text, parts, organ or lesion
+    "development-v18": REPO / "bench" / "data" / "requests_dev_v18.jsonl",
+    "development-v19": REPO / "bench" / "data" / "requests_dev_v19.jsonl",
+    # the same groups over six more maps, never tuned on and never read
+    "held-out-v5": REPO / "bench" / "data" / "requests_holdout_v5.jsonl",
 }
-HELD_OUT = {"held-out-v2", "held-out-v3", "held-out-v4"}  # sets whose misses are not printed unless --show-misses
+HELD_OUT = {"held-out-v2", "held-out-v3", "held-out-v4", "held-out-v5"}  # sets whose misses are not printed unless --show-misses
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)
 MAPS_ON = {"brain-mets": ("brain-colin27", LABEL_MAPS / "brain-mets.json"),  # BrainMetShare: one lesion class
@@ -71,12 +79,17 @@ MAPS_ON = {"brain-mets": ("brain-colin27", LABEL_MAPS / "brain-mets.json"),  # B
 
 
 def side_of(name: str | None) -> str | None:
+    """The side a label name states, in the conventions label maps use ("kidney_left", "Parotid_L",
+    "Left-Hippocampus", "ctx-lh-insula", "left kidney"); None when it states none."""
     if not name:
         return None
-    low = name.lower()
-    if low.endswith(("_l", "_left")) or "_left_" in low:
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    if not words:
+        return None
+    ends = {words[0], words[-1]} | set(words[1:2])
+    if ends & {"l", "left", "lh", "lt", "sin", "sinister"}:
         return "left"
-    if low.endswith(("_r", "_right")) or "_right_" in low:
+    if ends & {"r", "right", "rh", "rt", "dx", "dexter"}:
         return "right"
     return None
 
@@ -150,8 +163,13 @@ def main():
 def run_set(name, path, shared, show_misses=True):
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     datasets = sorted({r["dataset"] for r in rows})
-    image_of = {d: MAPS_ON[d][0] if d in MAPS_ON else d for d in datasets}
-    labels_of = {d: MAPS_ON[d][1] if d in MAPS_ON else shared / d / "labels.json" for d in datasets}
+    maps_on = dict(MAPS_ON)
+    manifest = path.with_name(path.name.replace(".jsonl", ".maps.json"))
+    if manifest.exists():  # {map name: the volume it sits on}; the map is label_maps/<map name>.json
+        maps_on.update({name: (volume, LABEL_MAPS / f"{name}.json")
+                        for name, volume in json.loads(manifest.read_text()).items()})
+    image_of = {d: maps_on[d][0] if d in maps_on else d for d in datasets}
+    labels_of = {d: maps_on[d][1] if d in maps_on else shared / d / "labels.json" for d in datasets}
     volumes = {d: load_volume(shared / image_of[d] / "image.nii.gz") for d in datasets}
     tables = {d: LabelTable(json.loads(labels_of[d].read_text())) for d in datasets}
     report = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -31,8 +31,11 @@ from seer.reasoning.sides import (
     OPPOSITE,
     RELATIVE,
     RIGHT,
+    SIDE_CONFLICT,
     TAG_RIGHT,
     combine_sides,
+    display_convention,
+    facing,
     greater_side,
     limb_after,
     other_side,
@@ -56,6 +59,12 @@ def coarse_region(region: str | None) -> str | None:
     return HEAD if region in _HEAD_REGIONS else BODY
 
 
+def imaged_with(region: str) -> set[str]:
+    """The coarse regions (head, body) whose studies may show a structure of this lexicon region: the neck is in a
+    head-and-neck study as in a body one."""
+    return {HEAD, BODY} if region == "neck" else {coarse_region(region)}
+
+
 @dataclass(frozen=True)
 class Concept:
     key: str  # canonical label-style tokens, e.g. "frontal superior"
@@ -63,6 +72,7 @@ class Concept:
     region: str
     paired: bool
     tokens: tuple[str, ...] = ()  # content tokens of the key (no filler such as "and")
+    regions: tuple[str, ...] = ()  # every region it may be imaged in (its own first)
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,8 @@ class Lexicon:
         self.phrases: dict[tuple[str, ...], tuple[Concept, str | None]] = {}
         for key, entry in data["concepts"].items():
             tokens = tuple(w for w in dict.fromkeys(self.words(key)) if w not in self.filler and w not in self.optional)
-            concept = Concept(key, entry["name"], entry["region"], bool(entry["paired"]), tokens)
+            concept = Concept(key, entry["name"], entry["region"], bool(entry["paired"]), tokens,
+                              tuple(dict.fromkeys([entry["region"], *entry.get("regions", [])])))
             self.concepts[key] = concept
             for phrase in [key, entry["name"], *entry.get("synonyms", [])]:
                 tokens = tuple(self.words(phrase))
@@ -180,6 +191,9 @@ class Lexicon:
         self.contralateral = frozenset(data.get("contralateral_to_limbs", []))
         self.organ_sides: dict[str, str] = dict(data.get("organ_sides", {}))  # "the liver side" is the right
         self.removals: dict[str, str] = dict(data.get("removals", {}))  # "nephrectomy" removes a kidney
+        # structures in or beside a limb, eye or ear that share its side ("the tear gland of the left eye")
+        self.limb_structures: dict[str, frozenset[str]] = {
+            limb: frozenset(keys) for limb, keys in data.get("limb_structures", {}).items()}
         # lesion word -> class ("mets" -> "metastases"), and how classes must match a map's lesion labels
         self.lesion_class: dict[str, str] = {w: c for c, words in data.get("lesion_classes", {}).items() for w in words}
         self.lesion_words = frozenset(self.lesion_class)
@@ -204,6 +218,7 @@ class Lexicon:
                 self.phrase_next.setdefault(first, set()).add(second)
                 self.phrase_previous.setdefault(second, set()).add(first)
         self.phrase_vocabulary = frozenset(t for phrase in self.phrases for t in phrase)
+        self.expansion_words = frozenset(w for v in self.expansions.values() for w in v.split())
 
     @staticmethod
     def split(text: str) -> list[str]:
@@ -295,7 +310,8 @@ _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against
                          "following", "off", "out", "as", "contralateral", "ipsilateral"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
-_SET_ASIDE = _NORMAL | {"removed", "resected", "excised", "nephrectomy", "splenectomy", "cholecystectomy"}
+_SET_ASIDE = _NORMAL | {"removed", "resected", "excised", "nephrectomy", "splenectomy", "cholecystectomy",
+                        "enucleation", "enucleated", "exenteration", "evisceration"}
 # long words of an instruction that describe nothing
 _PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
                     "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
@@ -342,6 +358,7 @@ _VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts
 _QUESTION = re.compile(r"^(what|which|why|how|when|where|who|whose|is|are|was|were|does|do|did|should|would)\b.*\?$",
                        re.IGNORECASE | re.DOTALL)
 _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
+_ABBREVIATED = re.compile(r"\b(?:i\.\s?e|e\.\s?g|viz|approx|vs|cf)\.", re.IGNORECASE)
 
 
 
@@ -375,11 +392,11 @@ def typo_budget(word: str) -> int:
 _PARSE_CACHES = BoundedCache("parse caches", max_items=16)
 
 
-def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str]) -> BoundedCache:
-    """One parse cache per (lexicon, label vocabulary), shared by every parser built for them: a label table
-    rebuilt with the same words (an atlas refresh) keeps its parses. The 16 most recent vocabularies are kept,
-    each with its 50,000 most recent parses."""
-    key = (lexicon, vocabulary)  # the lexicon object by identity (it is kept alive here)
+def _parse_cache(lexicon: Lexicon, vocabulary: frozenset[str], abbreviations: tuple = ()) -> BoundedCache:
+    """One parse cache per (lexicon, label vocabulary, abbreviations), shared by every parser built for them: a
+    label table rebuilt with the same words (an atlas refresh) keeps its parses. The 16 most recent vocabularies
+    are kept, each with its 50,000 most recent parses."""
+    key = (lexicon, vocabulary, abbreviations)  # the lexicon object by identity (it is kept alive here)
     return _PARSE_CACHES.get_or_make(key, lambda: BoundedCache("parse", max_items=50_000))
 
 
@@ -417,6 +434,7 @@ class _Reading:
     asked: list[str] | tuple[str, ...] = ()
     instruction: str = ""
     lay: list[tuple[str, str]] = field(default_factory=list)
+    convention: str | None = None  # how the viewer shows sides, when the text says: "radiological", "neurological"
 
     def drop(self, gone: list[Concept]) -> None:
         """Forget these concepts and the tokens no other concept holds."""
@@ -429,10 +447,18 @@ class _Reading:
 class Parser:
     """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
 
-    def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = (), shared_cache: bool = True):
-        """shared_cache: share parses with other parsers of the same vocabulary (False for throwaway parsers)."""
+    def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = (), shared_cache: bool = True,
+                 abbreviations: Mapping[str, str] | None = None, case_sensitive: Iterable[str] = ()):
+        """shared_cache: share parses with other parsers of the same vocabulary (False for throwaway parsers);
+        abbreviations: abbreviation -> phrase that a request may use for this vocabulary's structures ("TZ" ->
+        "transition zone"), those in `case_sensitive` only when written in capitals ("ON", not "on")."""
         self.lexicon = lexicon or default_lexicon()
         self.label_vocabulary = frozenset(extra_vocabulary)
+        self.abbreviations = dict(abbreviations or {})
+        self._case_sensitive = frozenset(case_sensitive)
+        self._abbreviation = (re.compile(r"(?<![A-Za-z0-9])(" + "|".join(
+            re.escape(a) for a in sorted(self.abbreviations, key=len, reverse=True)) + r")(?![A-Za-z0-9])",
+            re.IGNORECASE) if self.abbreviations else None)
         lex = self.lexicon
         self.content_vocabulary = lex.phrase_vocabulary | self.label_vocabulary
         self._correctable = sorted(
@@ -444,8 +470,25 @@ class Parser:
         )
         self._corrections: dict[str, str | None] = {}  # token -> its repair (bounded; cleared when large)
         self._parsing: set[tuple[str, bool]] = set()  # texts being parsed now (reports parse their parts)
-        self._cache = (_parse_cache(self.lexicon, self.label_vocabulary) if shared_cache
-                       else BoundedCache("parse", max_items=50_000))
+        self._cache = (_parse_cache(self.lexicon, self.label_vocabulary, tuple(sorted(self.abbreviations.items())))
+                       if shared_cache else BoundedCache("parse", max_items=50_000))
+
+    def spelled_out(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        """`text` with this vocabulary's abbreviations written out ("L ON" -> "L optic nerve"), and the (written,
+        read-as) pairs."""
+        if self._abbreviation is None:
+            return text, []
+        found: list[tuple[str, str]] = []
+
+        def spell(match: re.Match) -> str:
+            written = match.group(0)
+            key = written.lower()
+            if key in self._case_sensitive and not written.isupper():
+                return written
+            found.append((written, self.abbreviations[key]))
+            return self.abbreviations[key]
+
+        return self._abbreviation.sub(spell, text), found
 
     def known(self, token: str) -> bool:
         lex = self.lexicon
@@ -514,6 +557,17 @@ class Parser:
                  and token[:k] not in lex.filler and token[k:] not in lex.filler]
         return found[0] if len(found) == 1 else None
 
+    def _repair_fits(self, word: str, before: str, after: list[str]) -> bool:
+        """A repair into a word that names nothing alone (it only stands inside a longer lexicon phrase, and no
+        label holds it) fits only beside a word of such a phrase."""
+        lex = self.lexicon
+        if (word not in lex.phrase_vocabulary or (word,) in lex.phrases or word in self.label_vocabulary
+                or word in lex.pathology_words or lex.side_of(word) is not None or word in lex.expansions
+                or word in lex.expansion_words):
+            return True
+        return (before in lex.phrase_previous.get(word, set()) or bool(after)
+                and after[0] in lex.phrase_next.get(word, set()))
+
     def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
         """The typo reading of an English word, only when it completes a structure phrase with its neighbour
         ("small bowl" -> "small bowel"; "where pee is held" keeps "held")."""
@@ -565,8 +619,17 @@ class Parser:
         """The content word `token` abbreviates by dropping vowels (and perhaps a doubled letter): same first
         and last letter, its letters in order within the word's consonants; None unless exactly one word fits
         (an exact skeleton match wins over partial ones)."""
+        found = self.devowel_candidates(token)
+        meanings = {self._meaning(w) for w in found}
+        shortest = min(found, key=lambda w: (len(w), w)) if found else None
+        if shortest and (len(meanings) == 1 or all(w.startswith(shortest) for w in found)):
+            return shortest  # ("ilc": iliac, of which "iliaca" is only the Latin form)
+        return None
+
+    def devowel_candidates(self, token: str) -> set[str]:
+        """Every content word `token` may abbreviate by dropping vowels (see `devowelled`)."""
         if len(token) < 3 or not token.isalpha():
-            return None
+            return set()
         exact, partial, collapsed = set(), set(), False
         # a word that starts with a vowel may lose it too: "sphgs" (oesophagus), "drnl" (adrenal)
         exact |= {w for consonants, w in self._vowel_initial if consonants == token}
@@ -584,11 +647,20 @@ class Parser:
         if collapsed:  # "glt" is gullet without its double l, and gluteus loosely: then it is not known
             found |= {w for skeleton, w in self._skeletons if skeleton[0] == token[0]
                       and len(token) >= 0.75 * len(skeleton) and _subsequence(token, skeleton)}
-        meanings = {self._meaning(w) for w in found}
-        shortest = min(found, key=lambda w: (len(w), w)) if found else None
-        if shortest and (len(meanings) == 1 or all(w.startswith(shortest) for w in found)):
-            return shortest  # ("ilc": iliac, of which "iliaca" is only the Latin form)
-        return None
+        return found
+
+    def _devowelled_in_phrase(self, token: str, before: str, after: str) -> str | None:
+        """Of the words a vowel-less token may stand for, the one that forms a lexicon phrase with its neighbour
+        ("sml bwl": small, of "small bowel", not seminal)."""
+        lex = self.lexicon
+        found = self.devowel_candidates(token)
+        if len(found) < 2:
+            return None
+        beside = {after} | self.devowel_candidates(after) if after else set()
+        before_words = {before} | self.devowel_candidates(before) if before else set()
+        fits = {w for w in found if lex.phrase_next.get(w, set()) & beside
+                or lex.phrase_previous.get(w, set()) & before_words}
+        return fits.pop() if len(fits) == 1 else None
 
     def _meaning(self, word: str) -> str:
         """What a single word names: its lexicon concept, else its expansion, else itself."""
@@ -642,9 +714,13 @@ class Parser:
         that only place (`_levels_that_place`), lay descriptions and landmarks (`_described_structures`), what
         remains after a removal (`_remaining_after_removal`) and the indirect sides (`_indirect_sides`)."""
         lex = self.lexicon
+        written = text
+        text, spelled = self.spelled_out(text)  # the map's abbreviations: "TZ" -> "transition zone"
+        text, convention = display_convention(text)  # "(screen left = patient left)" states no target's side
+        text = _ABBREVIATED.sub(lambda m: m.group(0).replace(".", ""), text)  # "i.e." ends no sentence
         if _QUESTION.match(text.strip()) and not self._instruction_in(lex.words(text)):
             # "is this liver cirrhotic?", "what primary do these mets come from?": a question, not a request
-            return ParsedText(text=text, tokens=(), side=None, unknown=tuple(lex.split(text)))
+            return ParsedText(text=written, tokens=(), side=None, unknown=tuple(lex.split(text)))
         reported = self.without_normal_clauses(text)  # what a report does not call normal
         set_aside = reported != text
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
@@ -654,12 +730,13 @@ class Parser:
                                       or self._matched_item(reported, correct_typos, text))
         if focused is not None:
             if greater:
-                return replace(focused, text=text, side=greater,
+                return replace(focused, text=written, side=greater,
                                side_words=(f"the {greater} (written first in a comparison)",))
-            return replace(focused, text=text)
+            return replace(focused, text=written)
         removed = self._removed(text) if set_aside and not plain else {}
         words, corrections, expansions = self._repaired_words(reported, correct_typos)
         r = self._scan(words)
+        r.convention = convention
         self._sides_still_to_do(r)
         self._lesion_asked(r, reported, text)
         self._set_aside_concepts(r)
@@ -670,14 +747,14 @@ class Parser:
         self._indirect_sides(r, greater)
         side = combine_sides(r.sides)
         return ParsedText(
-            text=text,
+            text=written,
             tokens=tuple(dict.fromkeys(r.tokens)),
             side=side,
             concepts=tuple(dict.fromkeys(r.concepts)),
             unknown=tuple(r.unknown),
             pathology=tuple(r.pathology),
             corrections=tuple(corrections),
-            expansions=tuple(expansions),
+            expansions=tuple([*spelled, *expansions]),
             side_words=tuple(r.side_words),
             parts=tuple(dict.fromkeys(r.parts)),
             part_of=tuple(dict.fromkeys(r.part_of)),
@@ -728,6 +805,12 @@ class Parser:
                 continue
             if correct_typos and not self.known(token):
                 fixed = self.correct(token)
+                if fixed is not None and set(token) & _VOWELS and not self._repair_fits(
+                        fixed, raw[index - 1] if index else "", raw[index + 1 : index + 2]):
+                    fixed = None  # "where pee is stroed" is no "stroma" (a word only of "anterior fibromuscular stroma")
+                if fixed is None and not set(token) & _VOWELS:  # "sml bwl": small, as in "small bowel"
+                    fixed = self._devowelled_in_phrase(token, raw[index - 1] if index else "",
+                                                       raw[index + 1] if index + 1 < len(raw) else "")
                 if fixed is None and token in english_words():  # "small bowl": an English word, but a typo here
                     fixed = self._typo_in_phrase(token, raw[index - 1] if index else "", raw[index + 1 : index + 2])
                 if fixed is not None:
@@ -738,6 +821,8 @@ class Parser:
                 expansions.append((token, expanded))
             words.extend(expanded.split())
         words = _merge_crus(_lesion_phrases(words, lex.lesion_phrases))
+        words = [w for w, following in zip(words, [*words[1:], ""], strict=False)
+                 if not (w == "nerve" and following in ("sparing", "spared"))]  # "nerve-sparing": a technique
 
         words = _vertebral_levels(_drop_measurements(words))
         return words, corrections, expansions
@@ -836,7 +921,9 @@ class Parser:
             r.negated_sides.append(side)  # "gluteus medius, the one that is not on the left"
             return
         if side is not None and set(r.words[max(0, i - 5) : i - 1]) & {"contralateral", "opposite"} and not (
-                i < len(r.words) and r.words[i] in LIMBS):
+                i < len(r.words) and r.words[i] in LIMBS) and not any(
+                r.first_at.get(c, -1) > max(j for j in range(max(0, i - 5), i - 1)
+                                            if r.words[j] in ("contralateral", "opposite")) for c in r.concepts):
             r.sides.append(other_side(side))  # "contralateral to a left focus"
             r.side_words.append(f"opposite the {word}")
             r.side_at.append(i - 1)
@@ -1004,7 +1091,8 @@ class Parser:
         """After a removal: the one that remains, on the other side ("s/p left nephrectomy: the remaining
         kidney")."""
         lex = self.lexicon
-        remaining = set(r.words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary"}
+        remaining = set(r.words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary",
+                                    "spared", "preserved", "contralateral"}
         if not r.concepts and removed and remaining and len(removed) == 1:
             # "nothing left of the left kidney after the nephrectomy, so segment the one that remains"
             key = next(iter(removed))
@@ -1022,10 +1110,13 @@ class Parser:
         the motor and sensory strips), a comparison, a negated side, "the other side", "only the left"."""
         lex = self.lexicon
         if r.viewer_sides:
-            if set(r.words) & {"radiological", "radiologic", "facing"}:  # the screen's left is the patient's right
-                r.sides += [other_side(s) for s in r.viewer_sides]
+            if r.convention == "radiological" or set(r.words) & {"radiological", "radiologic"} or facing(r.words):
+                # the screen's left is the patient's right; so is the left of a writer facing the patient
+                seen = {other_side(s) for s in r.viewer_sides}
+                stated = set(r.sides) & {LEFT, RIGHT}
+                r.sides = [SIDE_CONFLICT] if stated and stated != seen else r.sides + sorted(seen)
                 r.side_words.append("the viewer's side, mirrored (radiological convention or facing the patient)")
-            elif "neurological" in r.words:
+            elif r.convention == "neurological" or "neurological" in r.words:
                 r.sides += r.viewer_sides
                 r.side_words.append("the viewer's side (neurological convention)")
         relation = side_relation(r.words)
@@ -1034,7 +1125,11 @@ class Parser:
             r.sides += crossed if relation == "other" else r.limb_sides
             r.side_words += [f"{relation} side as the {w}" for w in r.limb_words]
         elif r.limb_sides and r.concepts:
-            if all(coarse_region(c.region) == BODY for c in r.concepts):
+            limbs = {w.split()[-1] for w in r.limb_words}
+            if all(any(c.key in lex.limb_structures.get(limb, ()) for limb in limbs) for c in r.concepts):
+                r.sides += r.limb_sides  # "the left eye", "the tear gland of the left eye", "the gland by the right ear"
+                r.side_words += r.limb_words
+            elif all(coarse_region(c.region) == BODY for c in r.concepts):
                 r.sides += r.limb_sides  # "thigh bone, right leg": the bone is in that leg
                 r.side_words += r.limb_words
             elif all(c.key in lex.contralateral for c in r.concepts):  # "the strip that moves my hand", "left hand
@@ -1097,8 +1192,14 @@ class Parser:
         if side is None and opposite:
             context = self.parse(stated, correct_typos).side  # "Stone in the right ureter; the other kidney"
             side = other_side(context) if context in (LEFT, RIGHT) else None
-        same = any(w in ("that", "same", "affected", "involved", "painful") and following == "side"
-                   for w, following in zip(said, said[1:], strict=False))
+        same = "ipsilateral" in said or any(w in ("that", "same", "affected", "involved", "painful")
+                                            and following == "side" for w, following in zip(said, said[1:], strict=False))
+        if side in (LEFT, RIGHT) and inner.side == side and (opposite or same) and set(said) & RELATIVE:
+            context = self.parse(stated, correct_typos).side  # "Left tonsil primary. The right parotid, i.e. the
+            derived = other_side(context) if opposite else context  # ipsilateral one.": two sides that disagree
+            if derived in (LEFT, RIGHT) and derived != side:
+                return replace(inner, text=written, side=SIDE_CONFLICT, focus=sentence, side_words=(
+                    *inner.side_words, f"the {derived} ({'opposite' if opposite else 'same side as'} the {context})"))
         if side is None and same and inner.concepts:
             context = self.parse(stated, correct_typos).side  # "Small right pleural effusion. The lung on that side."
             side = context if context in (LEFT, RIGHT) else None
@@ -1113,7 +1214,9 @@ class Parser:
                 return replace(inner, focus=sentence)
         whole = side in (LEFT, RIGHT) or not any(c.paired for c in inner.concepts)
         counted = any(t.isdigit() or _VERTEBRA_LEVEL.match(t) for t in inner.tokens)
-        if (not inner.concepts or inner.pathology or inner.findings or not whole
+        placed = (opposite or same) and side in (LEFT, RIGHT)  # "the vesicle contralateral to the tumour": the
+        # lesion only places it
+        if (not inner.concepts or inner.pathology or (inner.findings and not placed) or not whole
                 or (set(self.lexicon.split(sentence)) & self.lexicon.anaphora_words  # "segment this vertebra"
                     and not (opposite and inner.side is None))  # ("the non-operated side" was read above)
                 or any(c.key in _NUMBERED for c in inner.concepts) and not counted):

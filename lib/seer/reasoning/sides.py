@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 LEFT, RIGHT, BOTH = "left", "right", "both"
+SIDE_CONFLICT = "conflict"  # two cues about the target's side disagree: no side can be chosen
 
 
 def other_side(side: str | None) -> str | None:
@@ -61,7 +62,40 @@ def viewer_side(words: list[str], at: int) -> bool:
         return True
     if set(before) & {"shown", "displayed", "appears", "seen"} and present & VIEWER:
         return True
-    return "my" in before and bool(present & (VIEWER | {"facing", "look", "looking", "viewing"}))
+    if before[-1:] and before[-1] in VIEWER:  # "the viewer's left", "screen right"
+        return True
+    return "my" in before and bool(present & (VIEWER | {"facing", "look", "looking", "viewing"}) or facing(words))
+
+
+def facing(words: list[str]) -> bool:
+    """The writer faces the patient ("facing the patient", "face to face with her"): the writer's left is the
+    patient's right."""
+    return "facing" in words or any(a == "face" and b == "to" and c == "face"
+                                    for a, b, c in zip(words, words[1:], words[2:], strict=False))
+
+
+def display_convention(text: str) -> tuple[str, str | None]:
+    """The text without the sentences that only state how the viewer shows sides ("our viewer is set to
+    neurological convention (screen left = patient left)"), and that convention: "radiological", "neurological"
+    or None. A side written in such a statement is no side of the target."""
+    found = None
+    kept = []
+    for part in re.split(r"(?<=[.;!?\n()])|(?=[()])", text):
+        low = part.lower()
+        equation = re.search(r"\b(screen|viewer|image|display|monitor)'?s?\s+(left|right)\s*(=|is|means|equals)\s*"
+                             r"(the\s+)?patient'?s?\s+(left|right)\b", low)
+        if "neurological" in low or (equation and equation.group(2) == equation.group(5)):
+            found = found or "neurological"
+        elif "radiological" in low or "radiologic" in low or (equation and equation.group(2) != equation.group(5)):
+            found = found or "radiological"
+        if equation or ("convention" in low and not re.search(r"[a-z]{4,}", re.sub(
+                r"\b(convention|neurological|radiological|radiologic|viewer|viewers|screen|image|display|monitor|our|"
+                r"the|is|set|to|in|on|axial|coronal|view|views|shown|uses|using|follows|with|left|right|patient|"
+                r"patients|t1|t2|flair)\b", " ", low))):
+            kept.append(" ")  # a statement of the convention only
+            continue
+        kept.append(part)
+    return "".join(kept), found
 
 
 GREATER = re.compile(r"\b([RrLl])\s*>\s*([RrLl])\b|\b(left|right)\s+(?:more|greater|worse)\s+than\s+(left|right)\b"
@@ -176,6 +210,8 @@ def combine_sides(sides: list[str]) -> str | None:
     distinct = set(sides)
     if not distinct:
         return None
+    if SIDE_CONFLICT in distinct:
+        return SIDE_CONFLICT
     if distinct == {LEFT} or distinct == {RIGHT} or distinct == {BOTH}:
         return distinct.pop()
     return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None

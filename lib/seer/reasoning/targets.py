@@ -14,11 +14,23 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seer.errors import BadRequest
-from seer.reasoning.lexicon import BOTH, LEFT, RIGHT, Lexicon, ParsedText, Parser, coarse_region, default_lexicon
+from seer.reasoning.label_names import decode_label_name, default_conventions, request_abbreviations
+from seer.reasoning.lexicon import (
+    BOTH,
+    LEFT,
+    RIGHT,
+    SIDE_CONFLICT,
+    Lexicon,
+    ParsedText,
+    Parser,
+    coarse_region,
+    default_lexicon,
+    imaged_with,
+)
 
 MATCH = "match"
 REFUSED_KINDS = (
@@ -92,13 +104,29 @@ class LabelTable:
 
     def __init__(self, labels: Mapping, lexicon: Lexicon | None = None):
         pairs = sorted(label_mapping(labels).items())
+        self.aliases = {i: a for i, a in label_aliases(labels).items() if i in dict(pairs)}
         lexicon = lexicon or default_lexicon()
-        vocabulary = {word for _, name in pairs for word in lexicon.words(name)}
+        conventions = default_conventions()
+        # each name read by its naming convention: "Glnd_Submand_L" -> "submandibular gland l", "TZ" -> "transition
+        # zone", "ctx-lh-insula" -> "left insula"
+        self.decoded = {i: decode_label_name(n, lexicon, conventions) for i, n in pairs}
+        texts = [*self.decoded.values(), *(a for found in self.aliases.values() for a in found)]
+        vocabulary = {word for text in texts for word in lexicon.words(text)}
         vocabulary -= lexicon.side_vocabulary | lexicon.filler | lexicon.optional
-        self.parser = Parser(lexicon, vocabulary)
-        self.entries = [LabelEntry(i, n, self.parser.parse(n, correct_typos=False)) for i, n in pairs]
+        self.parser = Parser(lexicon, vocabulary, abbreviations=request_abbreviations(vocabulary, lexicon, conventions),
+                             case_sensitive=conventions.case_sensitive)
+        self.entries = [LabelEntry(i, n, self.parser.parse(self.decoded[i], correct_typos=False)) for i, n in pairs]
         self.by_id = {e.id: e for e in self.entries}
         self.by_name = {e.name: e for e in self.entries}
+        # each alias is one more way to name its label; a side the alias does not say is the label's own
+        self.alias_entries: list[LabelEntry] = []
+        for value, found in self.aliases.items():
+            label = self.by_id[value]
+            for alias in found:
+                parsed = self.parser.parse(alias, correct_typos=False)
+                if parsed.side is None and label.side is not None:
+                    parsed = replace(parsed, side=label.side)
+                self.alias_entries.append(LabelEntry(value, label.name, parsed, label.prompt))
 
     @classmethod
     def from_json(cls, path: str | Path) -> LabelTable:
@@ -123,20 +151,45 @@ class LabelTable:
 BACKGROUND_NAMES = frozenset({"background", "bg", "_background_", "clear_label"})
 
 
+def _name_of(value) -> str | None:
+    """A label's name: the value itself, or the "name" of a {"name": ..., "aliases": [...]} entry."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        return value["name"]
+    return None
+
+
 def label_mapping(labels: Mapping, strict: bool = True) -> dict[int, str]:
-    """The one reader of label maps: {"1": "liver"} (value -> name) or {"liver": 1} / {"liver": "1"} (name -> value),
-    as {value: name} without background (value 0 or a name in BACKGROUND_NAMES, any case). An entry that is neither
-    form raises BadRequest when `strict`, else is skipped."""
+    """The one reader of label maps: {"1": "liver"} or {"1": {"name": "liver", "aliases": ["hepar"]}} (value ->
+    name) or {"liver": 1} / {"liver": "1"} (name -> value), as {value: name} without background (value 0 or a name
+    in BACKGROUND_NAMES, any case). An entry that is neither form raises BadRequest when `strict`, else is
+    skipped."""
     out: dict[int, str] = {}
     for key, value in labels.items():
-        if isinstance(value, str) and str(key).lstrip("-").isdigit() and not value.strip().lstrip("-").isdigit():
-            out[int(key)] = value
+        name = _name_of(value)
+        if name is not None and str(key).lstrip("-").isdigit() and not name.strip().lstrip("-").isdigit():
+            out[int(key)] = name
         elif isinstance(key, str) and (isinstance(value, int) and not isinstance(value, bool)
                                        or isinstance(value, str) and value.strip().lstrip("-").isdigit()):
             out[int(value)] = key
         elif strict:
             raise BadRequest(f"Label map entry {key!r}: {value!r} is neither id -> name nor name -> id.")
     return {v: n for v, n in out.items() if v != 0 and n.strip().lower() not in BACKGROUND_NAMES}
+
+
+def label_aliases(labels: Mapping) -> dict[int, tuple[str, ...]]:
+    """The team's own aliases of a label map's {"5": {"name": "liver", "aliases": ["hepar"]}} entries, by value."""
+    out: dict[int, tuple[str, ...]] = {}
+    for key, value in labels.items():
+        if isinstance(value, Mapping) and str(key).lstrip("-").isdigit():
+            aliases = value.get("aliases") or ()
+            if isinstance(aliases, str):
+                aliases = (aliases,)
+            found = tuple(a.strip() for a in aliases if isinstance(a, str) and a.strip())
+            if found:
+                out[int(key)] = found
+    return out
 
 
 EmbeddingScorer = Callable[[str, list[LabelEntry]], list[float]]
@@ -165,6 +218,9 @@ class Resolver:
             if parsed.side:
                 return self._refuse("empty", parsed, f"'{text}' states a side ({parsed.side}) but no structure.")
             return self._refuse("empty", parsed, "The request names no structure to segment.")
+        if parsed.side == SIDE_CONFLICT:
+            return self._refuse("side_conflict", parsed, "the request gives two sides that disagree ("
+                                + "; ".join(parsed.side_words) + "); say left or right")
         region_clash = self._region_clash(parsed, study_region)
         if region_clash:
             return self._refuse("out_of_region", parsed, region_clash)
@@ -188,7 +244,8 @@ class Resolver:
                 f"'{' '.join(parsed.pathology)}' asks for a lesion, which this backbone's vocabulary does not hold;"
                 " it segments named anatomy",
             )
-        candidates = [e for e in self.table.entries if self._covers(parsed, e)]
+        candidates = _one_per_label([e for e in (*self.table.entries, *self.table.alias_entries)
+                                     if self._covers(parsed, e)])
         if candidates:
             return self._choose(parsed, side, candidates)
         if self.embed is not None and (parsed.unknown or parsed.tokens):
@@ -254,7 +311,7 @@ class Resolver:
                 continue
             if any(len((asked | classes) & group) > 1 for group in lex.lesion_exclusive):
                 continue  # a glioblastoma is no metastasis
-            site = entry.tokens - lex.lesion_words
+            site = {t for c in entry.parsed.concepts for t in c.tokens} - lex.lesion_words
             if site and sites and not site <= sites:
                 continue
             if _side_ok(entry.side, side):
@@ -356,7 +413,8 @@ class Resolver:
                 f"this vocabulary has '{entry.name}' without a side, so the {side} one alone cannot be segmented",
                 suggestions=[entry.name],
             )
-        return Resolution(kind=MATCH, parsed=parsed, entry=entry, method="tokens")
+        return Resolution(kind=MATCH, parsed=parsed, entry=self.table.by_id[entry.id],
+                          method="tokens" if self.table.by_id[entry.id] is entry else "alias")
 
     def _is_paired(self, entry: LabelEntry) -> bool:
         return entry.side is None and not any(not c.paired for c in entry.parsed.concepts)
@@ -382,7 +440,8 @@ class Resolver:
         if study_region is None or not parsed.concepts:
             return ""
         regions = {coarse_region(c.region) for c in parsed.concepts}
-        if study_region in regions or len(regions) != 1:
+        imaged_in = {coarse for c in parsed.concepts for r in c.regions or (c.region,) for coarse in imaged_with(r)}
+        if study_region in regions | imaged_in or len(regions) != 1:  # (the cervical esophagus on a head study)
             return ""
         names = ", ".join(c.name for c in parsed.concepts)
         where = "the head" if study_region == "head" else "the body trunk or limbs"
@@ -416,6 +475,15 @@ class Resolver:
             examples = ", ".join(e.name for e in self.table.entries[:5])
             reason = f"{reason}; this backbone segments e.g. {examples}"
         return Resolution(kind=kind, parsed=parsed, reason=_sentence(reason), suggestions=names)
+
+
+def _one_per_label(entries: list[LabelEntry]) -> list[LabelEntry]:
+    """One candidate per label value: the name or alias that covers the most of the text."""
+    best: dict[int, LabelEntry] = {}
+    for entry in entries:
+        if entry.id not in best or len(entry.tokens) > len(best[entry.id].tokens):
+            best[entry.id] = entry
+    return list(best.values())
 
 
 def _side_ok(entry_side: str | None, want: str | None) -> bool:
