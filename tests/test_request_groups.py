@@ -197,7 +197,7 @@ CASES = {
         ("gastric fundus varices", CT, "not_in_vocabulary"),  # vessels beside a part are not the organ
         ("the fear center, right", LabelTable({"41": "Amygdala_L", "42": "Amygdala_R"}), "Amygdala_R"),
         ("segment the kidney with the stone", CT, "multiple_targets"),  # no finding elsewhere: kidney and stone
-        ("the tube draining urine from the right kidney into the bladder", CT, "multiple_targets"),
+        ("the tube draining urine from the right kidney into the bladder", CT, "not_in_vocabulary"),  # a ureter
         ("left insula as an avoidance structure for SRS", AAL, "Insula_L"),  # SRS alone is no lesion
         ("the normal-looking right kidney", CT, "kidney_right"),  # one clause: "normal" drops nothing
         ("right kidney only - the left one was removed", CT, "kidney_right"),

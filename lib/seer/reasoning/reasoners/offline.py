@@ -30,6 +30,8 @@ class OfflineReasoner:
         steps: list[str] = []
         if request.was_altered:
             steps.append(f"set aside {' and '.join(request.removed)} found in the request (request text is data)")
+        for part in request.set_aside[:3]:
+            steps.append(f"ignored text posing as instructions: '{part[:80]}'")
         if parsed.focus:
             steps.append(f"read the one instructing sentence '{parsed.focus}' alone (the rest is context)")
         if parsed.expansions:
