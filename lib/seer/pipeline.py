@@ -158,7 +158,7 @@ class SeerPipeline:
                 bank_version=bank.version,
             )
         )
-        resolution = resolver.resolve(trace.answer, region, required_side=parsed.side)
+        resolution = resolver.resolve(trace.answer, region, required_side=parsed.side, request=parsed)
         if not resolution.ok and resolution.kind in _RETRY_WITH_REQUEST and trace.answer != request.text:
             retry = resolver.resolve(request.text, region)
             if retry.ok or retry.kind not in _RETRY_WITH_REQUEST:

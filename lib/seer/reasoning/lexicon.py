@@ -104,6 +104,8 @@ class ParsedText:
     asked: tuple[str, ...] = ()  # lesion words of the instructing clause of a report ("Please segment the lesions")
     instruction: str = ""  # the instructing clauses of a report that also describes its lesion (with `asked`)
     focus: str = ""  # the one instructing sentence read alone, the rest being context ("Please segment the left femur.")
+    part_words: tuple[str, ...] = ()  # words naming a part of a structure ("tail", "lamina", "pole")
+    restricted: bool = False  # the text restricts to what it names ("only", "just", "everything but")
 
     @cached_property
     def joins_targets(self) -> bool:
@@ -146,6 +148,9 @@ class Lexicon:
         self.sequence_cues = frozenset(data.get("sequence_cues", []))
         self.negations = frozenset(data.get("negation_words", []))
         self.part_nouns = frozenset(data.get("part_nouns", []))
+        self.structure_parts = frozenset(data.get("structure_parts", []))  # "tail", "lamina", "upper pole"
+        self.restriction_words = frozenset(data.get("restriction_words", []))  # "only", "just", "except"
+        self.restriction_phrases = tuple(tuple(self.split(p)) for p in data.get("restriction_phrases", []))
         self.concepts: dict[str, Concept] = {}
         # phrase (tuple of tokens) -> (concept, side or None)
         self.phrases: dict[tuple[str, ...], tuple[Concept, str | None]] = {}
@@ -435,6 +440,8 @@ class _Reading:
     instruction: str = ""
     lay: list[tuple[str, str]] = field(default_factory=list)
     convention: str | None = None  # how the viewer shows sides, when the text says: "radiological", "neurological"
+    part_words: list[str] = field(default_factory=list)  # words naming a part of a structure
+    part_at: list[int] = field(default_factory=list)  # where parts are named (part words and part phrases)
 
     def drop(self, gone: list[Concept]) -> None:
         """Forget these concepts and the tokens no other concept holds."""
@@ -762,7 +769,27 @@ class Parser:
             findings=tuple(r.findings),
             asked=tuple(r.asked),
             instruction=r.instruction,
+            part_words=tuple(dict.fromkeys(r.part_words)),
+            restricted=self._restricts(r.words, r.part_at),
         )
+
+    def _restricts(self, words: list[str], part_at: list[int]) -> bool:
+        """The text restricts to a part it names: "only the tail of ...", "the apex ... only" (a restriction word
+        within five words of the part; not "just in front of", "research only"), or "everything but", "leave out",
+        "not the whole" anywhere."""
+        lex = self.lexicon
+        if any(tuple(words[i : i + len(p)]) == p for p in lex.restriction_phrases for i in range(len(words))):
+            return True
+        for i, word in enumerate(words):
+            if word not in lex.restriction_words:
+                continue
+            after, before = words[i + 1 : i + 2], words[i - 1 : i]
+            if (word == "just" and after and (after[0] in _POSITIONAL | _RELATIONAL or after[0] == "before")) or (
+                    word == "only" and before and before[0] in ("research", "reference", "information", "use")):
+                continue  # "just in front of the sulcus", "#research-only"
+            if any(abs(at - i) <= 5 for at in part_at):
+                return True
+        return False
 
     def _greater_side(self, reported: str) -> str | None:
         """The side a comparison calls greater ("R>L ... the more ..."), or the lesser one when the text asks for
@@ -854,6 +881,7 @@ class Parser:
                 if all(w in self.label_vocabulary for w in phrase):
                     continue  # the label map names this part itself: it is not read as the whole
                 r.part_of.append((" ".join(phrase), hit[0].name))
+                r.part_at.append(i)
             # A single side-like letter ("l", "r") only names a concept when it is the whole phrase of a
             # sided synonym such as "lv"; plain side words are never swallowed by concept phrases.
             if n == 1 and lex.side_of(r.words[i]) is not None:
@@ -862,6 +890,7 @@ class Parser:
             whole = lex.part_concepts.get(concept.key)
             if whole is not None and not all(t in self.label_vocabulary for t in concept.tokens):
                 r.part_of.append((" ".join(phrase), whole.name))  # "right upper lobe" on a map of whole lungs
+                r.part_at.append(i)
                 concept = whole
             r.concepts.append(concept)
             r.tokens.extend(concept.tokens)
@@ -898,6 +927,9 @@ class Parser:
         lex = self.lexicon
         word = r.words[index]
         i = index + 1
+        if word in lex.structure_parts and word not in self.label_vocabulary:
+            r.part_words.append(word)  # "the tail of ...", "the lamina of T12"
+            r.part_at.append(index)
         if word in lex.negations:
             # "no aneurysm", "without focal lesion": not a request for one; "non-obstructing" only its word
             r.negated_until = i if word == "non" else i + 3

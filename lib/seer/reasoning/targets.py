@@ -211,16 +211,38 @@ class Resolver:
     def parse(self, text: str) -> ParsedText:
         return self.parser.parse(text)
 
-    def resolve(self, text: str, study_region: str | None = None, required_side: str | None = None) -> Resolution:
-        """Resolve `text`; `required_side` (the side the raw request states) vetoes any other side."""
+    def resolve(self, text: str, study_region: str | None = None, required_side: str | None = None,
+                request: ParsedText | None = None) -> Resolution:
+        """Resolve `text`. `required_side` (the side the raw request states) vetoes any other side; `request` (the
+        raw request's parse, when `text` is a reasoner's answer) keeps what the request restricts to: a part the
+        map holds only whole is refused, whatever the answer says."""
         parsed = self.parser.parse(text)
+        conflict = next((p for p in (parsed, request) if p is not None and p.side == SIDE_CONFLICT), None)
+        if conflict is not None or required_side == SIDE_CONFLICT:
+            said = "; ".join((conflict or parsed).side_words)
+            return self._refuse("side_conflict", conflict or parsed, "the request gives two sides that disagree"
+                                + (f" ({said})" if said else "") + "; say left or right")
+        resolution = self._resolve(parsed, text, study_region, required_side)
+        restricting = next((p for p in (parsed, request) if p is not None and p.restricted), None)
+        if resolution.ok and restricting is not None:
+            entry = resolution.entry
+            named = [*(part for part, _ in restricting.part_of),
+                     *(w for w in restricting.part_words
+                       if w not in entry.tokens and w not in {t for c in restricting.concepts for t in c.tokens})]
+            if named:  # "only the tail of the pancreas" on a map of the whole pancreas
+                return self._refuse(
+                    "not_in_vocabulary", restricting,
+                    f"the request asks for only part of '{entry.name}' ({', '.join(dict.fromkeys(named))}), which "
+                    f"this label map holds only whole; ask for the whole '{entry.name}' or draw the part by hand",
+                    suggestions=[entry.name])
+        return resolution
+
+    def _resolve(self, parsed: ParsedText, text: str, study_region: str | None,
+                 required_side: str | None) -> Resolution:
         if not parsed.tokens and not parsed.pathology and not parsed.unknown:
             if parsed.side:
                 return self._refuse("empty", parsed, f"'{text}' states a side ({parsed.side}) but no structure.")
             return self._refuse("empty", parsed, "The request names no structure to segment.")
-        if parsed.side == SIDE_CONFLICT:
-            return self._refuse("side_conflict", parsed, "the request gives two sides that disagree ("
-                                + "; ".join(parsed.side_words) + "); say left or right")
         region_clash = self._region_clash(parsed, study_region)
         if region_clash:
             return self._refuse("out_of_region", parsed, region_clash)
