@@ -35,6 +35,7 @@ from seer.reasoning.sides import (
     TAG_RIGHT,
     combine_sides,
     display_convention,
+    dominant_hemisphere,
     facing,
     greater_side,
     limb_after,
@@ -752,6 +753,10 @@ class Parser:
         self._described_structures(r)
         self._remaining_after_removal(r, removed)
         self._indirect_sides(r, greater)
+        dominant = dominant_hemisphere(reported)  # "the insula of the language-dominant hemisphere"
+        if dominant is not None and r.concepts and all(c.region == "head" for c in r.concepts):
+            r.sides = [dominant] if dominant in (LEFT, RIGHT) else []
+            r.side_words = [f"the language-dominant hemisphere: {dominant}"]
         side = combine_sides(r.sides)
         return ParsedText(
             text=written,
@@ -912,6 +917,8 @@ class Parser:
                 r.negated_concepts.append(concept)
                 if set(r.words[i + n : i + n + 2]) & {"or", "nor", "and"}:
                     r.negated_until = i + n + 3  # "do not include the liver bed or the cystic duct"
+            if self._of_another(r, i, concept) and not any(c is concept for c, _ in r.related):
+                r.related.append((concept, "of"))  # "the tear gland of the left eye": the eye places the gland
             r.first_at.setdefault(concept, i)
             r.surface.setdefault(concept, phrase)  # the words as written ("spine" for the vertebrae)
             if side:
@@ -921,13 +928,25 @@ class Parser:
             return i + n
         return None
 
+    def _of_another(self, r: _Reading, i: int, concept: Concept) -> bool:
+        """The structure at word `i` follows "of (the) (left)" right after the words of another structure of its
+        region ("the tear gland of the left eye"; not "the caudate lobe of the liver", a brain word in a liver
+        part)."""
+        j = i - 1
+        while j >= 0 and (r.words[j] in ("the", "a", "an", "his", "her", "their") or self.lexicon.side_of(r.words[j])):
+            j -= 1
+        if j < 1 or r.words[j] != "of":
+            return False
+        return any(at + len(r.surface.get(c, ())) == j and c is not concept and c.region == concept.region
+                   for c, at in r.first_at.items())
+
     def _scan_word(self, r: _Reading, index: int) -> None:
         """Word `index` alone: a negation, a part noun, a side (of a limb, negated, opposite, only, the viewer's,
         or plain), a vertebral level, a lesion word, a content word, or an unknown word."""
         lex = self.lexicon
         word = r.words[index]
         i = index + 1
-        if word in lex.structure_parts and word not in self.label_vocabulary:
+        if word in lex.structure_parts:
             r.part_words.append(word)  # "the tail of ...", "the lamina of T12"
             r.part_at.append(index)
         if word in lex.negations:

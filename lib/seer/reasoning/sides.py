@@ -215,3 +215,22 @@ def combine_sides(sides: list[str]) -> str | None:
     if distinct == {LEFT} or distinct == {RIGHT} or distinct == {BOTH}:
         return distinct.pop()
     return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None
+
+
+_DOMINANT_TARGET = re.compile(r"\b(?:language|speech)?[- ]?dominant (?:hemisphere|side)\b", re.IGNORECASE)
+_DOMINANCE_STATED = re.compile(r"\b(left|right)[- ](?:hemisphere|hemispheric|sided)?[- ]?(?:language[- ]|speech[- ])?"
+                               r"dominan(?:ce|t)\b", re.IGNORECASE)
+_HANDED = re.compile(r"\b(left|right)[- ]handed\b", re.IGNORECASE)
+
+
+def dominant_hemisphere(text: str) -> str | None:
+    """The side of "the (language-)dominant hemisphere" a text asks for: as stated ("left-hemisphere language
+    dominance"), else from handedness (a right-handed patient's is the left; a left-handed patient's cannot be
+    told: "unknown"). None when the text asks for no dominant hemisphere."""
+    if not _DOMINANT_TARGET.search(text):
+        return None
+    stated = {m.group(1).lower() for m in _DOMINANCE_STATED.finditer(text)}
+    if len(stated) == 1:
+        return stated.pop()
+    handed = {m.group(1).lower() for m in _HANDED.finditer(text)}
+    return LEFT if handed == {RIGHT} else "unknown"
