@@ -13,6 +13,7 @@ seer.active_learning.commands), imported only when that command runs.
   python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
   python main.py finetune --traces DIR_OR_JSONL --model BASE --output ADAPTER_DIR [--adapter START] [--max-steps N]
   python main.py simulate-al --studies DIR --campaign "A; B" --steps N --output DIR [--strategies seer,random,...]
+  python main.py labels check MAP.json [--json]
 
 Bad input exits with code 2 and one sentence on stderr.
 """
@@ -183,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-progress", dest="no_progress", action="store_true")
     simulate.set_defaults(command_body="seer.active_learning.commands:cmd_simulate_al")
 
+    labels = sub.add_parser("labels", help="how a label map is read: labels check MAP.json")
+    labels.add_argument("action", choices=["check"])
+    labels.add_argument("map", help="label map JSON ({\"1\": \"liver\"} or {\"1\": {\"name\": ..., \"aliases\": [...]}})")
+    labels.add_argument("--json", action="store_true", help="one JSON object (stable field names)")
+    labels.set_defaults(command_body="seer.reasoning.commands:cmd_labels")
+
     sample = sub.add_parser("sample-data", help="build sample-data/ from packages")
     sample.add_argument("--dest", default=str(DEFAULT_STUDIES))
     sample.add_argument("--force", action="store_true", help="rebuild even if present")
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "skills", "traces",
-                "export-traces", "evaluate", "finetune", "simulate-al", "-h", "--help"}
+                "export-traces", "evaluate", "finetune", "simulate-al", "labels", "-h", "--help"}
     if not any(a in commands for a in argv):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)

@@ -295,6 +295,7 @@ class SEERApp(MONAILabelApp):
                 "rewards_queued": loop.status()["queued"] if loop else 0,
                 "active_learning": self.active_learning.status(),
                 "labels_not_atlases": dict(self.not_atlases),
+                "label_aliases": self.pipeline.backbone.label_table().aliases_by_name(),
                 "housekeeping": self.housekeeper.last,
                 "caches": {"volumes": self.volumes.stats(), **self.pipeline.cache_stats()},
             }

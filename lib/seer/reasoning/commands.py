@@ -1,4 +1,5 @@
-"""Commands for the SEER model's weights: download-weights (the only command that goes online) and merge-adapter.
+"""Commands of the reasoning stage: download-weights (the only command that goes online), merge-adapter, and
+labels check (how a team's label map is read).
 """
 
 from __future__ import annotations
@@ -41,4 +42,25 @@ def cmd_merge_adapter(args) -> int:
     except (OSError, ValueError) as exc:
         raise SeerError(f"Could not merge {args.adapter} into {args.model}: {str(exc).splitlines()[0][:200]}") from None
     print(json.dumps({"output": str(out)}))
+    return 0
+
+
+def cmd_labels(args) -> int:
+    """labels check MAP.json: each label's reading, phrasings that resolve to it, collisions, undecoded names."""
+    from seer.files import text_table
+    from seer.reasoning.label_check import check_label_map, read_label_map
+
+    report = check_label_map(read_label_map(args.map))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    rows = [{"id": r["id"], "name": r["name"], "reads as": " ".join([*r["concepts"], *r["qualifiers"], *r["lesion"]])
+             or r["reads_as"], "side": r["side"], "aliases": ", ".join(r["aliases"]) or None,
+             "phrasings": " | ".join(r["phrasings"]) or None} for r in report["labels"]]
+    print(text_table(rows, ["id", "name", "reads as", "side", "aliases", "phrasings"]))
+    summary = report["summary"]
+    print(f"\n{summary['labels']} labels, {summary['with_phrasings']} with phrasings that resolve to them, "
+          f"{summary['collisions']} collision(s), {summary['undecoded']} undecoded, {summary['aliases']} alias(es)")
+    for item in report["collisions"] + report["undecoded"]:
+        print(f"- {item['why']}")
     return 0

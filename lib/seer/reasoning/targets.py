@@ -127,6 +127,23 @@ class LabelTable:
                 if parsed.side is None and label.side is not None:
                     parsed = replace(parsed, side=label.side)
                 self.alias_entries.append(LabelEntry(value, label.name, parsed, label.prompt))
+        # each name and alias under each of its tokens: a text's candidates are found without a scan of the map
+        self._by_token: dict[str, list[tuple[int, LabelEntry]]] = {}
+        for position, entry in enumerate((*self.entries, *self.alias_entries)):
+            for token in entry.tokens:
+                self._by_token.setdefault(token, []).append((position, entry))
+        lesion_words = lexicon.lesion_words
+        self.lesion_entries = [e for e in self.entries if e.tokens & lesion_words]
+        self.anatomy_entries = [e for e in self.entries if not e.tokens & lesion_words]
+        self.anatomy_tokens = frozenset(t for e in self.entries for t in e.tokens) - lesion_words
+
+    def entries_with_any(self, tokens) -> list[LabelEntry]:
+        """The names and aliases that hold at least one of `tokens`, each once, in table order."""
+        found: dict[int, LabelEntry] = {}
+        for token in tokens:
+            for position, entry in self._by_token.get(token, ()):
+                found[position] = entry
+        return [found[position] for position in sorted(found)]
 
     @classmethod
     def from_json(cls, path: str | Path) -> LabelTable:
@@ -143,6 +160,10 @@ class LabelTable:
 
     def names(self) -> dict[str, int]:
         return {e.name: e.id for e in self.entries}
+
+    def aliases_by_name(self) -> dict[str, list[str]]:
+        """{label name: the team's aliases} for the labels that have some."""
+        return {self.by_id[i].name: list(a) for i, a in sorted(self.aliases.items())}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -256,7 +277,7 @@ class Resolver:
         side = side or required_side
         lex = self.parser.lexicon
         lesion_words = [w for w in (*parsed.pathology, *parsed.tokens) if w in lex.lesion_words]
-        lesion_labels = [e for e in self.table.entries if e.tokens & lex.lesion_words]
+        lesion_labels = self.table.lesion_entries
         if lesion_words and lesion_labels:
             return self._resolve_lesion(parsed, side, list(parsed.asked) or lesion_words, lesion_labels)
         if parsed.pathology and not (set(parsed.pathology) & self.parser.label_vocabulary):
@@ -266,7 +287,7 @@ class Resolver:
                 f"'{' '.join(parsed.pathology)}' asks for a lesion, which this backbone's vocabulary does not hold;"
                 " it segments named anatomy",
             )
-        candidates = _one_per_label([e for e in (*self.table.entries, *self.table.alias_entries)
+        candidates = _one_per_label([e for e in self.table.entries_with_any(parsed.token_set)
                                      if self._covers(parsed, e)])
         if candidates:
             return self._choose(parsed, side, candidates)
@@ -310,9 +331,9 @@ class Resolver:
             required -= {c for c in lex.lesion_parts if c not in present}
         sites = {t for c in parsed.concepts if c.key not in lex.lay_containers  # "CT abdomen" names no site
                  for t in c.tokens} - lex.lesion_words  # structures named, not "pole"
-        anatomy = [e for e in self.table.entries if not e.tokens & lex.lesion_words]
+        anatomy = self.table.anatomy_entries
         if sites and anatomy:
-            known = set().union(*(e.tokens for e in self.table.entries)) - lex.lesion_words
+            known = self.table.anatomy_tokens
             if not sites <= known:
                 return self._refuse(
                     "not_in_vocabulary", parsed,

@@ -21,8 +21,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from seer.files import write_atomic
+from seer.reasoning.label_names import decode_label_name
 from seer.reasoning.lexicon import Parser, default_lexicon
-from seer.reasoning.targets import label_mapping
+from seer.reasoning.targets import label_aliases, label_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class AtlasSource:
     label_path: str
     names: dict[int, str] = field(hash=False)
     origin: str = "bundled"
+    aliases: dict[int, tuple[str, ...]] = field(default_factory=dict, hash=False)  # the team's own names, by value
 
 
 def read_label_names(path: str | os.PathLike) -> dict[int, str]:
@@ -60,10 +62,11 @@ def bundled_atlases(dirs: list[str | os.PathLike]) -> list[AtlasSource]:
                 continue
             try:
                 names = read_label_names(names_file)
+                aliases = label_aliases(json.loads(names_file.read_text(encoding="utf-8")))
             except (OSError, ValueError) as exc:
                 logger.warning("skipping atlas folder %s: labels.json unreadable (%s)", folder, exc)
                 continue
-            sources.append(AtlasSource(folder.name, str(image), str(labels), names, "bundled"))
+            sources.append(AtlasSource(folder.name, str(image), str(labels), names, "bundled", aliases))
     return sources
 
 
@@ -78,8 +81,9 @@ def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
 def structure_key(name: str) -> tuple:
     """What a label name means, independent of its spelling style: ("hip_left", "Hip_L", "left hipbone") share one
     key (canonical tokens, side); a name the lexicon cannot read keys on its lowercase text."""
-    vocabulary = default_lexicon().words(name)
-    parsed = Parser(default_lexicon(), vocabulary, shared_cache=False).parse(name, correct_typos=False)
+    decoded = decode_label_name(name, default_lexicon())  # "Parotid_L" and "left parotid" share a key
+    vocabulary = default_lexicon().words(decoded)
+    parsed = Parser(default_lexicon(), vocabulary, shared_cache=False).parse(decoded, correct_typos=False)
     if not parsed.tokens:
         return ("name", name.lower())
     return (frozenset(parsed.tokens), parsed.side)

@@ -134,7 +134,14 @@ class AtlasBackbone:
                 per_entry.setdefault(ids[name], []).append(value)
             values[source.name] = per_entry
         present = {i for per in values.values() for i in per}
-        table = {i: n for i, n in self.registry.table().items() if i in present}
+        aliases: dict[str, list[str]] = {}  # a label's aliases from every atlas that names it
+        for source in sources:
+            for value, found in source.aliases.items():
+                if value in source.names:
+                    aliases.setdefault(source.names[value], []).extend(a for a in found
+                                                                       if a not in aliases.get(source.names[value], []))
+        table = {i: {"name": n, "aliases": aliases[n]} if aliases.get(n) else n
+                 for i, n in self.registry.table().items() if i in present}
         with self._lock:
             self._sources = sources
             self._values = values
