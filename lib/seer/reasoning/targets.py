@@ -291,6 +291,15 @@ class Resolver:
                                      if self._covers(parsed, e)])
         if candidates:
             return self._choose(parsed, side, candidates)
+        wholes = {c.key: c for c in parsed.concepts}
+        in_parts = [e for e in self.table.entries if _side_ok(e.side, side) and any(
+            (whole := lex.part_concepts.get(c.key)) is not None and whole.key in wholes for c in e.parsed.concepts)]
+        if in_parts:  # "the prostate" on a map of its zones, "the right lung" on a map of lobes
+            names = [e.name for e in in_parts]
+            asked = ", ".join(dict.fromkeys(lex.part_concepts[c.key].name for e in in_parts for c in e.parsed.concepts
+                                            if c.key in lex.part_concepts))
+            return self._refuse("not_in_vocabulary", parsed, f"this label map holds the {asked} only in parts "
+                                f"({', '.join(names[:6])}); ask for one of them", suggestions=names)
         if self.embed is not None and (parsed.unknown or parsed.tokens):
             found = self._embedding_match(parsed, side)
             if found is not None:
