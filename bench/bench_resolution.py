@@ -68,6 +68,8 @@ SETS = {
     # indirect sides, injected text, parts, organ or lesion
     "development-v18": REPO / "bench" / "data" / "requests_dev_v18.jsonl",
     "development-v19": REPO / "bench" / "data" / "requests_dev_v19.jsonl",
+    # weighted towards indirect sides (25 mirrored pairs), report findings, abbreviations and injected text
+    "development-v20": REPO / "bench" / "data" / "requests_dev_v20.jsonl",
     # the same groups over six more maps, never tuned on and never read
     "held-out-v5": REPO / "bench" / "data" / "requests_holdout_v5.jsonl",
 }

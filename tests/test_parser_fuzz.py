@@ -56,7 +56,8 @@ def test_reports_that_reach_their_own_text_again_do_not_recurse():
 def test_mirrored_requests_never_keep_their_side(shared_data):
     """Every development request with "left"/"right" in it, mirrored (left <-> right, lt <-> rt ...), never resolves
     to the same sided label as the original: a rule that reads sides one way only would flip a side. Texts that
-    place the target by a one-sided organ (liver, spleen, lingula ...) are skipped: there the anatomy decides."""
+    place the target by a one-sided organ (liver, spleen, lingula ...) or by a stated typical language lateralisation
+    are skipped: there the anatomy or the test result decides, not the mirrored word."""
     import json
     import re
     from pathlib import Path
@@ -65,7 +66,7 @@ def test_mirrored_requests_never_keep_their_side(shared_data):
 
     swap = {"left": "right", "right": "left", "lt": "rt", "rt": "lt", "lft": "rght", "rght": "lft"}
     one_sided = re.compile(r"\b(liver|hepat\w*|spleen|splenic|heart|cardiac|lingula\w*|middle lobe|ivc|vena cava|"
-                           r"stomach|gallbladder|appendix)\b", re.IGNORECASE)
+                           r"stomach|gallbladder|appendix|typical language)\b", re.IGNORECASE)
     repo = Path(__file__).resolve().parent.parent
     maps = {"brain-mets": repo / "bench/data/label_maps/brain-mets.json",
             "liver-msd": repo / "bench/data/label_maps/liver-msd.json"}

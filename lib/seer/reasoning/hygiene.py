@@ -69,7 +69,8 @@ _POSING_MARK = re.compile(
     r"|\b(system|admin|developer|maintainer|reviewer|supervisor)\s+(message|note|notice|override|instruction|update)s?\b"
     r"|\bmessage from\b|\b(tool|function|lookup|resolver|atlas_lookup|api)\s*(result|output|response|call)\b"
     r"|\bnote (to|for) (the )?(model|assistant|ai|reasoner|system|annotator tool|segmenter)\b"
-    r"|\bnote about (this|the) (label )?map\b",
+    r"|\bnote about (this|the) (label )?map\b"
+    r"|^\W*>>>|\b[a-z_]+\(\s*['\"]|^\s*['\"][\w\- ]+['\"]\s*$",  # a tool call and its quoted reply
     re.IGNORECASE,
 )
 _POSING_CLAIM = re.compile(

@@ -195,6 +195,7 @@ class Lexicon:
         self.lay_containers = frozenset(data.get("lay_containers", []))
         # brain areas that serve the body's other side: "the part that moves my right hand" is the left one
         self.contralateral = frozenset(data.get("contralateral_to_limbs", []))
+        self.ipsilateral = frozenset(data.get("ipsilateral_to_limbs", []))  # the cerebellum serves its own side
         self.organ_sides: dict[str, str] = dict(data.get("organ_sides", {}))  # "the liver side" is the right
         self.removals: dict[str, str] = dict(data.get("removals", {}))  # "nephrectomy" removes a kidney
         # structures in or beside a limb, eye or ear that share its side ("the tear gland of the left eye")
@@ -313,11 +314,13 @@ _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "ov
 # from the lung"); used only when another structure is the subject, or a lay cue names the target
 _RELATIONAL = frozenset({"indenting", "abutting", "alongside", "along", "against", "compressing", "displacing",
                          "through", "from", "toward", "towards", "into", "to", "in", "inside", "within",
-                         "following", "off", "out", "as", "contralateral", "ipsilateral"})
+                         "following", "off", "out", "as", "contralateral", "ipsilateral", "feeds", "feeding",
+                         "supplies", "supplying", "drains", "draining"})
 # a report part with one of these calls what it names normal or gone: "left kidney unremarkable" is not the target
 _NORMAL = frozenset({"unremarkable", "normal", "intact", "preserved", "clear", "patent"})
 _SET_ASIDE = _NORMAL | {"removed", "resected", "excised", "nephrectomy", "splenectomy", "cholecystectomy",
-                        "enucleation", "enucleated", "exenteration", "evisceration"}
+                        "enucleation", "enucleated", "exenteration", "evisceration", "transected", "avulsed", "gone",
+                        "destroyed", "severed"}
 # long words of an instruction that describe nothing
 _PLAIN = frozenset({"please", "could", "would", "should", "there", "their", "which", "where", "those", "these",
                     "thanks", "kindly", "about", "after", "before", "image", "study", "report", "finding", "findings"})
@@ -353,6 +356,8 @@ _SPREAD = frozenset({"spread", "spreading", "metastasized", "metastasised", "see
 _VERBS = frozenset({"segment", "seg", "mask", "contour", "outline", "delineate", "mark", "label", "annotate", "draw",
                     "trace"})
 
+_TOUCHES = frozenset({"abuts", "abut", "encases", "encase", "invades", "invade", "involves", "touches", "contacts",
+                      "compresses", "displaces", "narrows", "occludes", "infiltrates"})
 _KEEP = frozenset({"keep", "kept", "leave", "left", "stay", "stays", "staying"})
 
 # words after which "contour", "outline", "mark" are nouns ("nodular contour and ...", "the outline of")
@@ -364,6 +369,10 @@ _VESSEL_PARTS = frozenset({"vein", "veins", "artery", "arteries", "duct", "ducts
 _QUESTION = re.compile(r"^(what|which|why|how|when|where|who|whose|is|are|was|were|does|do|did|should|would)\b.*\?$",
                        re.IGNORECASE | re.DOTALL)
 _AS_WELL_AS = re.compile(r"\bas well as\b", re.IGNORECASE)
+# what remains after a removal or an injury: "the remaining kidney", "the spared cuneus", "the intact optic nerve"
+_REMAINING = frozenset({"remains", "remaining", "remain", "still", "other", "survivor", "solitary", "spared",
+                        "preserved", "contralateral", "intact", "healthy", "unaffected"})
+_INJURED = re.compile(r"\b(transected|avulsed|gone|destroyed|severed)\b", re.IGNORECASE)
 _ABBREVIATED = re.compile(r"\b(?:i\.\s?e|e\.\s?g|viz|approx|vs|cf)\.", re.IGNORECASE)
 
 
@@ -734,14 +743,18 @@ class Parser:
         reported = _AS_WELL_AS.sub(" and ", reported)  # "the aorta as well as the IVC": two targets
         reported = TAG_RIGHT.sub("?", reported)  # "This is the kidney, right?": a question tag, not a side
         greater = self._greater_side(reported)
-        focused = None if plain else (self._focused(reported, correct_typos, text)
+        removed = self._removed(text) if not plain and (set_aside or _INJURED.search(text)) else {}
+        # sides read across sentences: a display convention, an examiner facing the patient, what remains after a
+        # removal ("s/p right nephrectomy. ... of the remaining kidney")
+        whole_text = (plain or convention is not None or facing(lex.split(reported))
+                      or bool(removed and set(lex.split(reported)) & _REMAINING))
+        focused = None if whole_text else (self._focused(reported, correct_typos, text)
                                       or self._matched_item(reported, correct_typos, text))
         if focused is not None:
             if greater:
                 return replace(focused, text=written, side=greater,
                                side_words=(f"the {greater} (written first in a comparison)",))
             return replace(focused, text=written)
-        removed = self._removed(text) if set_aside and not plain else {}
         words, corrections, expansions = self._repaired_words(reported, correct_typos)
         r = self._scan(words)
         r.convention = convention
@@ -751,7 +764,7 @@ class Parser:
         self._side_by_organ(r)
         self._levels_that_place(r)
         self._described_structures(r)
-        self._remaining_after_removal(r, removed)
+        self._remaining_after_removal(r, removed, text)
         self._indirect_sides(r, greater)
         dominant = dominant_hemisphere(reported)  # "the insula of the language-dominant hemisphere"
         if dominant is not None and r.concepts and all(c.region == "head" for c in r.concepts):
@@ -1138,22 +1151,39 @@ class Parser:
             r.unknown = [w for w in r.unknown if not any(_cue_word(c, w) for c in words_of_cue)]
             r.parts = [w for w in r.parts if not any(_cue_word(c, w) for c in words_of_cue)]  # "main artery"
 
-    def _remaining_after_removal(self, r: _Reading, removed: dict[str, str]) -> None:
+    def _instructed_side(self, text: str) -> str | None:
+        """The side the one instructing sentence of a text states by itself, if exactly one sentence instructs."""
+        instructing = [s for s in _SENTENCE.split(text) if s.strip() and self._instructs(s)]
+        return self._parse(instructing[0], False, plain=True).side if len(instructing) == 1 else None
+
+    def _remaining_after_removal(self, r: _Reading, removed: dict[str, str], text: str) -> None:
         """After a removal: the one that remains, on the other side ("s/p left nephrectomy: the remaining
         kidney")."""
         lex = self.lexicon
-        remaining = set(r.words) & {"remains", "remaining", "remain", "still", "other", "survivor", "solitary",
-                                    "spared", "preserved", "contralateral"}
+        remaining = set(r.words) & _REMAINING
+        # a removal takes what lies within it: an exenteration of the eye takes its lens
+        removed = {**{part: side for key, side in removed.items() for part in lex.limb_structures.get(key, ())},
+                   **removed}
         if not r.concepts and removed and remaining and len(removed) == 1:
             # "nothing left of the left kidney after the nephrectomy, so segment the one that remains"
             key = next(iter(removed))
             if key in lex.concepts and lex.concepts[key].paired:
                 r.concepts = [lex.concepts[key]]
                 r.tokens = list(r.concepts[0].tokens)
-        if not r.sides and removed and r.concepts and all(c.paired for c in r.concepts):
+        if removed and remaining and r.concepts and all(c.paired for c in r.concepts):
             gone = {removed[c.key] for c in r.concepts if c.key in removed}
             if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
-                r.sides.append(other_side(left))  # "s/p left nephrectomy: the remaining kidney"
+                # the side the instruction itself states, not the removed one's ("the left cuneus is gone")
+                stated = {self._instructed_side(text)} & {LEFT, RIGHT}
+                if stated and stated != {other_side(left)}:  # "s/p right nephrectomy. The right ... remaining kidney."
+                    r.sides = [SIDE_CONFLICT]
+                else:
+                    r.sides = [other_side(left)]  # "s/p left nephrectomy: the remaining kidney"
+                r.side_words.append(f"the one not removed ({left} removed)")
+        elif not r.sides and removed and r.concepts and all(c.paired for c in r.concepts):
+            gone = {removed[c.key] for c in r.concepts if c.key in removed}
+            if len(gone) == 1 and (left := gone.pop()) in (LEFT, RIGHT):
+                r.sides.append(other_side(left))
                 r.side_words.append(f"the one not removed ({left} removed)")
 
     def _indirect_sides(self, r: _Reading, greater: str | None) -> None:
@@ -1180,6 +1210,9 @@ class Parser:
             if all(any(c.key in lex.limb_structures.get(limb, ()) for limb in limbs) for c in r.concepts):
                 r.sides += r.limb_sides  # "the left eye", "the tear gland of the left eye", "the gland by the right ear"
                 r.side_words += r.limb_words
+            elif all(c.key in lex.ipsilateral for c in r.concepts):  # "ataxia of the left arm": left cerebellum
+                r.sides += r.limb_sides
+                r.side_words += [f"the cerebellar side of the {w}" for w in r.limb_words]
             elif all(coarse_region(c.region) == BODY for c in r.concepts):
                 r.sides += r.limb_sides  # "thigh bone, right leg": the bone is in that leg
                 r.side_words += r.limb_words
@@ -1600,6 +1633,9 @@ class Parser:
             generic = [i for i, w in enumerate(sequence) if w in lex.generic_words]
             if sits and lesion_at and generic and min(generic) < min(lesion_at) < sits[0]:
                 return True  # "the organ the tumour sits in": the organ
+            touches = [i for i, w in enumerate(sequence) if w in _TOUCHES]
+            if touches and lesion_at and named_at and min(named_at) < min(lesion_at) < max(touches):
+                return True  # "the vein the tumour abuts": the vein
             if (holds is not None and lesion_at and min(lesion_at) > holds and [i for i in named_at if i < holds]
                     and not self._instruction_in(sequence[holds:])):
                 return True  # "his whole liver, the organ that has the cancer in it": the structure

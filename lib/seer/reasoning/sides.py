@@ -217,9 +217,12 @@ def combine_sides(sides: list[str]) -> str | None:
     return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None
 
 
-_DOMINANT_TARGET = re.compile(r"\b(?:language|speech)?[- ]?dominant (?:hemisphere|side)\b", re.IGNORECASE)
-_DOMINANCE_STATED = re.compile(r"\b(left|right)[- ](?:hemisphere|hemispheric|sided)?[- ]?(?:language[- ]|speech[- ])?"
-                               r"dominan(?:ce|t)\b", re.IGNORECASE)
+_DOMINANT_TARGET = re.compile(r"\b(?:language|speech)?[- ]?(?:non[- ]?)?dominant (?:hemisphere|side)\b", re.IGNORECASE)
+_NON_DOMINANT = re.compile(r"\bnon[- ]?dominant\b", re.IGNORECASE)
+_DOMINANCE_STATED = re.compile(r"\b(left|right)[- ](?:hemisphere|hemispheric|sided)?\)?[- ]?(?:language[- ]|speech[- ])?"
+                               r"(?:dominan(?:ce|t)|laterali[sz]ation)\b", re.IGNORECASE)
+_TYPICAL = re.compile(r"\btypical (?:left[- ]sided |left[- ]hemisphere )?(?:language|speech) "
+                      r"(?:dominance|laterali[sz]ation)", re.IGNORECASE)
 _HANDED = re.compile(r"\b(left|right)[- ]handed\b", re.IGNORECASE)
 
 
@@ -227,10 +230,14 @@ def dominant_hemisphere(text: str) -> str | None:
     """The side of "the (language-)dominant hemisphere" a text asks for: as stated ("left-hemisphere language
     dominance"), else from handedness (a right-handed patient's is the left; a left-handed patient's cannot be
     told: "unknown"). None when the text asks for no dominant hemisphere."""
-    if not _DOMINANT_TARGET.search(text):
-        return None
+    handed = {m.group(1).lower() for m in _HANDED.finditer(text)}
+    if not (_DOMINANT_TARGET.search(text) or (handed and re.search(r"\b(?:non[- ]?)?dominant\b", text, re.IGNORECASE))):
+        return None  # ("a right-handed patient, the dominant angular gyrus" asks for it too)
     stated = {m.group(1).lower() for m in _DOMINANCE_STATED.finditer(text)}
     if len(stated) == 1:
-        return stated.pop()
-    handed = {m.group(1).lower() for m in _HANDED.finditer(text)}
-    return LEFT if handed == {RIGHT} else "unknown"
+        dominant = stated.pop()
+    elif _TYPICAL.search(text) and not re.search(r"\batypical\b", text, re.IGNORECASE):
+        dominant = LEFT  # "typical language lateralisation": the left hemisphere
+    else:
+        dominant = LEFT if handed == {RIGHT} else "unknown"
+    return other_side(dominant) if _NON_DOMINANT.search(text) and dominant in (LEFT, RIGHT) else dominant

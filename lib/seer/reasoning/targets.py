@@ -295,7 +295,7 @@ class Resolver:
         in_parts = [e for e in self.table.entries if _side_ok(e.side, side) and any(
             (whole := lex.part_concepts.get(c.key)) is not None and whole.key in wholes for c in e.parsed.concepts)]
         if in_parts:  # "the prostate" on a map of its zones, "the right lung" on a map of lobes
-            names = [e.name for e in in_parts]
+            names = sorted(e.name for e in in_parts)
             asked = ", ".join(dict.fromkeys(lex.part_concepts[c.key].name for e in in_parts for c in e.parsed.concepts
                                             if c.key in lex.part_concepts))
             return self._refuse("not_in_vocabulary", parsed, f"this label map holds the {asked} only in parts "
