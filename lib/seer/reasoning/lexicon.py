@@ -768,7 +768,7 @@ class Parser:
         self._indirect_sides(r, greater)
         dominant = dominant_hemisphere(reported)  # "the insula of the language-dominant hemisphere"
         if dominant is not None and r.concepts and all(c.region == "head" for c in r.concepts):
-            r.sides = [dominant] if dominant in (LEFT, RIGHT) else []
+            r.sides = [dominant]  # (SIDE_UNKNOWN for a left-handed patient: refused, never guessed)
             r.side_words = [f"the language-dominant hemisphere: {dominant}"]
         side = combine_sides(r.sides)
         return ParsedText(

@@ -11,6 +11,7 @@ import re
 
 LEFT, RIGHT, BOTH = "left", "right", "both"
 SIDE_CONFLICT = "conflict"  # two cues about the target's side disagree: no side can be chosen
+SIDE_UNKNOWN = "unknown"  # the text says the side depends on something it cannot tell (a left-hander's dominance)
 
 
 def other_side(side: str | None) -> str | None:
@@ -212,6 +213,8 @@ def combine_sides(sides: list[str]) -> str | None:
         return None
     if SIDE_CONFLICT in distinct:
         return SIDE_CONFLICT
+    if SIDE_UNKNOWN in distinct:
+        return SIDE_UNKNOWN
     if distinct == {LEFT} or distinct == {RIGHT} or distinct == {BOTH}:
         return distinct.pop()
     return BOTH if BOTH in distinct or distinct == {LEFT, RIGHT} else None
@@ -239,5 +242,5 @@ def dominant_hemisphere(text: str) -> str | None:
     elif _TYPICAL.search(text) and not re.search(r"\batypical\b", text, re.IGNORECASE):
         dominant = LEFT  # "typical language lateralisation": the left hemisphere
     else:
-        dominant = LEFT if handed == {RIGHT} else "unknown"
+        dominant = LEFT if handed == {RIGHT} else SIDE_UNKNOWN
     return other_side(dominant) if _NON_DOMINANT.search(text) and dominant in (LEFT, RIGHT) else dominant

@@ -23,7 +23,6 @@ from seer.reasoning.lexicon import (
     BOTH,
     LEFT,
     RIGHT,
-    SIDE_CONFLICT,
     Lexicon,
     ParsedText,
     Parser,
@@ -31,6 +30,7 @@ from seer.reasoning.lexicon import (
     default_lexicon,
     imaged_with,
 )
+from seer.reasoning.sides import SIDE_CONFLICT, SIDE_UNKNOWN
 
 MATCH = "match"
 REFUSED_KINDS = (
@@ -243,6 +243,10 @@ class Resolver:
             said = "; ".join((conflict or parsed).side_words)
             return self._refuse("side_conflict", conflict or parsed, "the request gives two sides that disagree"
                                 + (f" ({said})" if said else "") + "; say left or right")
+        unknown = next((p for p in (parsed, request) if p is not None and p.side == SIDE_UNKNOWN), None)
+        if unknown is not None:
+            return self._refuse("ambiguous_side", unknown, "the request's side cannot be told from what it says ("
+                                + "; ".join(unknown.side_words) + "); say left or right")
         resolution = self._resolve(parsed, text, study_region, required_side)
         restricting = next((p for p in (parsed, request) if p is not None and p.restricted), None)
         if resolution.ok and restricting is not None:
