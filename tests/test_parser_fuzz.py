@@ -3,7 +3,8 @@ words, relation words, report punctuation and numbers (a crash here would be an 
 
 import random
 
-from seer.reasoning.lexicon import _POSITIONAL, _RELATIONAL, default_lexicon
+from seer.reasoning.lexicon import default_lexicon
+from seer.reasoning.parser import _POSITIONAL, _RELATIONAL
 from seer.reasoning.targets import LabelTable, Resolver
 
 TABLES = [

@@ -10,7 +10,7 @@ import pytest
 
 from seer.errors import BadRequest
 from seer.loop.skill_rounds import SkillRounds
-from seer.reasoning.lexicon import Parser
+from seer.reasoning.parser import Parser
 from seer.reasoning.skills import (
     STYLE_TO_TAG,
     EvolutionSettings,

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from seer.errors import BadRequest
-from seer.reasoning.lexicon import Parser
+from seer.reasoning.parser import Parser
 from seer.reasoning.skills import TAGS, Skill, SkillBank, request_style, skill_id_for
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from seer.errors import BadRequest
-from seer.reasoning.lexicon import LEFT, RIGHT
+from seer.reasoning.sides import LEFT, RIGHT
 from seer.reasoning.targets import LabelEntry, LabelTable, Resolver
 
 PHRASINGS = 3

@@ -25,7 +25,8 @@ from filelock import FileLock
 
 from seer.errors import BadRequest
 from seer.files import write_atomic
-from seer.reasoning.lexicon import ParsedText, Parser, coarse_region
+from seer.reasoning.lexicon import ParsedText, coarse_region
+from seer.reasoning.parser import Parser
 from seer.settings import KEYS
 
 TAGS = (

@@ -19,18 +19,9 @@ from pathlib import Path
 
 from seer.errors import BadRequest
 from seer.reasoning.label_names import decode_label_name, default_conventions, request_abbreviations
-from seer.reasoning.lexicon import (
-    BOTH,
-    LEFT,
-    RIGHT,
-    Lexicon,
-    ParsedText,
-    Parser,
-    coarse_region,
-    default_lexicon,
-    imaged_with,
-)
-from seer.reasoning.sides import SIDE_CONFLICT, SIDE_UNKNOWN
+from seer.reasoning.lexicon import Lexicon, ParsedText, coarse_region, default_lexicon, imaged_with
+from seer.reasoning.parser import Parser
+from seer.reasoning.sides import BOTH, LEFT, RIGHT, SIDE_CONFLICT, SIDE_UNKNOWN
 
 MATCH = "match"
 REFUSED_KINDS = (

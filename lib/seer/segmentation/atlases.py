@@ -22,7 +22,8 @@ from filelock import FileLock
 
 from seer.files import write_atomic
 from seer.reasoning.label_names import decode_label_name
-from seer.reasoning.lexicon import Parser, default_lexicon
+from seer.reasoning.lexicon import default_lexicon
+from seer.reasoning.parser import Parser
 from seer.reasoning.targets import label_aliases, label_mapping
 
 logger = logging.getLogger(__name__)

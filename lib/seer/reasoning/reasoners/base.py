@@ -8,7 +8,7 @@ from typing import Protocol
 from seer.imaging.evidence import ImageEvidence
 from seer.imaging.views import SliceViews
 from seer.reasoning.hygiene import CleanRequest
-from seer.reasoning.lexicon import Parser
+from seer.reasoning.parser import Parser
 from seer.reasoning.skills import Skill
 from seer.reasoning.trace import Trace
 

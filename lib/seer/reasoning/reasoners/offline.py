@@ -7,8 +7,10 @@ the contract's tag format and goes through the same parser as a model's text.
 
 from __future__ import annotations
 
-from seer.reasoning.lexicon import BOTH, LEFT, RIGHT, Concept, ParsedText, Parser, coarse_region, default_lexicon
+from seer.reasoning.lexicon import Concept, ParsedText, coarse_region, default_lexicon
+from seer.reasoning.parser import Parser
 from seer.reasoning.reasoners.base import ReasoningInput
+from seer.reasoning.sides import BOTH, LEFT, RIGHT
 from seer.reasoning.trace import Trace, parse_output, render_output
 
 
