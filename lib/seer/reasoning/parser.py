@@ -242,6 +242,10 @@ def typo_budget(word: str) -> int:
     return 3
 
 
+_ROMAN_NUMBERS = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8"}
+# a Couinaud segment as teams write it: "S7", "seg IVb", "segment VII", "Couinaud 8"
+_COUINAUD = re.compile(r"\b(s|seg|segment|couinaud(?: segment)?)\s*(viii|vii|vi|iv|v|iii|ii|i|[1-8])([ab])?\b",
+                       re.IGNORECASE)
 _PARSE_CACHES = BoundedCache("parse caches", max_items=16)
 
 
@@ -303,13 +307,15 @@ class Parser:
     """Parses texts against a lexicon plus an extra vocabulary (the words of a label table)."""
 
     def __init__(self, lexicon: Lexicon | None = None, extra_vocabulary: Iterable[str] = (), shared_cache: bool = True,
-                 abbreviations: Mapping[str, str] | None = None, case_sensitive: Iterable[str] = ()):
+                 abbreviations: Mapping[str, str] | None = None, case_sensitive: Iterable[str] = (),
+                 couinaud: bool = False):
         """shared_cache: share parses with other parsers of the same vocabulary (False for throwaway parsers);
         abbreviations: abbreviation -> phrase that a request may use for this vocabulary's structures ("TZ" ->
         "transition zone"), those in `case_sensitive` only when written in capitals ("ON", not "on")."""
         self.lexicon = lexicon or default_lexicon()
         self.label_vocabulary = frozenset(extra_vocabulary)
         self.abbreviations = dict(abbreviations or {})
+        self.couinaud = couinaud  # the map holds the liver by Couinaud segment ("liver_segment_7")
         self._case_sensitive = frozenset(case_sensitive)
         self._abbreviation = (re.compile(r"(?<![A-Za-z0-9])(" + "|".join(
             re.escape(a) for a in sorted(self.abbreviations, key=len, reverse=True)) + r")(?![A-Za-z0-9])",
@@ -325,15 +331,26 @@ class Parser:
         )
         self._corrections: dict[str, str | None] = {}  # token -> its repair (bounded; cleared when large)
         self._parsing: set[tuple[str, bool]] = set()  # texts being parsed now (reports parse their parts)
-        self._cache = (_parse_cache(self.lexicon, self.label_vocabulary, tuple(sorted(self.abbreviations.items())))
+        self._cache = (_parse_cache(self.lexicon, self.label_vocabulary,
+                                    (*sorted(self.abbreviations.items()), ("couinaud", couinaud)))
                        if shared_cache else BoundedCache("parse", max_items=50_000))
 
     def spelled_out(self, text: str) -> tuple[str, list[tuple[str, str]]]:
         """`text` with this vocabulary's abbreviations written out ("L ON" -> "L optic nerve"), and the (written,
         read-as) pairs."""
-        if self._abbreviation is None:
-            return text, []
         found: list[tuple[str, str]] = []
+        if self.couinaud:  # a map of the liver's Couinaud segments: "S7", "seg IVb", "caudate lobe"
+            def segment(match: re.Match) -> str:
+                number = _ROMAN_NUMBERS.get(match.group(2).lower(), match.group(2))
+                spelled = f"liver segment {number}{(match.group(3) or '').lower()}"
+                found.append((match.group(0), spelled))
+                return spelled
+
+            text = _COUINAUD.sub(segment, text)
+            text = re.sub(r"\bcaudate lobe\b", lambda m: found.append((m.group(0), "liver segment 1"))
+                          or "liver segment 1", text, flags=re.IGNORECASE)
+        if self._abbreviation is None:
+            return text, found
 
         def spell(match: re.Match) -> str:
             written = match.group(0)
@@ -422,6 +439,20 @@ class Parser:
             return True
         return (before in lex.phrase_previous.get(word, set()) or bool(after)
                 and after[0] in lex.phrase_next.get(word, set()))
+
+    def _truncated(self, token: str) -> str | None:
+        """The one word of the label map that `token` begins ("mand" -> "mandible", "cochl" -> "cochlea"): 4 letters
+        or more, at least 2 left off, no English word, and no other word of the map or the lexicon begins so."""
+        if len(token) < 4 or not token.isalpha() or token in english_words():
+            return None
+        found = {w for w in self.label_vocabulary if w.startswith(token) and len(w) >= len(token) + 2}
+        if len(found) != 1:
+            return None
+        word = found.pop()
+        stem = word[: len(token) + 2]  # (the same word's other forms: "mandibula", "mandibular")
+        others = {w for w in self.lexicon.phrase_vocabulary
+                  if w.startswith(token) and not w.startswith(stem) and self._meaning(w) != self._meaning(word)}
+        return None if others else word
 
     def _typo_in_phrase(self, token: str, before: str, after: list[str]) -> str | None:
         """The typo reading of an English word, only when it completes a structure phrase with its neighbour
@@ -696,6 +727,8 @@ class Parser:
                                                        raw[index + 1] if index + 1 < len(raw) else "")
                 if fixed is None and token in english_words():  # "small bowl": an English word, but a typo here
                     fixed = self._typo_in_phrase(token, raw[index - 1] if index else "", raw[index + 1 : index + 2])
+                if fixed is None:
+                    fixed = self._truncated(token)  # "mand", "cochl": the one word of this map they begin
                 if fixed is not None:
                     corrections.append((token, fixed))
                     token = fixed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -104,8 +105,9 @@ class LabelTable:
         texts = [*self.decoded.values(), *(a for found in self.aliases.values() for a in found)]
         vocabulary = {word for text in texts for word in lexicon.words(text)}
         vocabulary -= lexicon.side_vocabulary | lexicon.filler | lexicon.optional
+        couinaud = any(re.fullmatch(r"liver segment \d[ab]?", d) for d in self.decoded.values())
         self.parser = Parser(lexicon, vocabulary, abbreviations=request_abbreviations(vocabulary, lexicon, conventions),
-                             case_sensitive=conventions.case_sensitive)
+                             case_sensitive=conventions.case_sensitive, couinaud=couinaud)
         self.entries = [LabelEntry(i, n, self.parser.parse(self.decoded[i], correct_typos=False)) for i, n in pairs]
         self.by_id = {e.id: e for e in self.entries}
         self.by_name = {e.name: e for e in self.entries}
