@@ -70,6 +70,8 @@ SETS = {
     "development-v19": REPO / "bench" / "data" / "requests_dev_v19.jsonl",
     # weighted towards indirect sides (25 mirrored pairs), report findings, abbreviations and injected text
     "development-v20": REPO / "bench" / "data" / "requests_dev_v20.jsonl",
+    # weighted towards report findings, abbreviations and shorthand, lay words, indirect sides and injected text
+    "development-v21": REPO / "bench" / "data" / "requests_dev_v21.jsonl",
     # the same groups over six more maps, never tuned on and never read
     "held-out-v5": REPO / "bench" / "data" / "requests_holdout_v5.jsonl",
 }

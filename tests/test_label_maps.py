@@ -53,7 +53,7 @@ def name_or_kind(table: LabelTable, text: str, region: str | None = None) -> str
     ("4th-Ventricle", "4 ventricle"), ("ET", "enhancing tumor"), ("SNFH", "edema"), ("TZ", "transition zone"),
     ("SV_L", "seminal vesicle l"), ("GTVp", "primary tumor"),
     # names already in plain words stay as they are (AAL's CamelCase words included)
-    ("kidney_left", "kidney left"), ("Frontal_Inf_Oper_L", "frontal inf oper l"), ("SupraMarginal_R", "supramarginal r"),
+    ("kidney_left", "kidney left"), ("Frontal_Inf_Oper_L", "frontal inferior oper l"), ("SupraMarginal_R", "supramarginal r"),
     ("vertebrae_S1", "vertebrae s1"), ("left kidney", "kidney left"),
 ])
 def test_label_names_are_read_by_their_convention(name, plain):

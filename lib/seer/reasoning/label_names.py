@@ -82,11 +82,16 @@ def request_abbreviations(vocabulary: Iterable[str], lexicon: Lexicon,
     content word the map holds ("TZ" on a prostate zone map, "ON" on a map with optic nerves)."""
     conventions = conventions or default_conventions()
     held = set(vocabulary)
+    held_classes = {lexicon.lesion_class[w] for w in held if w in lexicon.lesion_class}
     out = {}
     for abbreviation, phrase in conventions.abbreviations.items():
         words = [w for w in lexicon.words(phrase)
                  if lexicon.side_of(w) is None and w not in lexicon.filler and w not in lexicon.optional]
-        if words and set(words) <= held and abbreviation not in held:
+        # a lesion word is held when the map holds its class ("ED" on a map that spells it "oedema"); a generic
+        # one ("tumor", "core") when the map holds some lesion class
+        missing = [w for w in words if w not in held and lexicon.lesion_class.get(w) not in held_classes
+                   and not (held_classes and (w in ("core", "tumor") or lexicon.lesion_class.get(w) == "tumor"))]
+        if words and not missing and abbreviation not in held:
             out[abbreviation] = phrase
     return out
 

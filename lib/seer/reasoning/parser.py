@@ -93,7 +93,8 @@ def damerau_levenshtein(a: str, b: str, limit: int) -> int:
 # words that place a structure relative to another ("the gland below the bladder")
 _POSITIONAL = frozenset({"below", "beneath", "under", "underneath", "above", "over", "behind", "beside", "next", "bottom",
                          "hugging", "wrapping", "curling", "lining", "after", "before", "beyond", "past",
-                         "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling"})
+                         "adjacent", "near", "around", "between", "atop", "top", "surrounding", "encircling",
+                         "floor", "roof"})
 
 
 # a structure named after these is related to the target, not the target ("indenting the bladder base", "spread
@@ -446,6 +447,11 @@ class Parser:
         if len(token) < 4 or not token.isalpha() or token in english_words():
             return None
         found = {w for w in self.label_vocabulary if w.startswith(token) and len(w) >= len(token) + 2}
+        if not found:  # a word of the lexicon that names one thing ("oesoph" -> oesophagus)
+            found = {w for w in self.lexicon.phrase_vocabulary if w.startswith(token) and len(w) >= len(token) + 2
+                     and (w,) in self.lexicon.phrases}
+            if len({self._meaning(w) for w in found}) == 1:
+                found = {min(found, key=len)}
         if len(found) != 1:
             return None
         word = found.pop()
@@ -781,6 +787,9 @@ class Parser:
                 r.part_of.append((" ".join(phrase), whole.name))  # "right upper lobe" on a map of whole lungs
                 r.part_at.append(i)
                 concept = whole
+            if n == 1 and phrase[0] in lex.structure_parts:  # "only the lingula": a part named by its own word
+                r.part_words.append(phrase[0])
+                r.part_at.append(i)
             r.concepts.append(concept)
             r.tokens.extend(concept.tokens)
             if set(r.words[max(0, i - 5) : i]) & _POSITIONAL or any(lex.side_of(r.words[j]) in (LEFT, RIGHT)
@@ -830,7 +839,10 @@ class Parser:
         lex = self.lexicon
         word = r.words[index]
         i = index + 1
-        if word in lex.structure_parts:
+        segment_part = word in ("segment", "segments") and (
+            (index and (r.words[index - 1].isdigit() or _VERTEBRA_LEVEL.match(r.words[index - 1])))
+            or r.words[index + 1 : index + 2] == ["of"])  # "the S1 segment of the sacrum" (not the verb)
+        if word in lex.structure_parts or segment_part:
             r.part_words.append(word)  # "the tail of ...", "the lamina of T12"
             r.part_at.append(index)
         if word in lex.negations:
@@ -1147,9 +1159,12 @@ class Parser:
         if side is None and opposite:
             context = self.parse(stated, correct_typos).side  # "Stone in the right ureter; the other kidney"
             side = other_side(context) if context in (LEFT, RIGHT) else None
-        same = "ipsilateral" in said or any(w in ("that", "same", "affected", "involved", "painful")
-                                            and following == "side" for w, following in zip(said, said[1:], strict=False))
-        if side in (LEFT, RIGHT) and inner.side == side and (opposite or same) and set(said) & RELATIVE:
+        side_of = any(a == "side" and b == "of" and c in ("the", "his", "her", "their") and d not in self.content_vocabulary
+                      for a, b, c, d in zip(said, said[1:], said[2:], said[3:], strict=False))  # "on the side of the pain"
+        same = "ipsilateral" in said or side_of or any(
+            w in ("that", "same", "affected", "involved", "painful") and following == "side"
+            for w, following in zip(said, said[1:], strict=False))
+        if side in (LEFT, RIGHT) and inner.side == side and (opposite or same) and (set(said) & RELATIVE or side_of):
             context = self.parse(stated, correct_typos).side  # "Left tonsil primary. The right parotid, i.e. the
             derived = other_side(context) if opposite else context  # ipsilateral one.": two sides that disagree
             if derived in (LEFT, RIGHT) and derived != side:
