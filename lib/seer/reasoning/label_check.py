@@ -9,13 +9,12 @@ by their own words).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from seer.errors import BadRequest
 from seer.reasoning.sides import LEFT, RIGHT
-from seer.reasoning.targets import LabelEntry, LabelTable, Resolver
+from seer.reasoning.targets import LabelEntry, LabelTable, Resolver, read_label_map_json
 
 PHRASINGS = 3
 
@@ -24,16 +23,7 @@ def read_label_map(path: str | Path) -> dict:
     """The label map at `path` as JSON, checked strictly: a non-empty object of id -> name (or {"name": ...,
     "aliases": [...]}) with integer ids, non-empty text names and no name twice. Raises BadRequest naming the
     offending labels."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadRequest(f"Label map {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"Label map {path} is not valid JSON ({str(exc).splitlines()[0][:120]}); expected "
-                         '{"1": "liver", ...}.') from None
-    if not isinstance(data, dict) or not data:
-        raise BadRequest(f"Label map {path} must be a non-empty JSON object such as {{\"1\": \"liver\"}}.")
+    data = read_label_map_json(path)
     problems: list[str] = []
     seen: dict[str, list[str]] = {}
     for key, value in data.items():

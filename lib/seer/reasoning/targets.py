@@ -140,16 +140,7 @@ class LabelTable:
 
     @classmethod
     def from_json(cls, path: str | Path) -> LabelTable:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BadRequest(f"Label map {path} does not exist.") from None
-        except (OSError, ValueError) as exc:
-            raise BadRequest(f"Label map {path} is not valid JSON ({exc}); expected {{\"1\": \"liver\", ...}}.") from None
-        if not isinstance(data, dict) or not data:
-            raise BadRequest(f"Label map {path} must be a non-empty JSON object such as {{\"1\": \"liver\"}}.")
-        return cls(data)
+        return cls(read_label_map_json(path))
 
     def names(self) -> dict[str, int]:
         return {e.name: e.id for e in self.entries}
@@ -160,6 +151,22 @@ class LabelTable:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def read_label_map_json(path: str | Path) -> dict:
+    """The label map file at `path` as a non-empty JSON object; BadRequest when it is missing, unreadable, not
+    JSON or not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadRequest(f"Label map {path} does not exist.") from None
+    except (OSError, ValueError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise BadRequest(f"Label map {path} is not valid JSON ({str(exc).splitlines()[0][:120]}); expected "
+                         '{"1": "liver", ...}.') from None
+    if not isinstance(data, dict) or not data:
+        raise BadRequest(f"Label map {path} must be a non-empty JSON object such as {{\"1\": \"liver\"}}.")
+    return data
 
 
 BACKGROUND_NAMES = frozenset({"background", "bg", "_background_", "clear_label"})
