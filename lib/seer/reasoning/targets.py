@@ -238,17 +238,18 @@ class Resolver:
         raw request's parse, when `text` is a reasoner's answer) keeps what the request restricts to: a part the
         map holds only whole is refused, whatever the answer says."""
         parsed = self.parser.parse(text)
-        conflict = next((p for p in (parsed, request) if p is not None and p.side == SIDE_CONFLICT), None)
+        readings = (parsed,) if request is None else (parsed, request)
+        conflict = next((p for p in readings if p.side == SIDE_CONFLICT), None)
         if conflict is not None or required_side == SIDE_CONFLICT:
             said = "; ".join((conflict or parsed).side_words)
             return self._refuse("side_conflict", conflict or parsed, "the request gives two sides that disagree"
                                 + (f" ({said})" if said else "") + "; say left or right")
-        unknown = next((p for p in (parsed, request) if p is not None and p.side == SIDE_UNKNOWN), None)
+        unknown = next((p for p in readings if p.side == SIDE_UNKNOWN), None)
         if unknown is not None:
             return self._refuse("ambiguous_side", unknown, "the request's side cannot be told from what it says ("
                                 + "; ".join(unknown.side_words) + "); say left or right")
         resolution = self._resolve(parsed, text, study_region, required_side)
-        restricting = next((p for p in (parsed, request) if p is not None and p.restricted), None)
+        restricting = next((p for p in readings if p.restricted), None)
         if resolution.ok and restricting is not None:
             entry = resolution.entry
             named = [*(part for part, _ in restricting.part_of),
