@@ -81,7 +81,7 @@ def _row(entry: LabelEntry, table: LabelTable, resolver: Resolver, by_concept: d
          abbreviations: dict[str, str]) -> dict:
     lexicon = table.parser.lexicon
     parsed = entry.parsed
-    covered = {t for c in parsed.concepts for t in c.tokens}
+    covered = parsed.concept_tokens
     lesion = sorted({lexicon.lesion_class[t] for t in entry.tokens if t in lexicon.lesion_class})
     qualifiers = [t for t in parsed.tokens if t not in covered and t not in lexicon.lesion_class]
     return {
@@ -102,7 +102,7 @@ def _phrasings(entry: LabelEntry, table: LabelTable, resolver: Resolver, by_conc
     """Up to three texts a user might type that resolve to this label (each checked by resolving it)."""
     side = entry.side if entry.side in (LEFT, RIGHT) else None
     lexicon = table.parser.lexicon
-    extra = " ".join(t for t in entry.parsed.tokens if t not in {x for c in entry.parsed.concepts for x in c.tokens})
+    extra = " ".join(t for t in entry.parsed.tokens if t not in entry.parsed.concept_tokens)
     stems: list[str] = []
     for concept in entry.parsed.concepts:
         stems += [concept.name, *by_concept.get(concept.key, [])[:4]]

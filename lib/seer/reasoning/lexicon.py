@@ -105,6 +105,11 @@ class ParsedText:
     def token_set(self) -> frozenset[str]:
         return frozenset(self.tokens)
 
+    @cached_property
+    def concept_tokens(self) -> frozenset[str]:
+        """The tokens of the concepts recognised (what a qualifier or part word is told apart from)."""
+        return frozenset(t for c in self.concepts for t in c.tokens)
+
     @property
     def region(self) -> str | None:
         regions = {c.region for c in self.concepts}

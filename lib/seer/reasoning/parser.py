@@ -1263,7 +1263,7 @@ class Parser:
             return replace(inner, side=item.side, side_words=item.side_words, focus=instruction, pathology=(),
                            findings=inner.pathology, asked=())
         levels = any(_VERTEBRA_LEVEL.match(t) for t in item.tokens)
-        if (not item.concepts and not levels) or not {t for c in inner.concepts for t in c.tokens} <= set(item.tokens):
+        if (not item.concepts and not levels) or not inner.concept_tokens <= set(item.tokens):
             return None
         lesions = tuple(w for w in (*item.pathology, *item.findings) if w)
         tokens = tuple(t for t in item.tokens if t not in lex.lesion_words)

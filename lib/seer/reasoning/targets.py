@@ -254,7 +254,7 @@ class Resolver:
             entry = resolution.entry
             named = [*(part for part, _ in restricting.part_of),
                      *(w for w in restricting.part_words
-                       if w not in entry.tokens and w not in {t for c in restricting.concepts for t in c.tokens})]
+                       if w not in entry.tokens and w not in restricting.concept_tokens)]
             if named:  # "only the tail of the pancreas" on a map of the whole pancreas
                 return self._refuse(
                     "not_in_vocabulary", restricting,
@@ -368,7 +368,7 @@ class Resolver:
                 continue
             if any(len((asked | classes) & group) > 1 for group in lex.lesion_exclusive):
                 continue  # a glioblastoma is no metastasis
-            site = {t for c in entry.parsed.concepts for t in c.tokens} - lex.lesion_words
+            site = entry.parsed.concept_tokens - lex.lesion_words
             if site and sites and not site <= sites:
                 continue
             if _side_ok(entry.side, side):
