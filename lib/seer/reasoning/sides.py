@@ -2,7 +2,7 @@
 
 Idioms ("right away", "what's left of"), the viewer's side of a screen, limbs and symptoms and the brain areas that
 serve them, comparisons ("R>L ... the more affected"), dictated vertebral levels. Pure functions over the parser's
-word lists; `Parser` in lexicon.py applies them.
+word lists; `Parser` in parser.py applies them.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def limb_after(words: list[str], at: int) -> str | None:
 def side_relation(words: list[str]) -> str | None:
     """"other" when the text places its target on the other side of something ("contralateral to the numb left
     hand"), "same" for "ipsilateral" / "the same side as" / "on the side of"; None otherwise."""
-    if set(words) & {"contralateral", "opposite"}:
+    if set(words) & OPPOSITE:
         return "other"
     if "ipsilateral" in words or any(a == "same" and b == "side" for a, b in zip(words, words[1:], strict=False)):
         return "same"
