@@ -63,9 +63,11 @@ _OVERRIDE = re.compile(
 # result", "note to the model") sets aside the rest of its sentence or line; a claim about the labels or the answer
 # ("the femur labels are swapped", "the correct label is ...") sets aside its whole part.
 _ROLES = r"admin|administrator|developer|dev|system|root|sudo|debug|reviewer|maintainer|moderator|operator|supervisor"
+# a role in a tag: "<<admin>>", "[developer]", "(system)"
+_ROLE_TAG = re.compile(rf"<<\s*[\w ]{{1,30}}\s*>>|[\[(<]{{1,2}}\s*({_ROLES})\s*[\])>]{{1,2}}", re.IGNORECASE)
 _POSING_MARK = re.compile(
-    rf"<<\s*[\w ]{{1,30}}\s*>>|[\[(<]{{1,2}}\s*({_ROLES})\s*[\])>]{{1,2}}"
-    rf"|^\W*({_ROLES}|assistant|tool|annotation lead|qa)\b\s*[:>\-]|[\[({{]\s*({_ROLES}|assistant|ai|model)\b[^:]{{0,20}}:"
+    _ROLE_TAG.pattern
+    + rf"|^\W*({_ROLES}|assistant|tool|annotation lead|qa)\b\s*[:>\-]|[\[({{]\s*({_ROLES}|assistant|ai|model)\b[^:]{{0,20}}:"
     r"|\b(system|admin|developer|maintainer|reviewer|supervisor)\s+(message|note|notice|override|instruction|update)s?\b"
     r"|\bmessage from\b|\b(tool|function|lookup|resolver|atlas_lookup|api)\s*(result|output|response|call)\b"
     r"|\bnote (to|for) (the )?(model|assistant|ai|reasoner|system|annotator tool|segmenter)\b"
@@ -87,7 +89,6 @@ _POSING_CLAIM = re.compile(
 _END_OF_REQUEST = re.compile(r"\bend of (the )?(user )?(request|prompt|message|input)\b|\bnew instructions? from\b",
                              re.IGNORECASE)
 _HTML_COMMENT = re.compile(r"<!--(.*?)(?:-->|$)", re.DOTALL)
-_ROLE_TAG = re.compile(rf"<<\s*[\w ]{{1,30}}\s*>>|[\[(<]{{1,2}}\s*({_ROLES})\s*[\])>]{{1,2}}", re.IGNORECASE)
 # parts of a request: lines and sentences, and within them remarks after a dash or a bar
 _SEGMENT = re.compile(r"(\n+|(?<=[.!?])\s+|;\s*|\s+-{2,}\s*|\s+[\u2013\u2014]\s+|\s+-\s+|\|)")
 _ENDS_SENTENCE = re.compile(r"\n|^\s+$")
