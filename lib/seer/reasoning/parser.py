@@ -1609,6 +1609,3 @@ def _neighbours(words: list[str], index: int) -> set[str]:
 def _cue_word(cue: str, word: str) -> bool:
     return word.startswith(cue[:-1]) if cue.endswith("*") else word == cue
 
-
-def _cue_in(cue: tuple[str, ...], words: list[str]) -> bool:
-    return all(any(_cue_word(c, w) for w in words) for c in cue)
