@@ -96,6 +96,9 @@ def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_dat
         refused = save(user)
         assert refused.status_code == 403 and "monailabel-annotator" in refused.json()["detail"]
         assert save(annotator).status_code == 200
+        # STOW-RS through the proxy writes into the PACS: the annotator role, like a save
+        stow = requests.post(f"{server}/proxy/dicom/wado/studies", data=b"DICM", headers=user, timeout=30)
+        assert stow.status_code == 403 and "monailabel-annotator" in stow.json()["detail"]
 
 
 def test_auth_realm_that_is_not_a_url_stops_serve_with_a_sentence(tmp_path):

@@ -118,8 +118,8 @@ def test_inline_mode_serves_one_request_at_a_time(team_studies, tmp_path):
 
 
 def test_bad_params_unknown_study_and_an_unnamed_label(team_studies, tmp_path):
-    """Bad params -> 422 and an unknown study -> 404 (not 500); a final label saved without names is kept but not
-    used as an atlas, and /info says which study and why."""
+    """Bad params -> 422 and an unknown study -> 404 (not 500); a final label's values without names: one of this
+    server's ids takes the table's name (and the reply says so), any other value is refused with 422."""
     studies, atlases = team_studies
     with running_server(studies, tmp_path / "server.log", {"atlases": atlases}) as url:
         reply = requests.post(f"{url}/infer/seer", params={"image": "mni152_t1"}, data={"params": "{oops"},
@@ -138,16 +138,27 @@ def test_bad_params_unknown_study_and_an_unnamed_label(team_studies, tmp_path):
                                  files={"label": f}, data={"params": "{oops"}, timeout=60)
         assert reply.status_code == 422
         before = requests.get(f"{url}/info/", timeout=60).json()["models"]["seer"]["labels"]
-        unnamed = tmp_path / "unnamed.nii.gz"
         import nibabel as nib
         import numpy as np
 
         image = nib.load(str(studies / "mni152_t1.nii.gz"))
-        nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 50).astype(np.uint8) * 3, image.affine), str(unnamed))
+        inside = (np.asarray(image.dataobj) > 50).astype(np.uint16)
+        stray = tmp_path / "stray.nii.gz"  # a value that is no id of this server, sent without a name
+        nib.save(nib.Nifti1Image(inside * 999, image.affine), str(stray))
+        with stray.open("rb") as f:
+            reply = requests.put(f"{url}/datastore/label", params={"image": "mni152_t1", "tag": "final"},
+                                 files={"label": f}, timeout=120)
+        assert reply.status_code == 422 and "999" in reply.json()["detail"], reply.text
+        assert "mni152_t1" not in requests.get(f"{url}/datastore/?output=all", timeout=60).json()["objects"].get(
+            "mni152_t1", {}).get("labels", {}).get("final", {}).get("info", {}).get("label_names", {})
+        name, value = sorted(before.items(), key=lambda kv: kv[1])[0]
+        unnamed = tmp_path / "unnamed.nii.gz"  # one of this server's ids, sent without a name: the table names it
+        nib.save(nib.Nifti1Image(inside * value, image.affine), str(unnamed))
         with unnamed.open("rb") as f:
             reply = requests.put(f"{url}/datastore/label", params={"image": "mni152_t1", "tag": "final"},
                                  files={"label": f}, timeout=120)
         assert reply.status_code == 200, reply.text
+        assert reply.json()["label_names"] == {name: value} and reply.json()["named_by_server"] == [value]
         info = requests.get(f"{url}/info/", timeout=60).json()
-        assert "without label_names or label_info" in info["seer"]["labels_not_atlases"]["mni152_t1"]
-        assert info["models"]["seer"]["labels"] == before  # value 3 was not read as this server's target 3
+        assert "mni152_t1" not in info["seer"]["labels_not_atlases"]
+        assert info["models"]["seer"]["labels"] == before  # no new label: the value kept its own name

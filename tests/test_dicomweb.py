@@ -255,10 +255,18 @@ def test_saved_label_is_stored_as_coded_seg_and_a_second_server_reads_it_as_an_a
                                files={"label": odd.open("rb")}, timeout=60)
         assert refused.status_code == 422 and "999" in refused.json()["detail"]
         assert pacs.series_uids("SEG") == []
-        # the client calls it "spleen"; the values are the liver's id, so the SEG says liver
+        # the client calls it "spleen" but the values are the liver's id: refused naming both, nothing stored
+        contradicted = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
+                                    files={"label": mask.open("rb"),
+                                           "params": (None, json.dumps({"label_info": [{"name": "spleen", "idx": 1}]}))},
+                                    timeout=120)
+        assert contradicted.status_code == 422, contradicted.text
+        assert "'spleen'" in contradicted.json()["detail"] and "'liver'" in contradicted.json()["detail"]
+        assert pacs.series_uids("SEG") == []
+        # the client names it as this server does: the SEG says liver
         saved = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
                              files={"label": mask.open("rb"),
-                                    "params": (None, json.dumps({"label_info": [{"name": "spleen", "idx": 1}]}))},
+                                    "params": (None, json.dumps({"label_info": [{"name": "liver", "idx": 1}]}))},
                              timeout=120)
         assert saved.status_code == 200, saved.text
     segs = pacs.series_uids("SEG")

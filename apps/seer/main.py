@@ -41,7 +41,9 @@ from seer.housekeeping import Housekeeper  # noqa: E402
 from seer.imaging.volume import VolumeCache  # noqa: E402
 from seer.loop.annotation_loop import AnnotationLoop  # noqa: E402
 from seer.loop.rewards import FinalLabel, Rewarder, TraceLedger, label_names_from_info  # noqa: E402
+from seer.loop.saved_labels import name_label_values  # noqa: E402
 from seer.memory import limit_heap_growth  # noqa: E402
+from seer.pacs.dicomweb_paths import is_uid  # noqa: E402
 from seer.pipeline import build_pipeline  # noqa: E402
 from seer.segmentation.atlases import AtlasSource, LabelRegistry  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
@@ -127,14 +129,10 @@ class SEERApp(MONAILabelApp):
         return [{"id": r.get("id"), "request": r.get("request"), "target": t} for t, r in sorted(newest.items())]
 
     def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
-        """Segment names of a label saved as DICOM SEG: a value that is an id of this server's label table (the
-        ids SEER's masks carry, GET /info/ labels) is named from the table whatever the client sent; other values
-        take the client's label_names / label_info."""
-        ids = {}
-        for name, value in self.pipeline.backbone.label_table().names().items():
-            ids.setdefault(int(value), name)
-        client = label_names_from_info(info) or {}
-        return {v: ids[v] if v in ids else client[v] for v in values if v in ids or v in client}
+        """Segment names of a label saved as DICOM SEG, by the one rule of seer.loop.saved_labels: the client's
+        label_names / label_info first, this server's label table for the values the client left unnamed."""
+        table = self.pipeline.backbone.label_table()
+        return name_label_values(values, label_names_from_info(info), table, require_all=False).names
 
     def init_infers(self):
         datastore = self.datastore()
@@ -307,6 +305,18 @@ class SEERApp(MONAILabelApp):
 
     def init_strategies(self):
         return {"seer": SeerStrategy(self.active_learning), "random": Random(), "first": First()}
+
+    def check_study_id(self, image: str) -> None:
+        """404 unless `image` is a study id of the datastore: never a file path (the same sentence whether or not a
+        file of that name exists). A DICOMweb id must be a DICOM UID; the PACS is asked when the study is opened."""
+        datastore = self.datastore()
+        if isinstance(datastore, SeerDICOMwebDatastore) and is_uid(image):
+            return
+        if not isinstance(datastore, SeerDICOMwebDatastore) and image in set(datastore.list_images()):
+            return
+        shown = image if len(image) <= 80 else image[:77] + "..."
+        raise HTTPException(404, f"No study with id '{shown}' in the datastore: a study is named by its id, never by "
+                            "a path (GET /datastore/?output=all lists them).")
 
     def infer(self, request, datastore=None):
         """Stock inference with SEER's errors mapped onto HTTP 4xx (never a 500 for bad input)."""

@@ -34,6 +34,7 @@ from pydicom.dataset import Dataset
 
 from seer.errors import SeerError
 from seer.pacs.dicom_seg import check_segments, read_seg, write_seg
+from seer.pacs.dicomweb_paths import is_uid
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
 
     def list_images(self) -> list[str]:
         try:
-            return [_value(row, "0020000E") for row in self._image_series()]
+            return [uid for uid in (_value(row, "0020000E") for row in self._image_series()) if is_uid(uid)]
         except PacsUnavailable as exc:
             cached = super(DICOMWebDatastore, self).list_images()
             logger.warning("%s Listing the %d cached studies.", exc.detail, len(cached))
@@ -136,8 +137,20 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
             raise NotAnImage(image_id, modality)
         return _value(rows[0], "0020000D")
 
+    def _in_cache(self, image_id: str, suffix: str = "") -> str:
+        """The cache path of a series (`suffix` ".nii.gz" for its image, "" for its DICOM folder): only a DICOM UID
+        names a series, and the joined path must stay in the cache folder; anything else is 404, the same reply
+        whether or not such a file exists."""
+        root = os.path.realpath(self._datastore.image_path())
+        if not is_uid(image_id):
+            raise SeriesNotFound(str(image_id)[:80], self._url)
+        path = os.path.realpath(os.path.join(root, f"{image_id}{suffix}"))
+        if os.path.dirname(path) != root:
+            raise SeriesNotFound(str(image_id)[:80], self._url)
+        return path
+
     def _cached_image(self, image_id: str) -> str:
-        path = os.path.realpath(os.path.join(self._datastore.image_path(), f"{image_id}.nii.gz"))
+        path = self._in_cache(image_id, ".nii.gz")
         return path if os.path.exists(path) else ""
 
     def get_image_uri(self, image_id: str) -> str:
@@ -153,7 +166,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         """Fetch the series in its stored transfer syntax (`*`: the PACS sends JPEG 2000 as it is instead of
         transcoding, which Orthanc cannot do without its GDCM plugin) and convert it to NIfTI as the stock
         datastore does."""
-        image_dir = os.path.join(self._datastore.image_path(), image_id)
+        image_dir = self._in_cache(image_id)
         if not (os.path.isdir(image_dir) and os.listdir(image_dir)):
             partial = image_dir + ".part"
             os.makedirs(partial, exist_ok=True)
@@ -169,7 +182,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
     def series_dir(self, image_id: str) -> str:
         """The folder of the study's DICOM files in the cache (downloaded with the image)."""
         self.get_image_uri(image_id)
-        return os.path.realpath(os.path.join(self._datastore.image_path(), image_id))
+        return self._in_cache(image_id)
 
     # -- SEG series in the PACS --------------------------------------------------------------------------------------
     def _seg_index(self) -> dict[str, list[tuple[str, str, str]]]:
@@ -180,6 +193,9 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         index: dict[str, list[tuple[str, str, str]]] = {}
         for row in self._pacs(self._client.search_for_series, search_filters={"Modality": "SEG"}):
             seg, study = _value(row, "0020000E"), _value(row, "0020000D")
+            if not (is_uid(seg) and is_uid(study)):  # its UIDs name files in the cache: nothing else is taken
+                logger.warning("SEG series %r ignored: its UIDs are not DICOM UIDs", seg[:80])
+                continue
             when = _value(row, "00080021") + _value(row, "00080031")
             image = self._seg_refs.get(seg)
             if image is None:
@@ -307,8 +323,8 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         import SimpleITK as sitk
 
         values = [int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(label_file))) if v != 0]
-        names = self._names_for_label(label_info, values) if self._names_for_label else {}
         try:
+            names = self._names_for_label(label_info, values) if self._names_for_label else {}
             check_segments(values, names)
         except SeerError as exc:
             if required:

@@ -14,10 +14,16 @@ else).
   semaphore and hold no thread), so /info, next-sample and saves answer while inferences run; params that are
   not a JSON object -> 422. output=dicom_seg: the DICOM SEG is written from the resolved target (segment label,
   SNOMED CT type and laterality: seer.pacs.dicom_seg), not from a client's `label_info`; other outputs are stock.
-- PUT /datastore/label: stock saving on the thread pool; an unknown study -> 404, bad params -> 422.
-- GET/POST /proxy/dicom/...: MONAI Label's DICOMweb proxy (OHIF's only way to the PACS), forwarding the viewer's
-  Accept header so that the PACS sends frames in a transfer syntax the viewer decodes (JPEG 2000 as stored)
-  instead of transcoding, and answering 503 with the URL when the PACS is down. Runs off the event loop.
+- PUT /datastore/label: the upload is checked before anything is stored (readable, on the study's grid, whole
+  values 0..65535, every value of a final label named: the client's names first, this server's table for the
+  rest, a contradiction refused), then saved by the stock datastore on the thread pool; an unknown study -> 404,
+  bad params, tag or label -> 422, an upload larger than any label of the study -> 413.
+- GET/POST /proxy/dicom/...: MONAI Label's DICOMweb proxy (OHIF's only way to the PACS), for DICOMweb resources
+  only (seer.pacs.dicomweb_paths: anything else, dot segments in any encoding included, is 400 and never reaches
+  the PACS); POST is STOW-RS only and needs the annotator role; redirects are not followed, so the PACS
+  credentials go to DICOMweb URLs only. Forwards the viewer's Accept header so that the PACS sends frames in a
+  transfer syntax the viewer decodes (JPEG 2000 as stored) instead of transcoding; 503 with the URL when the
+  PACS is down. Runs off the event loop.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import re
 import tempfile
 
 import requests
@@ -39,18 +46,36 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
 
-from seer.errors import SeerError
+from seer.errors import RequestTooLarge, SeerError
+from seer.imaging.label_file import check_label_file, label_suffix, upload_limit_bytes
+from seer.loop.rewards import label_names_from_info
+from seer.loop.saved_labels import name_label_values
 from seer.pacs.dicom_seg import write_seg
+from seer.pacs.dicomweb_paths import check_proxy_path
 
 logger = logging.getLogger(__name__)
+
+LABEL_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a tag names a folder of the datastore: never a path
+
+
+def _copy_bounded(source, path: str, limit: int) -> None:
+    """Copy an upload to `path`, refusing (413) one longer than `limit` bytes before it is all read."""
+    copied = 0
+    with open(path, "wb") as out:
+        while chunk := source.read(1 << 20):
+            copied += len(chunk)
+            if copied > limit:
+                raise RequestTooLarge(f"The label upload is over {limit >> 20} MiB, more than any label of this "
+                                      "study can take (8 bytes a voxel plus a header).")
+            out.write(chunk)
 
 
 def install(app) -> None:
     """Put the routes in front of the stock ones on MONAI Label's FastAPI app (`monailabel.app.app`)."""
     from monailabel.app import app as api
     from monailabel.endpoints import activelearning as stock_activelearning
-    from monailabel.endpoints import datastore as stock_datastore
     from monailabel.endpoints import infer as stock_infer
+    from monailabel.endpoints import proxy as stock_proxy
     from monailabel.endpoints import scoring as stock_scoring
 
     from lib.datastore import SeerDICOMwebDatastore
@@ -128,6 +153,8 @@ def install(app) -> None:
                             output: ResultType | None = None,
                             user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
         parsed_params(params)
+        if image and not session_id and file is None:  # a client's id (a session's or an upload's path is ours)
+            await run_in_threadpool(app.check_study_id, image)
         work = functools.partial(infer, background_tasks, model, image, session_id, params, file, label, output)
         if infer_slots is None:  # infer_concurrency 0: inline on the event loop, as stock MONAI Label
             return work()
@@ -162,62 +189,121 @@ def install(app) -> None:
                    "X-SEER-Trace-Id": str(reply.get("trace_id") or "")}
         return FileResponse(out, media_type="application/dicom", filename="seg.dcm", headers=headers)
 
-    @router.put(prefix + "/datastore/label", summary="Save a label (off the event loop)")
-    async def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
-                         tag: str = DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
+    @router.put(prefix + "/datastore/label", summary="Save a label (checked first; off the event loop)")
+    async def save_label(image: str, params: str = Form("{}"), tag: str = DefaultLabelTag.FINAL.value,
+                         label: UploadFile = File(...),
                          user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
-        parsed_params(params)
-        return await run_in_threadpool(save_label_now, background_tasks, image, params, tag, label, user.username)
+        save_params = parsed_params(params)
+        return await run_in_threadpool(save_label_now, image, save_params, tag or DefaultLabelTag.FINAL.value, label)
 
-    def save_label_now(background_tasks, image, params, tag, label, username):
+    def save_label_now(image: str, params: dict, tag: str, label: UploadFile) -> dict:
+        """Check the upload (format, size, grid, values, names: seer.imaging.label_file, seer.loop.saved_labels),
+        then store it with the stock datastore; anything refused leaves the study as it was."""
         datastore = app.datastore()
         if image not in datastore.list_images():
-            raise HTTPException(404, f"No study with id '{image}' in the datastore: a label needs its study (GET "
+            raise HTTPException(404, f"No study with id '{image[:80]}' in the datastore: a label needs its study (GET "
                                 "/datastore/?output=all lists them).")
-        return stock_datastore.save_label(background_tasks, image, params, tag, label, username)
+        if not LABEL_TAG.fullmatch(tag):
+            raise HTTPException(422, f"tag '{tag[:40]}' is not a label tag: use 'final' or a draft name of letters, "
+                                "digits, '-' and '_' (at most 64).")
+        folder = tempfile.mkdtemp(prefix="seer-label-")
+        try:
+            try:
+                suffix = label_suffix(label.filename)
+                image_path = datastore.get_image_uri(image)
+                upload = os.path.join(folder, "label" + suffix)
+                _copy_bounded(label.file, upload, upload_limit_bytes(image_path))
+                checked = check_label_file(upload, image_path)
+                named = name_label_values(checked.values, label_names_from_info(params),
+                                         app.pipeline.backbone.label_table(),
+                                         require_all=tag == DefaultLabelTag.FINAL.value)
+            except SeerError as exc:
+                raise HTTPException(exc.status, exc.message) from None
+            if named.names:
+                params["label_names"] = named.as_label_names()
+            if named.from_table:
+                params["named_by_server"] = list(named.from_table)
+            label_id = datastore.save_label(image, checked.path, tag, params)
+        finally:
+            remove_file(folder)
+        reply = app.on_save_label(image, label_id) or {}
+        return {**reply, "image": image, "label": label_id, "label_names": named.as_label_names(),
+                "named_by_server": list(named.from_table)}
 
     forwarded = ("accept", "range", "if-none-match", "if-modified-since", "content-type")
 
-    def proxy(request: Request, op: str, path: str, body: bytes | None) -> Response:
+    def pacs_url(op: str, path: str, method: str) -> str:
+        """The PACS URL of a checked DICOMweb resource; 400 / 405 with a sentence for anything else (never sent)."""
         studies = settings.MONAI_LABEL_STUDIES.rstrip("/")
         if not studies.startswith(("http://", "https://")):
             raise HTTPException(404, "This server's studies are a local folder: there is no PACS to proxy "
                                 "(start it with --studies http://host/dicom-web).")
-        prefix = {"wado": settings.MONAI_LABEL_WADO_PREFIX, "qido": settings.MONAI_LABEL_QIDO_PREFIX,
-                  "stow": settings.MONAI_LABEL_STOW_PREFIX}.get(op, "")
-        if path.endswith("metadata") and op == "qido":  # some OHIF versions ask QIDO for metadata
+        try:
+            resource = check_proxy_path(path, method)
+        except SeerError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        prefixes = {"wado": settings.MONAI_LABEL_WADO_PREFIX, "qido": settings.MONAI_LABEL_QIDO_PREFIX,
+                    "stow": settings.MONAI_LABEL_STOW_PREFIX}
+        prefix = prefixes.get(op, "")
+        if resource.path.endswith("metadata") and op == "qido":  # some OHIF versions ask QIDO for metadata
             prefix = settings.MONAI_LABEL_WADO_PREFIX
-        url = f"{studies}/{prefix + '/' if prefix else ''}{path}"
+        if method == "POST":  # STOW-RS, whichever root the viewer posts to (OHIF posts to its WADO root)
+            prefix = settings.MONAI_LABEL_STOW_PREFIX
+        prefix = prefix.strip("/")
+        return f"{studies}/{prefix + '/' if prefix else ''}{resource.path}"
+
+    def proxy(request: Request, op: str, path: str, body: bytes | None) -> Response:
+        url = pacs_url(op, path, request.method)
+        studies = settings.MONAI_LABEL_STUDIES.rstrip("/")
         auth = ((settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD)
                 if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD else None)
         headers = {k: v for k, v in request.headers.items() if k.lower() in forwarded}
-        try:
+        try:  # no redirects: the credentials go to this DICOMweb URL and nowhere else
             reply = requests.request(request.method, url, params=list(request.query_params.multi_items()),
-                                     headers=headers, data=body, auth=auth,
+                                     headers=headers, data=body, auth=auth, allow_redirects=False,
                                      timeout=settings.MONAI_LABEL_DICOMWEB_PROXY_TIMEOUT)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise HTTPException(503, f"The PACS at {studies} cannot be reached ({type(exc).__name__}).") from None
+        if reply.is_redirect:
+            raise HTTPException(502, f"The PACS at {studies} answered {reply.status_code} (a redirect), which the "
+                                "proxy does not follow: set --studies to the PACS's DICOMweb root itself.")
         kept = {k: v for k, v in reply.headers.items()
                 if k.lower() in ("content-type", "etag", "last-modified", "cache-control", "content-location")}
         return Response(content=reply.content, status_code=reply.status_code, headers=kept)
 
-    def proxy_routes(op: str):
+    def proxy_routes(op: str, google: bool):
+        async def stock(request: Request, path: str):  # Google Healthcare: the stock proxy (its tokens), checked
+            pacs_url(op, path, request.method)
+            return await stock_proxy.proxy_dicom(request, op, path)
+
         def get_route(request: Request, path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
             return proxy(request, op, path, None)  # a plain def: FastAPI runs it on its thread pool
 
+        async def google_get_route(request: Request, path: str,
+                                   user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+            return await stock(request, path)
+
         async def post_route(request: Request, path: str,
-                             user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+                             user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+            pacs_url(op, path, "POST")  # checked before the body is read
+            if google:
+                return await stock(request, path)
             body = await request.body()
             return await run_in_threadpool(proxy, request, op, path, body)
 
-        return get_route, post_route
+        return (google_get_route if google else get_route), post_route
 
-    if "googleapis.com" not in settings.MONAI_LABEL_STUDIES:  # Google Healthcare keeps the stock proxy (tokens)
-        for op in ("wado", "qido", "stow", ""):
-            get_route, post_route = proxy_routes(op)
-            path = f"/proxy/dicom/{op + '/' if op else ''}{{path:path}}"
-            router.add_api_route(path, get_route, methods=["GET"], include_in_schema=False)
-            router.add_api_route(path, post_route, methods=["POST"], include_in_schema=False)
+    def refuse_method(request: Request):
+        raise HTTPException(405, f"The proxy answers GET and STOW-RS POST only, not {request.method}.")
+
+    google = "googleapis.com" in settings.MONAI_LABEL_STUDIES
+    for op in ("wado", "qido", "stow", ""):
+        get_route, post_route = proxy_routes(op, google)
+        path = f"/proxy/dicom/{op + '/' if op else ''}{{path:path}}"
+        router.add_api_route(path, get_route, methods=["GET"], include_in_schema=False)
+        router.add_api_route(path, post_route, methods=["POST"], include_in_schema=False)
+        for method in ("PUT", "DELETE", "PATCH"):  # never forwarded: 405 with a sentence, not the stock proxy
+            router.add_api_route(path, refuse_method, methods=[method], include_in_schema=False)
 
     api.router.routes[0:0] = router.routes
     logger.info("SEER Label routes installed: %s", ", ".join(r.path for r in router.routes))

@@ -99,6 +99,7 @@ class LabelTable:
         self.aliases = {i: a for i, a in label_aliases(labels).items() if i in dict(pairs)}
         lexicon = lexicon or default_lexicon()
         conventions = default_conventions()
+        self._lexicon, self._conventions = lexicon, conventions
         # each name read by its naming convention: "Glnd_Submand_L" -> "submandibular gland l", "TZ" -> "transition
         # zone", "ctx-lh-insula" -> "left insula"
         self.decoded = {i: decode_label_name(n, lexicon, conventions) for i, n in pairs}
@@ -151,6 +152,19 @@ class LabelTable:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def names_label(self, value: int, name: str) -> bool:
+        """Whether `name` names this table's label `value` (its name or an alias), read by the same conventions:
+        case, separators, word order and the spelling of the side aside ("Kidney_L" names "left kidney")."""
+        entry = self.by_id.get(value)
+        if entry is None:
+            return False
+        key = self._name_key(name)
+        return any(key == self._name_key(known) for known in (entry.name, *self.aliases.get(value, ())))
+
+    def _name_key(self, name: str) -> frozenset[str]:
+        words = self._lexicon.words(decode_label_name(name, self._lexicon, self._conventions))
+        return frozenset(self._lexicon.side_of(w) or w for w in words)
 
 
 def read_label_map_json(path: str | Path) -> dict:
