@@ -4,6 +4,7 @@ uploaded label file (format, grid, values) and the one rule for a saved label's 
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,17 +93,21 @@ def test_a_label_on_the_grid_gives_its_values(study, tmp_path):
 def test_every_broken_label_is_refused_with_a_sentence(study, tmp_path):
     image, image_path = study
     good = _label(image, np.ones((10, 30, 20), np.uint8), tmp_path / "good.nii.gz")
-    raw = open(good, "rb").read()
+    raw = Path(good).read_bytes()
     cases = {
-        "truncated.nii.gz": (raw[: len(raw) // 2], "not a readable image"),
+        "truncated.nii.gz": (raw[: len(raw) // 2], "truncated or damaged"),
         "hello.nii.gz": (b"hello world", "not a readable image"),
-        "bomb.nii.gz": (gzip.compress(bytes(20 << 20)), "not a readable image"),
+        "bomb.nii.gz": (gzip.compress(bytes(20 << 20)), "decompresses to more than"),
         "huge.nrrd": (b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 10000 10000 10000\nencoding: raw\n\n",
                       "10000x10000x10000 voxels but its study is 20x30x10"),
         "flat.nrrd": (b"NRRD0004\ntype: uint8\ndimension: 2\nsizes: 20 30\nencoding: raw\n\n" + bytes(600),
                       "2 dimensions"),
         "short.bin": (bytes(600), "600 bytes; its study has 6000 voxels"),
     }
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(sitk.ReadImage(good), str(plain), False)
+    cases["truncated.nii"] = (plain.read_bytes()[:-500], "truncated")
+    cases["gzip-of-truncated.nii.gz"] = (gzip.compress(plain.read_bytes()[:-500]), "truncated")
     for name, (data, expected) in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(SeerError) as refused:

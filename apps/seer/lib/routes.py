@@ -14,6 +14,8 @@ else).
   semaphore and hold no thread), so /info, next-sample and saves answer while inferences run; params that are
   not a JSON object -> 422. output=dicom_seg: the DICOM SEG is written from the resolved target (segment label,
   SNOMED CT type and laterality: seer.pacs.dicom_seg), not from a client's `label_info`; other outputs are stock.
+- GET /datastore/image, GET /datastore/label: stock downloads, for study ids only (a path is 404 with the same
+  sentence whether or not the file exists).
 - PUT /datastore/label: the upload is checked before anything is stored (readable, on the study's grid, whole
   values 0..65535, every value of a final label named: the client's names first, this server's table for the
   rest, a contradiction refused), then saved by the stock datastore on the thread pool; an unknown study -> 404,
@@ -74,6 +76,7 @@ def install(app) -> None:
     """Put the routes in front of the stock ones on MONAI Label's FastAPI app (`monailabel.app.app`)."""
     from monailabel.app import app as api
     from monailabel.endpoints import activelearning as stock_activelearning
+    from monailabel.endpoints import datastore as stock_datastore
     from monailabel.endpoints import infer as stock_infer
     from monailabel.endpoints import proxy as stock_proxy
     from monailabel.endpoints import scoring as stock_scoring
@@ -122,7 +125,7 @@ def install(app) -> None:
         app.active_learning.trigger("POST /scoring/seer")
         return {"method": "seer", "started": True, "status": app.active_learning.status()}
 
-    @router.get(prefix + "/seer/trace/{image}", summary="SEER's reasoning on a study: the newest traces")
+    @router.get(prefix + "/seer/trace/{image:path}", summary="SEER's reasoning on a study: the newest traces")
     def study_traces(image: str, limit: int = 10, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
         datastore = app.datastore()
         if image not in datastore.list_images():
@@ -188,6 +191,23 @@ def install(app) -> None:
         headers = {"X-SEER-Target": target["name"], "X-SEER-Series": written["series_uid"],
                    "X-SEER-Trace-Id": str(reply.get("trace_id") or "")}
         return FileResponse(out, media_type="application/dicom", filename="seg.dcm", headers=headers)
+
+    @router.get(prefix + "/datastore/image", summary="Download a study's image (a study id, never a path)")
+    def download_image(image: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        app.check_study_id(image)
+        return stock_datastore.download_image(image)
+
+    @router.get(prefix + "/datastore/label", summary="Download a study's label (a study id, never a path)")
+    def download_label(label: str, tag: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        app.check_study_id(label)
+        if not LABEL_TAG.fullmatch(tag):
+            raise HTTPException(422, f"tag '{tag[:40]}' is not a label tag: 'final' or a draft name of letters, digits, "
+                                "'-' and '_'.")
+        path = app.datastore().get_label_uri(label, tag)
+        if not (path and os.path.isfile(path)):
+            raise HTTPException(404, f"Study '{label}' has no label tagged '{tag}' (GET /datastore/?output=all lists "
+                                "each study's labels).")
+        return FileResponse(path, media_type="application/octet-stream", filename=os.path.basename(path))
 
     @router.put(prefix + "/datastore/label", summary="Save a label (checked first; off the event loop)")
     async def save_label(image: str, params: str = Form("{}"), tag: str = DefaultLabelTag.FINAL.value,

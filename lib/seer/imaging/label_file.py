@@ -55,8 +55,11 @@ def check_label_file(label_path: str, image_path: str) -> CheckedLabel:
     study = _header(image_path, "the study's image")
     if label_path.lower().endswith(".bin"):
         return _from_raw(label_path, study)
+    unpacked = _check_gzip(label_path, _voxel_count(study) * 8 + HEADER_SLACK_BYTES)
     label = _header(label_path, "the label")
     _same_grid(label, study)
+    if label_path.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_length(label_path, unpacked)
     import SimpleITK as sitk
 
     try:
@@ -105,6 +108,46 @@ def _header(path: str, what: str):
         raise BadRequest(f"{what[0].upper()}{what[1:]} has {reader.GetDimension()} dimensions; a label is one 3D "
                          "volume on its study's grid.")
     return reader
+
+
+def _check_gzip(path: str, limit: int) -> int | None:
+    """A gzip-compressed file (.nii.gz) must decompress completely (ITK reads a truncated stream without a word)
+    and to at most `limit` bytes (a gzip bomb stops at the limit, unread beyond it). Returns the decompressed
+    length, None for a file that is not gzip."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as fp:
+        if fp.read(2) != b"\x1f\x8b":
+            return None
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+                if total > limit:
+                    raise BadRequest(f"The label decompresses to more than {limit >> 20} MiB, more than any label of "
+                                     "its study can hold (8 bytes a voxel plus a header).")
+    except (EOFError, OSError, zlib.error) as exc:
+        raise BadRequest(f"The label's gzip stream is truncated or damaged ({type(exc).__name__}): send the whole "
+                         "file again.") from None
+    return total
+
+
+def _check_nifti_length(path: str, unpacked: int | None) -> None:
+    """A NIfTI file must hold every voxel its header declares (ITK zero-fills a truncated .nii without a word)."""
+    import nibabel as nib
+
+    header = nib.load(path).header
+    needed = int(header.get_data_offset()) + _voxel_count_of(header.get_data_shape()) * header.get_data_dtype().itemsize
+    length = unpacked if unpacked is not None else os.path.getsize(path)
+    if length < needed:
+        raise BadRequest(f"The label is truncated: its header declares {needed} bytes of voxels and header, the file "
+                         f"holds {length}. Send the whole file again.")
+
+
+def _voxel_count_of(shape) -> int:
+    return int(np.prod([int(n) for n in shape], dtype=np.float64))
 
 
 def _voxel_count(reader) -> int:
