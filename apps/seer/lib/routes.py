@@ -269,7 +269,7 @@ def install(app) -> None:
             prefix = settings.MONAI_LABEL_WADO_PREFIX
         if method == "POST":  # STOW-RS, whichever root the viewer posts to (OHIF posts to its WADO root)
             prefix = settings.MONAI_LABEL_STOW_PREFIX
-        prefix = prefix.strip("/")
+        prefix = (prefix or "").strip("/")
         return f"{studies}/{prefix + '/' if prefix else ''}{resource.path}"
 
     def proxy(request: Request, op: str, path: str, body: bytes | None) -> Response:
