@@ -177,6 +177,21 @@ def seg_with_segments(count: int) -> bytes:
     return buffer.getvalue()
 
 
+def labels_for(image_path: Path) -> dict[str, bytes]:
+    """Labels for the study at `image_path` (gzipped NIfTI bytes): `good` (value 1 on its grid), `other_grid` (one
+    slice short) and `big_value` (one voxel of 70000)."""
+    import nibabel as nib
+
+    image = nib.load(str(image_path))
+    shape, affine = image.shape[:3], image.affine
+    voxels = np.asarray(image.dataobj)
+    inside = (voxels > np.percentile(voxels, 60)).astype(np.uint8)
+    big = np.zeros(shape, np.uint32)
+    big[tuple(s // 2 for s in shape)] = 70000
+    return {"good": nifti_bytes(inside, affine), "other_grid": nifti_bytes(inside[:-1], affine),
+            "big_value": nifti_bytes(big, affine)}
+
+
 def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
     import nibabel as nib
 

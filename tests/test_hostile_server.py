@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import requests
 from hostile import (
     Hostile,
     client_ids,
-    nifti_bytes,
+    labels_for,
     path_ids,
     proxy_escapes,
     seg_with_segments,
@@ -66,22 +64,10 @@ def folder_server(tmp_path_factory, sample_data):
         yield url, studies, root
 
 
-def _labels_for(image_path: Path) -> dict[str, bytes]:
-    import nibabel as nib
-
-    image = nib.load(str(image_path))
-    shape, affine = image.shape[:3], image.affine
-    inside = (np.asarray(image.dataobj) > np.percentile(np.asarray(image.dataobj), 60)).astype(np.uint8)
-    big = np.zeros(shape, np.uint32)
-    big[tuple(s // 2 for s in shape)] = 70000
-    return {"good": nifti_bytes(inside, affine), "other_grid": nifti_bytes(inside[:-1], affine),
-            "big_value": nifti_bytes(big, affine)}
-
-
 def test_path_like_ids_get_one_404_whether_or_not_the_file_exists(folder_server):
     url, studies, root = folder_server
     before = state_digest(studies, studies / ".seer")
-    label = _labels_for(studies / "mni152_t1.nii.gz")["good"]
+    label = labels_for(studies / "mni152_t1.nii.gz")["good"]
     existing = [str(studies / "mni152_t1.nii.gz"), "/etc/passwd", "sample-data/mni152_t1.nii.gz",
                 "../" * 8 + "etc/hostname"]
     missing = [str(studies / "nope.nii.gz"), "/etc/no-such-file", "sample-data/nope.nii.gz", "../" * 8 + "etc/nope"]
@@ -97,7 +83,7 @@ def test_path_like_ids_get_one_404_whether_or_not_the_file_exists(folder_server)
 
 def test_malformed_and_oversized_uploads_store_nothing(folder_server):
     url, studies, root = folder_server
-    labels = _labels_for(studies / "mni152_t1.nii.gz")
+    labels = labels_for(studies / "mni152_t1.nii.gz")
     before = state_digest(studies, studies / ".seer")
     items = uploads("mni152_t1", labels["good"], labels["other_grid"], labels["big_value"], seg_with_segments(10_000))
     for item in items:
@@ -174,7 +160,7 @@ def test_pacs_datastore_refuses_path_ids_and_hostile_uploads(pacs_setup, tmp_pat
     reply = requests.get(f"{url}/datastore/image", params={"image": uid}, timeout=300)
     assert reply.status_code == 200, reply.text
     image.write_bytes(reply.content)
-    labels = _labels_for(image)
+    labels = labels_for(image)
     instances, segs = _pacs_instances(pacs), pacs.series_uids("SEG")
     cache = root / "cache"
     existing = [str(image), str(REPO / "README.md")]

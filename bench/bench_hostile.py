@@ -1,0 +1,192 @@
+"""Hostile input against the real server as figures, and the DICOMweb proxy's overhead.
+
+Two servers: one over a folder of the sample brains (MNI152, Colin27), one over a real Orthanc holding the CT
+series (../shared/data/dicom-ct-series). Every input of tests/hostile.py is sent (proxy escapes in every encoding,
+path-like ids for paths that exist and paths that do not, malformed and oversized uploads, SQL-shaped and 10 kB
+client ids), then a burst of 1,000 next-sample calls from one client. Prints, per group: inputs tried, accepted
+(2xx; goal 0), 5xx (goal 0), bytes of state changed (labels, trace log, leases and labelled flags, PACS
+instances; goal 0); and the server's RSS and thread count before and after the burst.
+
+Proxy overhead: one WADO-RS frame of the CT series fetched through `/proxy/dicom/wado/...` against the same frame
+fetched from Orthanc's DICOMweb directly, alternated, in the same run (goal: at most 1.1x the median).
+
+  python bench/bench_hostile.py [--frames 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from _util import REPO, SHARED_DATA, Server, need_sample_data, save, table
+
+sys.path.insert(0, str(REPO / "tests"))
+from hostile import (  # noqa: E402
+    changed_bytes,
+    client_ids,
+    labels_for,
+    path_ids,
+    proxy_escapes,
+    seg_with_segments,
+    send,
+    state_digest,
+    uploads,
+)
+from pacs import Orthanc, orthanc_binary  # noqa: E402
+
+
+def run_group(url: str, name: str, items, digest) -> dict:
+    before = digest()
+    accepted = errors = 0
+    for item in items:
+        status = send(url, item).status
+        accepted += 200 <= status < 300
+        errors += status >= 500
+    return {"group": name, "inputs": len(items), "accepted": accepted, "5xx": errors,
+            "state_bytes_changed": changed_bytes(before, digest())}
+
+
+def settle(url: str) -> None:
+    for _ in range(240):
+        if requests.get(f"{url}/info/", timeout=60).json()["seer"]["active_learning"]["scoring"].get("state") == "idle":
+            return
+        time.sleep(0.5)
+
+
+def folder_figures(work: Path) -> tuple[list[dict], dict]:
+    sample = need_sample_data()
+    studies = work / "studies"
+    studies.mkdir()
+    for name in ("mni152_t1.nii.gz", "colin27_t1.nii.gz"):
+        shutil.copy(sample / name, studies / name)
+    labels = labels_for(studies / "mni152_t1.nii.gz")
+    rows = []
+    with Server(studies, {}, work / "folder.log") as server:
+        settle(server.url)
+
+        def digest():
+            return state_digest(studies, studies / ".seer")
+
+        existing = [str(studies / "mni152_t1.nii.gz"), "/etc/passwd", "sample-data/mni152_t1.nii.gz"]
+        missing = [str(studies / "nope.nii.gz"), "/etc/no-such-file", "sample-data/nope.nii.gz"]
+        rows.append(run_group(server.url, "path-like study ids (folder)",
+                              [item for _k, _p, item in path_ids(existing, missing, labels["good"])], digest))
+        rows.append(run_group(server.url, "malformed uploads (folder)",
+                              uploads("mni152_t1", labels["good"], labels["other_grid"], labels["big_value"],
+                                      seg_with_segments(10_000)), digest))
+        rows.append(run_group(server.url, "client ids", client_ids(), digest))
+        before = digest()
+        session = requests.Session()
+        rss0, threads0 = server.rss_mib(), _threads(server.pid)
+        statuses: dict[int, int] = {}
+        leased = set()
+        start = time.perf_counter()
+        for _ in range(1000):
+            reply = session.post(f"{server.url}/activelearning/seer", json={"client_id": "burst"}, timeout=60)
+            statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+            if reply.status_code == 200 and reply.json().get("id"):
+                leased.add(reply.json()["id"])
+        seconds = time.perf_counter() - start
+        time.sleep(1.0)
+        rss1, threads1 = server.rss_mib(), _threads(server.pid)
+        for study in leased:
+            session.post(f"{server.url}/activelearning/seer/release", params={"image": study, "client_id": "burst"},
+                         timeout=60)
+        burst = {"calls": 1000, "statuses": statuses, "seconds": round(seconds, 2), "rss_before_mib": round(rss0, 1),
+                 "rss_after_mib": round(rss1, 1), "threads_before": threads0, "threads_after": threads1,
+                 "studies_leased": len(leased), "state_bytes_changed_after_release": changed_bytes(before, digest())}
+    return rows, burst
+
+
+def pacs_figures(work: Path, frames: int) -> tuple[list[dict], dict]:
+    files = sorted((SHARED_DATA / "dicom-ct-series").glob("*.dcm"))
+    if not files or orthanc_binary() is None:
+        raise SystemExit("the PACS half needs Orthanc (apt-get install orthanc orthanc-dicomweb) and "
+                         f"{SHARED_DATA / 'dicom-ct-series'}")
+    pacs = Orthanc(work / "orthanc").start()
+    try:
+        pacs.upload(files)
+        series = requests.get(f"{pacs.dicomweb}/series", timeout=30).json()[0]
+        uid, study = series["0020000E"]["Value"][0], series["0020000D"]["Value"][0]
+        atlases = work / "atlases"
+        atlases.mkdir()
+        (atlases / "ct-abdomen-small").symlink_to(SHARED_DATA / "ct-abdomen-small")
+        env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "cache")}
+        with Server(pacs.dicomweb, {"atlases": atlases, "store_seg": "true"}, work / "pacs.log", env=env) as server:
+            image = work / "ct.nii.gz"
+            image.write_bytes(requests.get(f"{server.url}/datastore/image", params={"image": uid}, timeout=600).content)
+            labels = labels_for(image)
+
+            def digest():
+                instances = sorted(requests.get(f"{pacs.url}/instances", timeout=30).json())
+                return state_digest(work / "cache", work / "cache", {"pacs instances": instances})
+
+            rows = [run_group(server.url, "proxy escapes (Orthanc)", proxy_escapes(), digest),
+                    run_group(server.url, "path-like ids (PACS datastore)",
+                              [item for _k, _p, item in path_ids([str(image)], ["/etc/no-such-file"], labels["good"])],
+                              digest),
+                    run_group(server.url, "malformed uploads (PACS datastore)",
+                              uploads(uid, labels["good"], labels["other_grid"], labels["big_value"],
+                                      seg_with_segments(10_000)), digest)]
+            overhead = proxy_overhead(server.url, pacs.dicomweb, study, uid, frames)
+    finally:
+        pacs.stop()
+    return rows, overhead
+
+
+def proxy_overhead(url: str, dicomweb: str, study: str, series: str, frames: int) -> dict:
+    """Median time of one WADO-RS frame through the proxy and straight from the PACS, alternated."""
+    sops = [row["00080018"]["Value"][0] for row in requests.get(
+        f"{dicomweb}/studies/{study}/series/{series}/instances", timeout=30).json()]
+    accept = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+    session = requests.Session()
+    times: dict[str, list[float]] = {"proxy": [], "direct": []}
+    for n in range(frames):
+        path = f"studies/{study}/series/{series}/instances/{sops[n % len(sops)]}/frames/1"
+        for kind, base in (("proxy", f"{url}/proxy/dicom/wado"), ("direct", dicomweb)):
+            start = time.perf_counter()
+            reply = session.get(f"{base}/{path}", headers=accept, timeout=60)
+            times[kind].append(time.perf_counter() - start)
+            assert reply.status_code == 200, (kind, reply.status_code)
+    proxy, direct = statistics.median(times["proxy"]), statistics.median(times["direct"])
+    return {"frames": frames, "proxy_median_ms": round(proxy * 1000, 2), "direct_median_ms": round(direct * 1000, 2),
+            "ratio": round(proxy / direct, 2)}
+
+
+def _threads(pid: int) -> int:
+    import psutil
+
+    return psutil.Process(pid).num_threads()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=200, help="frames fetched each way for the proxy overhead")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="seer-hostile-") as tmp:
+        work = Path(tmp)
+        (work / "folder").mkdir()
+        (work / "pacs").mkdir()
+        rows, burst = folder_figures(work / "folder")
+        pacs_rows, overhead = pacs_figures(work / "pacs", args.frames)
+    rows += pacs_rows
+    total = {"group": "all", **{k: sum(r[k] for r in rows) for k in ("inputs", "accepted", "5xx", "state_bytes_changed")}}
+    print(table([*rows, total], ["group", "inputs", "accepted", "5xx", "state_bytes_changed"]))
+    print(f"\nburst of {burst['calls']} next-sample calls from one client in {burst['seconds']} s: replies "
+          f"{burst['statuses']}; RSS {burst['rss_before_mib']} -> {burst['rss_after_mib']} MiB; threads "
+          f"{burst['threads_before']} -> {burst['threads_after']}; studies leased {burst['studies_leased']}; state "
+          f"bytes changed after releasing them: {burst['state_bytes_changed_after_release']}")
+    print(f"proxy overhead, one WADO-RS frame ({overhead['frames']} each way, alternated): proxy "
+          f"{overhead['proxy_median_ms']} ms, direct {overhead['direct_median_ms']} ms, ratio {overhead['ratio']}x "
+          "(goal <= 1.1x)")
+    print(f"saved {save('hostile', {'groups': [*rows, total], 'burst': burst, 'proxy_overhead': overhead})}")
+
+
+if __name__ == "__main__":
+    main()
