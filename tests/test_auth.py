@@ -82,7 +82,7 @@ def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_dat
         forged = {"Authorization": "Bearer " + "x" * 40}
         assert requests.get(f"{server}/info/", headers=forged, timeout=30).status_code == 401
 
-        reply = requests.post(f"{server}/infer/seer", params={"image": "mni152_t1"}, headers=user,
+        reply = requests.post(f"{server}/infer/seer", params={"image": "mni152_t1", "output": "image"}, headers=user,
                               data={"params": json.dumps({"prompt": "brain"})}, timeout=300)
         assert reply.status_code == 200, reply.text
         mask = tmp_path / "brain.nii.gz"
@@ -95,7 +95,8 @@ def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_dat
 
         refused = save(user)
         assert refused.status_code == 403 and "monailabel-annotator" in refused.json()["detail"]
-        assert save(annotator).status_code == 200
+        saved = save(annotator)
+        assert saved.status_code == 200, saved.text
         # STOW-RS through the proxy writes into the PACS: the annotator role, like a save
         stow = requests.post(f"{server}/proxy/dicom/wado/studies", data=b"DICM", headers=user, timeout=30)
         assert stow.status_code == 403 and "monailabel-annotator" in stow.json()["detail"]
