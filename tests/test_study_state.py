@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from seer.active_learning.scoring import MAX_SCORE, study_priority
 from seer.active_learning.study_state import ScoreRow, StudyState
 from seer.errors import SeerError
 
@@ -119,3 +120,27 @@ def test_unopenable_database_is_one_sentence(tmp_path):
     with pytest.raises(SeerError) as err:
         StudyState(f"sqlite:///{blocker / 'state.db'}")
     assert "state_db" in err.value.message
+
+
+def test_an_out_of_view_study_ranks_strictly_below_the_worst_in_view_study(state_url):
+    worst_in_view = [_scored("zz", "liver", 0.0, out_of_view=0.0)]  # every part 0: the lowest in-view score
+    best_out_of_view = [_scored("aa", "liver", MAX_SCORE, out_of_view=1.0),
+                        _scored("aa", "spleen", MAX_SCORE, out_of_view=0.9)]
+    low, low_request, low_in_view = study_priority(worst_in_view)
+    high, high_request, high_in_view = study_priority(best_out_of_view)
+    assert (low, low_request, low_in_view) == (0.0, "liver", True)
+    assert not high_in_view and high < low
+    # and the hand-out follows: the in-view study first, although the out-of-view one sorts first by id
+    state = StudyState(state_url)
+    state.sync_studies({"aa": "1", "zz": "1"}, labelled=[])
+    state.save_scores("zz", worst_in_view, low, low_request, low_in_view)
+    state.save_scores("aa", best_out_of_view, high, high_request, high_in_view)
+    assert [state.hand_out("A", 60).study, state.hand_out("A", 60).study] == ["zz", "aa"]
+    state.close()
+
+
+def _scored(study, request, score, out_of_view):
+    parts = {"disagreement": 0.0, "skill_gap": 0.0, "uncertainty": 0.0} if score == 0 else \
+        {"disagreement": 1.0, "skill_gap": 1.0, "uncertainty": 1.0}
+    return ScoreRow(study, request, 0, "r1", "b1", "img", parts["disagreement"], parts["skill_gap"], out_of_view,
+                    parts["uncertainty"], score, {})
