@@ -2,31 +2,38 @@
 inline serving (`infer_concurrency 0`). Offline reasoner, atlas backbone (sample brain atlases + the small abdominal
 CT as CT atlas), 2-core CPU.
 
-1. Load test, DURATION_S per mode on a fresh server: 8 simulated annotators loop next-sample (strategy seer) ->
-   infer (a request that fits the study) -> save the mask (tag `draft`, so the pool never empties); a monitor
-   polls /info and next-sample every 0.5 s. p50/p95 of /info, next-sample (monitor) and infer (annotators), the
-   number of inferences, errors, and what was lost (trace rows and saved labels against successful calls).
+1. Load test, --seconds per mode on a fresh server: --annotators simulated annotators loop next-sample (strategy
+   seer) -> infer (a request that fits the study) -> save the mask (tag `draft`, so the pool never empties) ->
+   release the study; a monitor polls /info and next-sample every 0.5 s. p50/p95 of /info, next-sample (monitor)
+   and infer (annotators), the number of inferences, and what was lost (trace rows and saved labels against
+   successful calls).
 2. Cold throughput: the first request on each of 4 studies sent at once, fresh server per mode: wall time until
    all four are back.
 
-Run: python bench/bench_team.py
+Every failure is counted and listed by kind: a call without an HTTP reply (connection error, timeout), a 5xx, an
+/info that is not 200, and any other unexpected status of next-sample, save or release (an infer's 4xx is a
+refusal, counted apart). The exit status is 1 when any call failed.
+
+Run: python bench/bench_team.py [--seconds 120] [--annotators 8] [--modes off-loop,inline] [--repeats 1]
+     [--no-cold]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import requests
 from _util import SHARED_DATA, Server, need_sample_data, need_shared_data, save, table
 
-DURATION_S = 120
-ANNOTATORS = 8
+MODES = {"off-loop": 2, "inline": 0}  # mode -> infer_concurrency
 REQUESTS = {"ct_pelvis": ["liver", "left kidney", "spleen", "urinary bladder"],
             "ct_spleen": ["spleen"], "mr_small": ["liver", "right kidney"],
             "mni152_t1": ["left hippocampus", "brain"], "colin27_t1": ["right amygdala", "brain"]}
@@ -47,93 +54,143 @@ def studies_folder(root: Path) -> tuple[Path, Path]:
     return studies, atlases
 
 
-def timed(call, *args, **kwargs) -> tuple[float, requests.Response | None]:
-    started = time.perf_counter()
+class Calls:
+    """Timings per endpoint and every failure, shared by the threads of one load test."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seconds: dict[str, list[float]] = {"info": [], "next": [], "infer": []}
+        self.failures: Counter = Counter()  # "kind: endpoint detail" -> count
+        self.counts = Counter()  # infers_ok, refused, saves, releases
+
+    def call(self, endpoint: str, method, *args, ok=(200,), **kwargs) -> tuple[float, requests.Response | None]:
+        """One HTTP call; a missing reply or an unexpected status is counted as a failure of `endpoint`."""
+        started = time.perf_counter()
+        try:
+            reply = method(*args, **kwargs)
+        except requests.RequestException as exc:
+            seconds = time.perf_counter() - started
+            self.fail(f"no reply: {endpoint} ({type(exc).__name__})")
+            return seconds, None
+        seconds = time.perf_counter() - started
+        if reply.status_code >= 500:
+            self.fail(f"5xx: {endpoint} {reply.status_code} {_detail(reply)}")
+        elif reply.status_code not in ok:
+            self.fail(f"{'failed /info' if endpoint == 'info' else 'unexpected'}: {endpoint} {reply.status_code} "
+                      f"{_detail(reply)}")
+        return seconds, reply
+
+    def fail(self, what: str) -> None:
+        with self.lock:
+            self.failures[what] += 1
+
+    def add(self, endpoint: str, seconds: float) -> None:
+        with self.lock:
+            self.seconds[endpoint].append(seconds)
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] += 1
+
+
+def _detail(reply: requests.Response) -> str:
     try:
-        reply = call(*args, **kwargs)
-    except requests.RequestException:
-        reply = None
-    return time.perf_counter() - started, reply
+        detail = reply.json().get("detail", "")
+    except ValueError:
+        detail = reply.text
+    return str(detail)[:100]
 
 
-def load_test(root: Path, mode: str, concurrency: int) -> dict:
-    studies, atlases = studies_folder(root / mode)
-    stats: dict = {"info": [], "next": [], "infer": [], "errors": [], "infers_ok": 0, "refused": 0, "saves": 0}
-    lock = threading.Lock()
-    stop = time.time() + DURATION_S
+def _json(reply: requests.Response | None) -> dict:
+    try:
+        value = reply.json() if reply is not None and reply.status_code == 200 else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def load_test(root: Path, mode: str, concurrency: int, seconds: float, annotators: int) -> dict:
+    studies, atlases = studies_folder(root)
+    calls = Calls()
+    stop = time.time() + seconds
     with Server(studies, {"atlases": atlases, "infer_concurrency": concurrency}, root / f"{mode}.log") as server:
         url = server.url
 
         def annotator(n: int) -> None:
             rng = np.random.default_rng(n)
+            client = f"a{n}"
             while time.time() < stop:
-                _, reply = timed(requests.post, f"{url}/activelearning/seer", json={"client_id": f"a{n}"}, timeout=600)
-                study = (reply.json().get("id") if reply is not None and reply.status_code == 200 else None)
-                study = study or str(rng.choice(list(REQUESTS)))
-                prompt = str(rng.choice(REQUESTS[study]))
-                seconds, reply = timed(requests.post, f"{url}/infer/seer", params={"image": study},
-                                       data={"params": json.dumps({"prompt": prompt})}, timeout=900)
-                with lock:
-                    if reply is None or reply.status_code >= 500:
-                        stats["errors"].append(f"infer {study} {prompt}: {reply.status_code if reply else 'no reply'}")
-                        continue
-                    if reply.status_code != 200:
-                        stats["refused"] += 1
-                        continue
-                    stats["infer"].append(seconds)
-                    stats["infers_ok"] += 1
-                mask = reply.content
-                _, saved = timed(requests.put, f"{url}/datastore/label", params={"image": study, "tag": "draft"},
-                                 files={"label": ("label.nii.gz", mask)}, timeout=600)
-                with lock:
-                    if saved is not None and saved.status_code == 200:
-                        stats["saves"] += 1
-                    else:
-                        stats["errors"].append(f"save {study}: {saved.status_code if saved else 'no reply'}")
-                requests.post(f"{url}/activelearning/seer/release", params={"image": study, "client_id": f"a{n}"},
-                              timeout=60)
+                try:
+                    annotate_once(rng, client)
+                except Exception as exc:  # noqa: BLE001 - a failure of the bench itself is a failure too
+                    calls.fail(f"bench error: annotator {type(exc).__name__}: {exc}")
+
+        def annotate_once(rng, client: str) -> None:
+            _, reply = calls.call("next-sample", requests.post, f"{url}/activelearning/seer",
+                                  json={"client_id": client}, timeout=600)
+            leased = _json(reply).get("id")
+            study = leased or str(rng.choice(list(REQUESTS)))
+            prompt = str(rng.choice(REQUESTS[study]))
+            took, reply = calls.call("infer", requests.post, f"{url}/infer/seer", params={"image": study},
+                                     data={"params": json.dumps({"prompt": prompt})}, timeout=900,
+                                     ok=range(200, 500))
+            if reply is not None and reply.status_code == 200:
+                calls.add("infer", took)
+                calls.count("infers_ok")
+                _, saved = calls.call("save", requests.put, f"{url}/datastore/label",
+                                      params={"image": study, "tag": "draft"},
+                                      files={"label": ("label.nii.gz", reply.content)}, timeout=600)
+                if saved is not None and saved.status_code == 200:
+                    calls.count("saves")
+            elif reply is not None and reply.status_code < 500:
+                calls.count("refused")
+            if leased:
+                _, released = calls.call("release", requests.post, f"{url}/activelearning/seer/release",
+                                         params={"image": leased, "client_id": client}, timeout=60)
+                if released is not None and released.status_code == 200:
+                    calls.count("releases")
 
         def monitor() -> None:
             while time.time() < stop:
-                seconds, reply = timed(requests.get, f"{url}/info/", timeout=600)
-                with lock:
-                    (stats["info"] if reply is not None and reply.status_code == 200 else stats["errors"]).append(
-                        seconds if reply is not None and reply.status_code == 200 else "info failed")
-                seconds, reply = timed(requests.post, f"{url}/activelearning/seer", json={"client_id": "monitor"},
-                                       timeout=600)
-                with lock:
+                try:
+                    took, reply = calls.call("info", requests.get, f"{url}/info/", timeout=600)
                     if reply is not None and reply.status_code == 200:
-                        stats["next"].append(seconds)
-                        if reply.json().get("id"):
-                            requests.post(f"{url}/activelearning/seer/release",
-                                          params={"image": reply.json()["id"], "client_id": "monitor"}, timeout=60)
-                    else:
-                        stats["errors"].append("next-sample failed")
+                        calls.add("info", took)
+                    took, reply = calls.call("next-sample", requests.post, f"{url}/activelearning/seer",
+                                             json={"client_id": "monitor"}, timeout=600)
+                    if reply is not None and reply.status_code == 200:
+                        calls.add("next", took)
+                        if _json(reply).get("id"):
+                            calls.call("release", requests.post, f"{url}/activelearning/seer/release",
+                                       params={"image": _json(reply)["id"], "client_id": "monitor"}, timeout=60)
+                except Exception as exc:  # noqa: BLE001
+                    calls.fail(f"bench error: monitor {type(exc).__name__}: {exc}")
                 time.sleep(0.5)
 
-        threads = [threading.Thread(target=annotator, args=(n,)) for n in range(ANNOTATORS)]
+        threads = [threading.Thread(target=annotator, args=(n,)) for n in range(annotators)]
         threads.append(threading.Thread(target=monitor))
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        stats["rss_mib"] = server.rss_mib()
+        rss = server.rss_mib()
     rows = [json.loads(x) for x in (studies / ".seer" / "traces.jsonl").read_text().splitlines() if x.strip()]
     traced = [r for r in rows if r.get("type", "trace") == "trace"]
-    stats["traced"] = len(traced)
-    stats["traced_ok"] = sum(1 for r in traced if not r.get("refused"))
-    stats["drafts_on_disk"] = len(list((studies / "labels" / "draft").glob("*"))) if (
-        studies / "labels" / "draft").exists() else 0
-    return stats
+    drafts = studies / "labels" / "draft"
+    return {**calls.seconds, **{k: calls.counts[k] for k in ("infers_ok", "refused", "saves", "releases")},
+            "failures": dict(calls.failures), "rss_mib": rss, "traced": len(traced),
+            "traced_ok": sum(1 for r in traced if not r.get("refused")),
+            "drafts_on_disk": len(list(drafts.glob("*"))) if drafts.exists() else 0}
 
 
-def cold_throughput(root: Path, mode: str, concurrency: int) -> float:
-    studies, atlases = studies_folder(root / f"cold-{mode}")
+def cold_throughput(root: Path, mode: str, concurrency: int) -> dict:
+    studies, atlases = studies_folder(root)
     picks = [("ct_pelvis", "liver"), ("mr_small", "liver"), ("mni152_t1", "left hippocampus"),
              ("colin27_t1", "right amygdala")]
+    calls = Calls()
     with Server(studies, {"atlases": atlases, "infer_concurrency": concurrency}, root / f"cold-{mode}.log") as server:
         started = time.perf_counter()
-        threads = [threading.Thread(target=requests.post, args=(f"{server.url}/infer/seer",),
+        threads = [threading.Thread(target=calls.call, args=("infer", requests.post, f"{server.url}/infer/seer"),
                                     kwargs={"params": {"image": s, "output": "json"},
                                             "data": {"params": json.dumps({"prompt": p})}, "timeout": 900})
                    for s, p in picks]
@@ -141,41 +198,74 @@ def cold_throughput(root: Path, mode: str, concurrency: int) -> float:
             t.start()
         for t in threads:
             t.join()
-        return time.perf_counter() - started
+        return {"seconds": time.perf_counter() - started, "failures": dict(calls.failures)}
 
 
 def pct(values, q) -> str:
     return f"{np.percentile(values, q) * 1000:.0f}" if values else "-"
 
 
-def main() -> None:
+def ratio(on: list[float], off: list[float]) -> str:
+    return f"{np.percentile(on, 95) / np.percentile(off, 95):.3f}x" if on and off else "-"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=120.0, help="load-test duration per mode and run (120)")
+    parser.add_argument("--annotators", type=int, default=8, help="simulated annotators (8)")
+    parser.add_argument("--modes", default="off-loop,inline", help="comma-separated: off-loop, inline (both)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, alternating modes (1)")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-throughput part")
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes takes {', '.join(MODES)}")
+    if args.repeats < 1 or args.annotators < 1 or args.seconds <= 0:
+        parser.error("--repeats and --annotators must be at least 1, --seconds more than 0")
     root = Path(tempfile.mkdtemp(prefix="bench-team-"))
-    results = {}
-    for mode, concurrency in (("off-loop", 2), ("inline", 0)):
-        print(f"load test, {mode} (infer_concurrency {concurrency}), {DURATION_S} s ...", flush=True)
-        results[mode] = load_test(root, mode, concurrency)
+    runs: list[tuple[str, int, dict]] = []
+    for run in range(1, args.repeats + 1):
+        for mode in modes:
+            print(f"load test {run}/{args.repeats}, {mode} (infer_concurrency {MODES[mode]}), {args.seconds:g} s, "
+                  f"{args.annotators} annotators ...", flush=True)
+            runs.append((mode, run, load_test(root / f"{mode}-{run}", mode, MODES[mode], args.seconds,
+                                              args.annotators)))
     rows = []
-    for mode, s in results.items():
-        rows.append({"serving": mode, "/info p50 ms": pct(s["info"], 50), "/info p95 ms": pct(s["info"], 95),
+    for mode, run, s in runs:
+        rows.append({"serving": mode, "run": run, "/info p50 ms": pct(s["info"], 50), "/info p95 ms": pct(s["info"], 95),
                      "next p50 ms": pct(s["next"], 50), "next p95 ms": pct(s["next"], 95),
                      "infer p50 ms": pct(s["infer"], 50), "infer p95 ms": pct(s["infer"], 95),
-                     "infers": s["infers_ok"], "refused": s["refused"], "errors": len(s["errors"]),
+                     "infers": s["infers_ok"], "refused": s["refused"], "failures": sum(s["failures"].values()),
                      "traced ok": s["traced_ok"], "saves": s["saves"], "RSS MiB": f"{s['rss_mib']:.0f}"})
     print(table(rows, list(rows[0])))
-    on, off = results["off-loop"], results["inline"]
-    print(f"/info p95: {np.percentile(on['info'], 95) / np.percentile(off['info'], 95):.3f}x inline; "
-          f"next-sample p95: {np.percentile(on['next'], 95) / np.percentile(off['next'], 95):.3f}x inline; "
-          f"inferences done: {on['infers_ok'] / max(1, off['infers_ok']):.2f}x inline")
-    for mode, s in results.items():
+    if set(modes) == set(MODES):
+        for run in range(1, args.repeats + 1):
+            on, off = (next(s for m, r, s in runs if m == mode and r == run) for mode in ("off-loop", "inline"))
+            print(f"run {run}: /info p95 {ratio(on['info'], off['info'])} inline; next-sample p95 "
+                  f"{ratio(on['next'], off['next'])} inline; inferences done "
+                  f"{on['infers_ok'] / max(1, off['infers_ok']):.2f}x inline")
+    failed = 0
+    for mode, run, s in runs:
         lost = s["infers_ok"] - s["traced_ok"]
-        print(f"{mode}: {s['infers_ok']} inferences answered, {s['traced_ok']} in the trace log (lost {lost}); "
-              f"{s['saves']} saves answered; errors: {s['errors'][:5]}")
-    cold = {mode: cold_throughput(root, mode, c) for mode, c in (("off-loop", 2), ("inline", 0))}
-    print(f"cold, 4 studies at once: off-loop {cold['off-loop']:.1f} s, inline {cold['inline']:.1f} s "
-          f"({cold['inline'] / cold['off-loop']:.2f}x throughput)")
-    save("bench_team", {"load": {m: {k: v for k, v in s.items()} for m, s in results.items()}, "cold": cold,
-                        "duration_s": DURATION_S, "annotators": ANNOTATORS})
+        total = sum(s["failures"].values())
+        failed += total
+        print(f"{mode} run {run}: {s['infers_ok']} inferences answered, {s['traced_ok']} in the trace log (lost "
+              f"{lost}); {s['saves']} saves, {s['releases']} releases answered; {total} failures")
+        for what, n in sorted(s["failures"].items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"  {n} x {what}")
+    cold = {}
+    if not args.no_cold:
+        cold = {mode: cold_throughput(root / f"cold-{mode}", mode, MODES[mode]) for mode in modes}
+        print("cold, 4 studies at once: " + ", ".join(f"{m} {c['seconds']:.1f} s" for m, c in cold.items()))
+        for mode, c in cold.items():
+            failed += sum(c["failures"].values())
+            for what, n in sorted(c["failures"].items()):
+                print(f"  cold {mode}: {n} x {what}")
+    save("bench_team", {"runs": [{"mode": m, "run": r, **s} for m, r, s in runs], "cold": cold,
+                        "seconds": args.seconds, "annotators": args.annotators})
+    print(f"failures in all: {failed}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -231,3 +231,35 @@ def test_two_servers_share_one_postgresql(tmp_path, fresh_postgres):
         ids = [r["id"] for r in replies if r.get("id")]
         assert len(ids) == 24 and len(set(ids)) == 24
         assert sum(1 for r in replies if "held by other annotators" in r.get("message", "")) == 6
+
+
+def test_a_lease_belongs_to_its_client(tmp_path):
+    """Auth off: the user is `anonymous`, narrowed by `client_id`. Only the client holding a lease ends it; asking
+    for the next study gives back the one the client holds (`lease_one_per_client`, on by default)."""
+    studies = tmp_path / "studies"
+    tiny_studies(studies, 3)
+    with running_server(studies, tmp_path / "server.log", {"lease_s": 600}) as url:
+        def release(**params):
+            return requests.post(f"{url}/activelearning/seer/release", params=params, timeout=30)
+
+        first = next_sample(url, "alice")
+        study = first["id"]
+        assert (first["client_id"], first["holder"]) == ("alice", "anonymous/alice")
+        missing = release(image=study)
+        assert missing.status_code == 422 and "client_id" in missing.json()["detail"]
+        other = release(image=study, client_id="bob")
+        assert other.status_code == 403, other.text
+        assert al_status(url)["leased"] == 1  # nothing changed
+        assert release(image="no-such-study", client_id="alice").status_code == 404
+        ended = release(image=study, client_id="alice")
+        assert ended.status_code == 200 and ended.json()["released"] is True
+        again = release(image=study, client_id="alice")
+        assert again.status_code == 200 and again.json()["released"] is False
+        assert al_status(url)["leased"] == 0
+
+        # alice skips: her next study comes with the skipped one given back, in the same hand-out
+        skipped = next_sample(url, "alice")
+        after = next_sample(url, "alice")
+        assert after["given_back"] == [skipped["id"]] and after["id"] != skipped["id"]
+        assert al_status(url)["leased"] == 1
+        assert next_sample(url, "bob")["id"] not in (after["id"],)

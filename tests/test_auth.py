@@ -102,6 +102,35 @@ def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_dat
         assert stow.status_code == 403 and "monailabel-annotator" in stow.json()["detail"]
 
 
+def test_a_lease_belongs_to_the_user_and_its_client_id(realm, tmp_path):
+    """Auth on: a lease is held by the token's user narrowed by client_id. Another user with the same client_id, the
+    same user with another client_id: 403; the same user without it: 422; an admin ends anyone's lease."""
+    import nibabel as nib
+    import numpy as np
+
+    url, sign = realm
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for name in ("one", "two"):
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), str(studies / f"{name}.nii.gz"))
+    ann, bob = sign("monailabel-user", user="ann"), sign("monailabel-user", user="bob")
+    admin = sign("monailabel-user", "monailabel-admin", user="root")
+    with running_server(studies, tmp_path / "server.log", {"auth_realm": url, "lease_s": 600}, headers=ann) as server:
+        def release(headers, **params):
+            return requests.post(f"{server}/activelearning/seer/release", params=params, headers=headers, timeout=30)
+
+        got = requests.post(f"{server}/activelearning/seer", json={"client_id": "tab-1"}, headers=ann, timeout=60)
+        assert got.status_code == 200, got.text
+        study = got.json()["id"]
+        assert got.json()["holder"] == "ann/tab-1"
+        assert release(bob, image=study, client_id="tab-1").status_code == 403  # client_id never replaces the user
+        assert release(ann, image=study, client_id="tab-2").status_code == 403
+        missing = release(ann, image=study)
+        assert missing.status_code == 422 and "client_id" in missing.json()["detail"]
+        ended = release(admin, image=study)
+        assert ended.status_code == 200 and ended.json()["released"] is True
+
+
 def test_auth_realm_that_is_not_a_url_stops_serve_with_a_sentence(tmp_path):
     result = subprocess.run([sys.executable, "main.py", "serve", "--studies", str(tmp_path), "--conf", "auth_realm",
                              "keycloak"], capture_output=True, text=True, timeout=120,

@@ -219,7 +219,7 @@ class SEERApp(MONAILabelApp):
         return ActiveLearning(
             self.study_state, scorer, list_studies=self._list_studies, load_volume=load_volume,
             trace_rows=self.trace_rows, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
-            scan_every_s=settings.scan_s,
+            scan_every_s=settings.scan_s, one_per_client=settings.lease_one_per_client,
         )
 
     def trace_rows(self) -> list[dict]:

@@ -116,6 +116,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
                  "share; default: SQLite at `<datastore>/.seer/state.db`"),
     "lease_s": (float, 1800.0, "strategy seer: a study handed to one annotator is not handed to another for this "
                 "many seconds, unless saved or released first"),
+    "lease_one_per_client": (bool, True, "strategy seer: a client (user and client_id) asking for the next study "
+                             "gives back the study it holds unsaved, in the same transaction, so a skipped study "
+                             "goes back to the team; false = a client may hold several studies at once"),
     "al_phrasings": (int, 4, "scoring seer: phrasings reasoned per campaign request (the request, its skill-bank "
                      "aliases, requests from the trace log that resolved to the same target)"),
     "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
@@ -215,6 +218,7 @@ class SeerSettings:
     campaign: str
     state_db: str
     lease_s: float
+    lease_one_per_client: bool
     al_phrasings: int
     al_backbone: bool
     scan_s: float

@@ -5,7 +5,10 @@ else).
 - POST /activelearning/{strategy}: unknown strategy -> 404 naming the available ones (stock: 500). `seer` is
   answered from the state database: no whole-datastore JSON rewrite, no `/info` assembly per call; the stock
   strategies keep their stock behaviour.
-- POST /activelearning/seer/release?image=ID&client_id=C: end a lease before it expires.
+- POST /activelearning/seer/release?image=ID&client_id=C: end a lease before it expires. A lease is held by the
+  user narrowed by the `client_id` it was taken with (lib.activelearning.seer.lease_identity); only that holder or
+  an admin ends it: another client -> 403 (nothing changes), the holder's user without the `client_id` -> 422
+  naming the parameter, an unknown study -> 404, a study nobody holds -> 200 with `released` false.
 - POST /scoring/{method}: unknown method -> 404; `seer` starts a pass in this process's background worker
   (`run_sync=true` waits for it and returns its summary).
 - GET /seer/trace/{image}?limit=10: SEER's newest traces on a study (request, evidence, rationale, answer, target
@@ -48,6 +51,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
 
+from seer.active_learning.study_state import Release, checked_client_id
 from seer.errors import RequestTooLarge, SeerError
 from seer.imaging.label_file import check_label_file, label_suffix, upload_limit_bytes
 from seer.loop.rewards import label_names_from_info
@@ -72,6 +76,14 @@ def _copy_bounded(source, path: str, limit: int) -> None:
             out.write(chunk)
 
 
+def checked(check, value):
+    """`check(value)`, with a SeerError as an HTTP error carrying its sentence."""
+    try:
+        return check(value)
+    except SeerError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+
+
 def install(app) -> None:
     """Put the routes in front of the stock ones on MONAI Label's FastAPI app (`monailabel.app.app`)."""
     from monailabel.app import app as api
@@ -81,6 +93,7 @@ def install(app) -> None:
     from monailabel.endpoints import proxy as stock_proxy
     from monailabel.endpoints import scoring as stock_scoring
 
+    from lib.activelearning.seer import lease_identity
     from lib.datastore import SeerDICOMwebDatastore
 
     router = APIRouter()
@@ -89,10 +102,21 @@ def install(app) -> None:
     @router.post(prefix + "/activelearning/seer/release", summary="Release a study leased by strategy seer")
     def release(image: str, client_id: str | None = None,
                 user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
-        released = app.active_learning.release(image, client_id)
-        return {"id": image, "released": released,
-                "message": "Lease ended." if released else f"'{image}' holds no lease"
-                + (f" of client '{client_id}'" if client_id else "") + "."}
+        client_id = checked(checked_client_id, client_id)
+        holder, admin = lease_identity(user.username, user.roles, client_id)
+        outcome = app.active_learning.release(image, holder, admin=admin)
+        if outcome == Release.RELEASED:
+            return {"id": image, "released": True, "message": "Lease ended."}
+        if outcome == Release.NEEDS_CLIENT_ID:
+            raise HTTPException(422, f"The lease on '{image}' was taken with a client_id: pass the same client_id "
+                                f"parameter to release it (.../release?image={image}&client_id=...).")
+        if outcome == Release.NOT_HOLDER:
+            raise HTTPException(403, f"The lease on '{image}' is held by another client; only its holder (the user "
+                                "and client_id that took it) or an admin can release it.")
+        if outcome == Release.NO_STUDY and image not in app.datastore().list_images():
+            raise HTTPException(404, f"No study with id '{image[:80]}' in the datastore (GET /datastore/?output=all "
+                                "lists them).")
+        return {"id": image, "released": False, "message": f"'{image}' holds no lease."}
 
     @router.post(prefix + "/activelearning/{strategy}", summary="Next study to label")
     def next_sample(strategy: str, params: dict | None = None,
@@ -104,8 +128,9 @@ def install(app) -> None:
         params = params or {}
         if strategy != "seer":
             return stock_activelearning.sample(strategy, params, user.username)
-        client = str(params.get("client_id") or user.username or "anonymous")
-        reply = app.active_learning.next_study(client)
+        client_id = checked(checked_client_id, params.get("client_id"))
+        holder, _ = lease_identity(user.username, user.roles, client_id)
+        reply = app.active_learning.next_study(holder, client_id)
         if reply.get("id"):
             datastore = app.datastore()
             reply = {**datastore.get_image_info(reply["id"]), **reply, "path": datastore.get_image_uri(reply["id"])}

@@ -11,10 +11,11 @@ For each campaign request (what the team is labelling) the study gets four parts
 - uncertainty: the backbone's mean 4·p·(1-p) inside the proposed target (atlas vote fractions, network
   probabilities); None where the backbone cannot say.
 
-score = disagreement + skill_gap + uncertainty (0..3). A study's priority is its best request's score; a study
-whose campaign targets are all out of view is flagged (`in_view` false) and ranked below every in-view study
-(priority - 3). Rows carry the skill round, a reasoning stamp and a backbone stamp: a study whose image, round and
-stamps are unchanged is not rescored, and only the parts whose stamp changed are recomputed.
+score = disagreement + skill_gap + uncertainty (0..3). A study's priority is its best in-view request's score
+(0..3); a study whose campaign targets are all out of view is flagged (`in_view` false) and gets its best score
+minus 4 (-4..-1), strictly below every in-view study (`study_priority`). Rows carry the skill round, a reasoning
+stamp and a backbone stamp: a study whose image, round and stamps are unchanged is not rescored, and only the parts
+whose stamp changed are recomputed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,23 @@ from seer.imaging.volume import Volume
 logger = logging.getLogger(__name__)
 
 OUT_OF_VIEW_REFUSALS = {"out_of_region", "empty_mask"}
-OUT_OF_VIEW_PENALTY = 3.0  # larger than any score, so flagged studies come after every in-view one
+MAX_SCORE = 3.0  # three parts, each at most 1
+# More than the largest score: an out-of-view priority (at most MAX_SCORE - penalty = -1) stays strictly below the
+# lowest in-view one (0).
+OUT_OF_VIEW_PENALTY = MAX_SCORE + 1.0
+
+
+def study_priority(rows: list[ScoreRow]) -> tuple[float, str | None, bool]:
+    """(priority, its request, in view) of a study from its score rows. In view: some request's target is in view
+    (out_of_view < 0.5, or unknown); its priority is the best such score, in 0..MAX_SCORE. Otherwise the best score,
+    clipped to 0..MAX_SCORE, minus OUT_OF_VIEW_PENALTY: -4..-1, below every in-view study by construction."""
+    in_view_rows = [r for r in rows if (r.out_of_view if r.out_of_view is not None else 0.0) < 0.5]
+    if in_view_rows:
+        best = max(in_view_rows, key=lambda r: (r.score, r.request))
+        return best.score, best.request, True
+    best = max(rows, key=lambda r: (r.score, r.request)) if rows else None
+    score = min(max(best.score, 0.0), MAX_SCORE) if best else 0.0
+    return round(score - OUT_OF_VIEW_PENALTY, 4), best.request if best else None, False
 
 
 def campaign_from_traces(rows: Iterable[dict], top: int = 3) -> list[str]:
@@ -200,13 +217,8 @@ class StudyScorer:
                 out_of_view=backbone["out_of_view"], uncertainty=backbone["uncertainty"],
                 score=round(score, 4), details=details,
             ))
-        in_view_rows = [r for r in rows if (r.out_of_view if r.out_of_view is not None else 0.0) < 0.5]
-        if in_view_rows:
-            best = max(in_view_rows, key=lambda r: (r.score, r.request))
-            return StudyScore(rows, best.score, best.request, True, recomputed)
-        best = max(rows, key=lambda r: (r.score, r.request)) if rows else None
-        priority = (best.score if best else 0.0) - OUT_OF_VIEW_PENALTY
-        return StudyScore(rows, round(priority, 4), best.request if best else None, False, recomputed)
+        priority, request, in_view = study_priority(rows)
+        return StudyScore(rows, priority, request, in_view, recomputed)
 
     def _reasoning_parts(self, volume: Volume, request: str, phrasings: list[str]) -> dict:
         pipeline = self.pipeline

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from seer.active_learning.scoring import StudyScorer, campaign_from_traces, trace_requests_by_target
-from seer.active_learning.study_state import StudyState
+from seer.active_learning.study_state import Release, StudyState
 from seer.imaging.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 class ActiveLearning:
     """list_studies() -> ({study: image stamp}, [labelled study ids]); load_volume(study) -> Volume;
-    trace_rows() -> the trace log's rows (campaign fallback and phrasings); campaign: the `campaign` setting."""
+    trace_rows() -> the trace log's rows (campaign fallback and phrasings); campaign: the `campaign` setting;
+    one_per_client: the `lease_one_per_client` setting (asking for the next study gives back the one held)."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class ActiveLearning:
         campaign: list[str] | None = None,
         lease_s: float = 1800.0,
         scan_every_s: float = 30.0,
+        one_per_client: bool = True,
     ):
         self.state = state
         self.scorer = scorer
@@ -41,6 +43,7 @@ class ActiveLearning:
         self.configured_campaign = list(campaign or [])
         self.lease_s = lease_s
         self.scan_every_s = scan_every_s
+        self.one_per_client = one_per_client
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._scoring = threading.Lock()  # one scoring pass at a time (background or POST /scoring/seer)
@@ -182,9 +185,10 @@ class ActiveLearning:
         return len(pending)
 
     # -- hand-out ------------------------------------------------------------------------------------------------
-    def next_study(self, client_id: str) -> dict:
-        """The reply of POST /activelearning/seer (without the datastore's image info)."""
-        got = self.state.hand_out(client_id, self.lease_s)
+    def next_study(self, holder: str, client_id: str | None = None) -> dict:
+        """The reply of POST /activelearning/seer (without the datastore's image info) to `holder` (a
+        `lease_holder` key: the user narrowed by the client's `client_id`)."""
+        got = self.state.hand_out(holder, self.lease_s, one_per_client=self.one_per_client)
         if got is None:
             counts = self.state.counts()
             free = counts["studies"] - counts["labelled"]
@@ -195,7 +199,9 @@ class ActiveLearning:
                            f"study is saved or released, or after {self.lease_s:.0f} s.")
             return {"strategy": "seer", "message": message, "unlabelled": free, "leased": counts["leased"]}
         reply = {"id": got.study, "strategy": "seer", "selection": got.selection, "client_id": client_id,
-                 "lease_s": self.lease_s, "lease_expires": round(got.expires_at, 3)}
+                 "holder": holder, "lease_s": self.lease_s, "lease_expires": round(got.expires_at, 3)}
+        if got.given_back:
+            reply["given_back"] = list(got.given_back)
         if got.selection == "score":
             rows = self.state.scores(got.study)
             best = next((r for r in rows if r.request == got.request), None)
@@ -224,8 +230,9 @@ class ActiveLearning:
                                  "that the trace log shows what the team labels): picked at random.")
         return reply
 
-    def release(self, study: str, client_id: str | None) -> bool:
-        return self.state.release(study, client_id)
+    def release(self, study: str, holder: str, admin: bool = False) -> Release:
+        """End `holder`'s lease on `study` (anyone's when `admin`); see StudyState.release."""
+        return self.state.release(study, holder, admin=admin)
 
     def status(self) -> dict:
         campaign, source = self.campaign()

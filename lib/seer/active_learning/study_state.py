@@ -9,6 +9,13 @@ standard SQL that both engines run (`INSERT ... ON CONFLICT ... DO UPDATE ... WH
 A hand-out is one transaction: pick candidates, then take a lease with a conditional upsert that only succeeds
 when nobody holds an unexpired lease on the study. Two requests (threads or servers) can never take the same
 study: the loser's upsert returns no row and it moves to the next candidate.
+
+A lease belongs to its holder: the user narrowed by the client's `client_id` (`lease_holder`), stored in the
+leases' `client_id` column. Only the holder, or an admin, ends it (`release` says why not otherwise).
+
+Every method fetches what it reads inside its transaction and returns plain values: a live result handed back
+after the connection went back to the pool would be read while another thread uses that connection (SQLite:
+"Cannot operate on a closed database", or "database is locked" when the stale read blocks the next BEGIN).
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from seer.errors import SeerError
+from seer.errors import BadRequest, SeerError
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +101,56 @@ class ScoreRow:
 
 @dataclass(frozen=True)
 class HandOut:
-    """A study handed to `client_id` until `expires_at` (epoch seconds). selection: "score" (best-scored),
-    "foreground-aware random" (unscored, campaign targets in view), "random" (nothing known yet)."""
+    """A study handed to `holder` until `expires_at` (epoch seconds). selection: "score" (best-scored),
+    "foreground-aware random" (unscored, campaign targets in view), "random" (nothing known yet). given_back: the
+    studies whose leases the holder gave back in the same transaction (one lease per client)."""
 
     study: str
-    client_id: str
+    holder: str
     expires_at: float
     selection: str
     priority: float | None
     request: str | None
     in_view: bool | None  # the evidence's or the scores' verdict; None = not known yet
+    given_back: tuple[str, ...] = ()
+
+
+class Release(StrEnum):
+    """What `StudyState.release` did: the lease ended, or why not."""
+
+    RELEASED = "released"
+    NO_LEASE = "no_lease"  # the study exists and nobody holds an unexpired lease on it
+    NO_STUDY = "no_study"  # the state database does not know the study
+    NOT_HOLDER = "not_holder"  # another holder's lease: nothing changed
+    NEEDS_CLIENT_ID = "needs_client_id"  # the asker's own user holds it, under a client_id the asker did not name
+
+
+def lease_holder(user: str | None, client_id: str | None = None) -> str:
+    """The key a lease is held under: `user`, or `user/client_id` when a client narrows it. A '/' (or '%') in the
+    user name is escaped, so that no user and client_id can spell another user's key."""
+    user = (user or "anonymous").replace("%", "%25").replace("/", "%2F")
+    return f"{user}/{client_id}" if client_id else user
+
+
+CLIENT_ID = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
+
+
+def checked_client_id(client_id) -> str | None:
+    """`client_id` as given (None when absent or empty); BadRequest (422) unless it is 1-128 letters, digits or
+    . _ @ : + - (a name, an e-mail address or a UUID): never SQL, a path or control characters."""
+    if client_id is None or client_id == "":
+        return None
+    if not isinstance(client_id, str | int) or isinstance(client_id, bool) or not CLIENT_ID.fullmatch(str(client_id)):
+        shown = repr(client_id)[:40] + ("..." if len(repr(client_id)) > 40 else "")
+        raise BadRequest(f"client_id {shown} is not a client id: use 1-128 letters, digits or . _ @ : + - (a name, "
+                         "an e-mail address or a UUID).")
+    return str(client_id)
+
+
+def split_holder(holder: str) -> tuple[str, str | None]:
+    """(user key, client_id or None) of a `lease_holder` key."""
+    user, _, client = holder.partition("/")
+    return user, client or None
 
 
 def open_engine(url: str):
@@ -122,7 +171,9 @@ def open_engine(url: str):
 
         @event.listens_for(engine, "begin")
         def _begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # a read (StudyState._reader) reads a WAL snapshot and never waits for the write lock
+            read_only = connection.get_execution_options().get("seer_read_only")
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
@@ -143,6 +194,7 @@ class StudyState:
         self._hand_out_lock = threading.Lock()
         try:
             self.engine = open_engine(url)
+            self._reader = self.engine.execution_options(seer_read_only=True)
             with self.engine.begin() as conn:
                 for statement in SCHEMA:
                     conn.execute(text(statement))
@@ -167,9 +219,20 @@ class StudyState:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _run(self, sql: str, rows: list[dict] | dict | None = None):
+    # Statements run and their results are fetched inside one transaction; none of these returns a live result.
+    def _rows(self, sql: str, params: dict | None = None) -> list[dict]:
+        """A read: every row, as dicts."""
+        with self._reader.begin() as conn:
+            return [dict(row) for row in conn.execute(self._text(sql), params or {}).mappings()]
+
+    def _row(self, sql: str, params: dict | None = None) -> dict | None:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _execute(self, sql: str, params: list[dict] | dict | None = None) -> int:
+        """A write (one parameter set, or many): the number of rows it changed."""
         with self.engine.begin() as conn:
-            return conn.execute(self._text(sql), rows or {})
+            return conn.execute(self._text(sql), params or {}).rowcount
 
     # -- studies -----------------------------------------------------------------------------------------------
     def sync_studies(self, studies: dict[str, str], labelled: Iterable[str]) -> dict:
@@ -225,47 +288,46 @@ class StudyState:
 
     def unlabelled(self) -> dict[str, str | None]:
         """Unlabelled study -> image stamp."""
-        rows = self._run("SELECT study, image_stamp FROM seer_studies WHERE labelled = 0")
-        return {r.study: r.image_stamp for r in rows}
+        rows = self._rows("SELECT study, image_stamp FROM seer_studies WHERE labelled = 0")
+        return {r["study"]: r["image_stamp"] for r in rows}
 
     def unchecked(self) -> set[str]:
         """Unlabelled studies with neither a score nor an in-view flag yet."""
-        rows = self._run("SELECT study FROM seer_studies WHERE labelled = 0 AND priority IS NULL AND in_view IS NULL")
-        return {r.study for r in rows}
+        rows = self._rows("SELECT study FROM seer_studies WHERE labelled = 0 AND priority IS NULL AND in_view IS NULL")
+        return {r["study"] for r in rows}
 
     def set_in_view(self, flags: dict[str, bool]) -> None:
         """The cheap evidence pass: whether each study's evidence puts the campaign's targets in view."""
         if flags:
-            self._run("UPDATE seer_studies SET in_view = :in_view WHERE study = :study",
+            self._execute("UPDATE seer_studies SET in_view = :in_view WHERE study = :study",
                       [{"study": s, "in_view": int(v)} for s, v in flags.items()])
 
     def set_reward_counts(self, counts: dict[str, int]) -> None:
         """study -> rewards earned (from the trace log's reward rows); only changed counts are written."""
         if counts:
-            self._run("UPDATE seer_studies SET rewards = :count WHERE study = :study AND rewards <> :count",
+            self._execute("UPDATE seer_studies SET rewards = :count WHERE study = :study AND rewards <> :count",
                       [{"study": s, "count": n} for s, n in counts.items()])
 
     def study(self, study: str) -> dict | None:
-        row = self._run("SELECT * FROM seer_studies WHERE study = :study", {"study": study}).mappings().first()
-        return dict(row) if row else None
+        return self._row("SELECT * FROM seer_studies WHERE study = :study", {"study": study})
 
     def counts(self) -> dict:
-        row = self._run(
+        return {k: int(v) for k, v in self._row(
             "SELECT COUNT(*) AS studies, "
             "COALESCE(SUM(CASE WHEN labelled = 1 THEN 1 ELSE 0 END), 0) AS labelled, "
             "COALESCE(SUM(CASE WHEN labelled = 0 AND priority IS NOT NULL THEN 1 ELSE 0 END), 0) AS scored, "
             "COALESCE(SUM(CASE WHEN labelled = 0 AND in_view = 0 THEN 1 ELSE 0 END), 0) AS out_of_view, "
-            "COALESCE(SUM(rewards), 0) AS rewards FROM seer_studies").mappings().first()
-        leases = self._run("SELECT COUNT(*) FROM seer_leases WHERE expires_at > :now", {"now": time.time()}).scalar()
-        return {**{k: int(v) for k, v in row.items()}, "leased": int(leases)}
+            "COALESCE(SUM(rewards), 0) AS rewards, "
+            "(SELECT COUNT(*) FROM seer_leases WHERE expires_at > :now) AS leased FROM seer_studies",
+            {"now": time.time()}).items()}
 
     # -- scores ------------------------------------------------------------------------------------------------
     def scores(self, study: str) -> list[ScoreRow]:
-        rows = self._run("SELECT * FROM seer_scores WHERE study = :study ORDER BY request", {"study": study})
-        return [_score_row(r) for r in rows.mappings()]
+        rows = self._rows("SELECT * FROM seer_scores WHERE study = :study ORDER BY request", {"study": study})
+        return [_score_row(r) for r in rows]
 
     def all_scores(self) -> dict[tuple[str, str], ScoreRow]:
-        return {(r["study"], r["request"]): _score_row(r) for r in self._run("SELECT * FROM seer_scores").mappings()}
+        return {(r["study"], r["request"]): _score_row(r) for r in self._rows("SELECT * FROM seer_scores")}
 
     def save_scores(self, study: str, rows: list[ScoreRow], priority: float, request: str | None,
                     in_view: bool | None) -> None:
@@ -287,13 +349,22 @@ class StudyState:
                  "in_view": None if in_view is None else int(in_view), "now": now})
 
     # -- leases ------------------------------------------------------------------------------------------------
-    def hand_out(self, client_id: str, lease_s: float, now: float | None = None) -> HandOut | None:
-        """The best unlabelled study nobody holds, leased to `client_id` for `lease_s` seconds; None when every
-        unlabelled study is labelled or held. Tiers: best score, then random among in-view unscored studies, then
-        random among the rest."""
+    def hand_out(self, holder: str, lease_s: float, now: float | None = None,
+                 one_per_client: bool = False) -> HandOut | None:
+        """The best unlabelled study nobody holds, leased to `holder` (a `lease_holder` key) for `lease_s` seconds;
+        None when every unlabelled study is labelled or held. Tiers: best score, then random among in-view unscored
+        studies, then random among the rest. one_per_client: the holder's earlier leases end in the same
+        transaction (a skipped study goes back to the pool), and a study given back is handed to it again only when
+        nothing else is free."""
         now = time.time() if now is None else now
+        with self._hand_out_lock:
+            return self._hand_out(holder, lease_s, now, one_per_client)
+
+    def _tiers(self, skip: bool) -> list[tuple[str, object, bool]]:
+        from sqlalchemy import bindparam
+
         free = "s.labelled = 0 AND NOT EXISTS (SELECT 1 FROM seer_leases l WHERE l.study = s.study AND " \
-               "l.expires_at > :now)"
+               "l.expires_at > :now)" + (" AND s.study NOT IN :skip" if skip else "")
         pick = "SELECT s.study, s.priority, s.request, s.in_view FROM seer_studies s WHERE " + free
         # Random tiers walk the studies' random keys (`shuffle`, drawn once per study) from a random pivot, through
         # an index: no full scan per call (ORDER BY random() took 10 ms at 10,000 studies).
@@ -306,41 +377,71 @@ class StudyState:
             ("random", f"{pick} AND s.priority IS NULL AND s.in_view = 0 AND s.shuffle >= :pivot "
                        f"ORDER BY s.shuffle LIMIT {CANDIDATES}"),
         ]
+        out = []
+        for selection, sql in tiers:
+            statement = self._text(sql)
+            if skip:
+                statement = statement.bindparams(bindparam("skip", expanding=True))
+            out.append((selection, statement, ":pivot" in sql))
+        return out
+
+    def _hand_out(self, holder, lease_s, now, one_per_client) -> HandOut | None:
+        """One transaction: give back the holder's leases (one_per_client), then the tiers in order, each from a
+        random pivot and then from the start; the studies given back only when nothing else is free."""
         take = self._text(
             "INSERT INTO seer_leases (study, client_id, granted_at, expires_at) VALUES (:study, :client, :now, "
             ":expires) ON CONFLICT (study) DO UPDATE SET client_id = :client, granted_at = :now, expires_at = :expires "
             "WHERE seer_leases.expires_at <= :now RETURNING study")
-        with self._hand_out_lock:
-            return self._hand_out(client_id, lease_s, now, tiers, take)
-
-    def _hand_out(self, client_id, lease_s, now, tiers, take) -> HandOut | None:
-        """One transaction: the tiers in order, each from a random pivot and then from the start."""
         with self.engine.begin() as conn:
-            for selection, sql in tiers:
-                pivots = [random.random(), 0.0] if ":pivot" in sql else [0.0]
-                for pivot in pivots:
-                    for _attempt in range(4):  # candidates taken by another server meanwhile: look again
-                        candidates = conn.execute(self._text(sql), {"now": now, "pivot": pivot}).fetchall()
-                        if not candidates:
-                            break
-                        for row in candidates:
-                            got = conn.execute(take, {"study": row.study, "client": client_id, "now": now,
-                                                      "expires": now + lease_s}).first()
-                            if got is not None:
-                                return HandOut(row.study, client_id, now + lease_s, selection,
-                                               None if row.priority is None else float(row.priority), row.request,
-                                               None if row.in_view is None else bool(row.in_view))
+            given_back: tuple[str, ...] = ()
+            if one_per_client:
+                given_back = tuple(sorted(row.study for row in conn.execute(self._text(
+                    "DELETE FROM seer_leases WHERE client_id = :client RETURNING study"), {"client": holder})))
+            passes = [True, False] if given_back else [False]
+            for skip in passes:
+                for selection, statement, pivoted in self._tiers(skip):
+                    pivots = [random.random(), 0.0] if pivoted else [0.0]
+                    params = {"now": now, **({"skip": list(given_back)} if skip else {})}
+                    for pivot in pivots:
+                        for _attempt in range(4):  # candidates taken by another server meanwhile: look again
+                            candidates = conn.execute(statement, {**params, "pivot": pivot}).fetchall()
+                            if not candidates:
+                                break
+                            for row in candidates:
+                                got = conn.execute(take, {"study": row.study, "client": holder, "now": now,
+                                                          "expires": now + lease_s}).first()
+                                if got is not None:
+                                    return HandOut(row.study, holder, now + lease_s, selection,
+                                                   None if row.priority is None else float(row.priority), row.request,
+                                                   None if row.in_view is None else bool(row.in_view), given_back)
         return None
 
-    def release(self, study: str, client_id: str | None = None) -> bool:
-        """End a lease (the holder's, or anyone's when client_id is None). True when one ended."""
-        sql = "DELETE FROM seer_leases WHERE study = :study" + (" AND client_id = :client" if client_id else "")
-        return self._run(sql, {"study": study, "client": client_id}).rowcount > 0
+    def release(self, study: str, holder: str, admin: bool = False, now: float | None = None) -> Release:
+        """End `holder`'s lease on `study` (any holder's when `admin`). Another holder's lease is left as it is:
+        NOT_HOLDER, or NEEDS_CLIENT_ID when it is held by the asker's own user under a client_id the asker did not
+        name. One transaction."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            lease = conn.execute(self._text(
+                "SELECT client_id FROM seer_leases WHERE study = :study AND expires_at > :now"),
+                {"study": study, "now": now}).first()
+            if lease is None:
+                known = conn.execute(self._text("SELECT 1 FROM seer_studies WHERE study = :study"),
+                                     {"study": study}).first()
+                return Release.NO_LEASE if known else Release.NO_STUDY
+            held = lease.client_id
+            if held != holder and not admin:
+                (user, client), (held_user, held_client) = split_holder(holder), split_holder(held)
+                if client is None and held_client is not None and held_user == user:
+                    return Release.NEEDS_CLIENT_ID
+                return Release.NOT_HOLDER
+            ended = conn.execute(self._text("DELETE FROM seer_leases WHERE study = :study AND client_id = :held"),
+                                 {"study": study, "held": held}).rowcount
+        return Release.RELEASED if ended else Release.NO_LEASE
 
     def lease(self, study: str, now: float | None = None) -> dict | None:
-        row = self._run("SELECT * FROM seer_leases WHERE study = :study AND expires_at > :now",
-                        {"study": study, "now": time.time() if now is None else now}).mappings().first()
-        return dict(row) if row else None
+        return self._row("SELECT * FROM seer_leases WHERE study = :study AND expires_at > :now",
+                         {"study": study, "now": time.time() if now is None else now})
 
 
 def _score_row(r) -> ScoreRow:
