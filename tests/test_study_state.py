@@ -245,3 +245,17 @@ def test_every_call_answers_while_threads_share_one_sqlite_database(tmp_path):
     assert answered == [120] * 8
     assert state.counts()["leased"] == 0
     state.close()
+
+
+def test_client_ids_are_names_never_sql_paths_or_control_characters():
+    from seer.active_learning.study_state import checked_client_id
+    from seer.errors import SeerError
+
+    for good in ("ann", "ann@radiology.example.org", "3f2b9c1e-8a4d-4e1b-9c2f-1a2b3c4d5e6f", 7, "a" * 128):
+        assert checked_client_id(good) == str(good)
+    assert checked_client_id(None) is None and checked_client_id("") is None
+    for bad in ("x'; DROP TABLE seer_leases; --", "' OR '1'='1", "a" * 129, "a" * 10_000, "ann\nsecond", "ann\x00",
+                "../ann", "ann/other", True, ["ann"], {"id": 1}):
+        with pytest.raises(SeerError) as refused:
+            checked_client_id(bad)
+        assert refused.value.status == 422 and "is not a client id" in refused.value.message
