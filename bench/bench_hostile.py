@@ -78,8 +78,7 @@ def folder_figures(work: Path) -> tuple[list[dict], dict]:
         rows.append(run_group(server.url, "path-like study ids (folder)",
                               [item for _k, _p, item in path_ids(existing, missing, labels["good"])], digest))
         rows.append(run_group(server.url, "malformed uploads (folder)",
-                              uploads("mni152_t1", labels["good"], labels["other_grid"], labels["big_value"],
-                                      seg_with_segments(10_000)), digest))
+                              uploads("mni152_t1", labels, seg_with_segments(10_000)), digest))
         rows.append(run_group(server.url, "client ids", client_ids(), digest))
         before = digest()
         session = requests.Session()
@@ -132,8 +131,7 @@ def pacs_figures(work: Path, frames: int) -> tuple[list[dict], dict]:
                               [item for _k, _p, item in path_ids([str(image)], ["/etc/no-such-file"], labels["good"])],
                               digest),
                     run_group(server.url, "malformed uploads (PACS datastore)",
-                              uploads(uid, labels["good"], labels["other_grid"], labels["big_value"],
-                                      seg_with_segments(10_000)), digest)]
+                              uploads(uid, labels, seg_with_segments(10_000)), digest)]
             overhead = proxy_overhead(server.url, pacs.dicomweb, study, uid, frames)
     finally:
         pacs.stop()

@@ -94,8 +94,9 @@ def path_ids(existing: list[str], missing: list[str], label_file: bytes) -> list
     return out
 
 
-def uploads(study: str, good_label: bytes, other_grid: bytes, big_value: bytes, seg_10k: bytes) -> list[Hostile]:
-    """PUT /datastore/label with bytes that must never become a label of `study`."""
+def uploads(study: str, labels: dict[str, bytes], seg_10k: bytes) -> list[Hostile]:
+    """PUT /datastore/label with bytes that must never become a label of `study` (`labels`: from `labels_for`)."""
+    good_label, other_grid, big_value = labels["good"], labels["other_grid"], labels["big_value"]
     bomb = gzip.compress(bytes(200 << 20), compresslevel=1)  # 200 MB of zeros in about 200 kB
     nrrd = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 10000 10000 10000\nencoding: raw\n\n" + bytes(4096)
     cases = [("truncated NIfTI", "label.nii.gz", good_label[: len(good_label) // 2], "{}", "final"),
@@ -108,7 +109,7 @@ def uploads(study: str, good_label: bytes, other_grid: bytes, big_value: bytes, 
              ("tag that is a path", "label.nii.gz", good_label, "{}", "../../escape"),
              ("params not JSON", "label.nii.gz", good_label, "{oops", "final"),
              ("params not an object", "label.nii.gz", good_label, "[1, 2]", "final"),
-             ("name contradicting the server's id", "label.nii.gz", good_label,
+             ("name contradicting the server's id", "label.nii.gz", labels["two_values"],
               json.dumps({"label_names": {"certainly not this": 1}}), "final")]
     out = []
     for name, filename, data, params, tag in cases:
@@ -179,7 +180,7 @@ def seg_with_segments(count: int) -> bytes:
 
 def labels_for(image_path: Path) -> dict[str, bytes]:
     """Labels for the study at `image_path` (gzipped NIfTI bytes): `good` (value 1 on its grid), `other_grid` (one
-    slice short) and `big_value` (one voxel of 70000)."""
+    slice short), `big_value` (one voxel of 70000) and `two_values` (values 1 and 2)."""
     import nibabel as nib
 
     image = nib.load(str(image_path))
@@ -188,8 +189,10 @@ def labels_for(image_path: Path) -> dict[str, bytes]:
     inside = (voxels > np.percentile(voxels, 60)).astype(np.uint8)
     big = np.zeros(shape, np.uint32)
     big[tuple(s // 2 for s in shape)] = 70000
+    two = inside.copy()
+    two[: shape[0] // 2] *= 2
     return {"good": nifti_bytes(inside, affine), "other_grid": nifti_bytes(inside[:-1], affine),
-            "big_value": nifti_bytes(big, affine)}
+            "big_value": nifti_bytes(big, affine), "two_values": nifti_bytes(two, affine)}
 
 
 def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:

@@ -255,19 +255,23 @@ def test_saved_label_is_stored_as_coded_seg_and_a_second_server_reads_it_as_an_a
                                files={"label": odd.open("rb")}, timeout=60)
         assert refused.status_code == 422 and "999" in refused.json()["detail"]
         assert pacs.series_uids("SEG") == []
-        # the client calls it "spleen" but the values are the liver's id: refused naming both, nothing stored
+        # the mask holds the liver's id and, left unnamed, the spleen's: read as this server's ids, so calling the
+        # liver's id "spleen" contradicts the table and is refused naming both; nothing is stored
+        ids = requests.get(f"{url}/info/", timeout=60).json()["models"]["seer"]["labels"]
+        values = np.asarray(image.dataobj)
+        mixed_values = values.copy()
+        mixed_values[:, : values.shape[1] // 2][values[:, : values.shape[1] // 2] > 0] = ids["spleen"]
+        mixed = tmp_path / "mixed.nii.gz"
+        nib.save(nib.Nifti1Image(mixed_values.astype(np.uint16), image.affine), str(mixed))
         contradicted = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
-                                    files={"label": mask.open("rb"),
-                                           "params": (None, json.dumps({"label_info": [{"name": "spleen", "idx": 1}]}))},
-                                    timeout=120)
+                                    files={"label": mixed.open("rb"), "params": (None, json.dumps(
+                                        {"label_info": [{"name": "spleen", "idx": ids["liver"]}]}))}, timeout=120)
         assert contradicted.status_code == 422, contradicted.text
         assert "'spleen'" in contradicted.json()["detail"] and "'liver'" in contradicted.json()["detail"]
         assert pacs.series_uids("SEG") == []
-        # the client names it as this server does: the SEG says liver
+        # the mask alone, unnamed: its value is the liver's id, so the table names it and the SEG says liver
         saved = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
-                             files={"label": mask.open("rb"),
-                                    "params": (None, json.dumps({"label_info": [{"name": "liver", "idx": 1}]}))},
-                             timeout=120)
+                             files={"label": mask.open("rb")}, timeout=120)
         assert saved.status_code == 200, saved.text
     segs = pacs.series_uids("SEG")
     assert len(segs) == 1

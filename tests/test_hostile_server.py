@@ -85,7 +85,7 @@ def test_malformed_and_oversized_uploads_store_nothing(folder_server):
     url, studies, root = folder_server
     labels = labels_for(studies / "mni152_t1.nii.gz")
     before = state_digest(studies, studies / ".seer")
-    items = uploads("mni152_t1", labels["good"], labels["other_grid"], labels["big_value"], seg_with_segments(10_000))
+    items = uploads("mni152_t1", labels, seg_with_segments(10_000))
     for item in items:
         _refused(send(url, item), item.name)
     assert state_digest(studies, studies / ".seer") == before
@@ -167,7 +167,7 @@ def test_pacs_datastore_refuses_path_ids_and_hostile_uploads(pacs_setup, tmp_pat
     missing = [str(tmp_path / "nope.nii.gz"), "/etc/no-such-file"]
     for _kind, _path, item in path_ids(existing, missing, labels["good"]):
         _refused(send(url, item), item.name)
-    for item in uploads(uid, labels["good"], labels["other_grid"], labels["big_value"], seg_with_segments(10_000)):
+    for item in uploads(uid, labels, seg_with_segments(10_000)):
         _refused(send(url, item), item.name)
     assert _pacs_instances(pacs) == instances and pacs.series_uids("SEG") == segs
     assert not list(cache.rglob("labels/final/*")), "a hostile upload became a label in the cache"

@@ -160,11 +160,13 @@ def test_one_rule_for_a_saved_labels_names():
     assert named.as_label_names() == {"Liver": 1, "kidney_left": 2}
     assert name_label_values((2, 3), {2: "left kidney", 3: "right parotid"}, table).from_table == ()
     assert name_label_values((7,), {7: "tumour"}, table).names == {7: "tumour"}  # not one of the table's ids
-    # a name that contradicts the table's for the same id: refused naming both
+    # a label that names every value is read by its own names (a team's own map), whatever the table says
+    assert name_label_values((1, 2), {1: "spleen", 2: "liver"}, table).names == {1: "spleen", 2: "liver"}
+    # one that leaves values to the table holds this server's ids: a name contradicting the table's is refused
     for client in ({1: "spleen"}, {2: "Kidney_R"}, {3: "Parotid_L"}):
-        with pytest.raises(SeerError) as refused:
-            name_label_values(tuple(client), client, table)
         value = next(iter(client))
+        with pytest.raises(SeerError) as refused:
+            name_label_values((value, 1 if value != 1 else 2), client, table)
         assert f"'{client[value]}'" in refused.value.message and f"'{table.by_id[value].name}'" in refused.value.message
     # a value nobody names: refused for a final label, left unnamed otherwise
     with pytest.raises(SeerError, match="999"):

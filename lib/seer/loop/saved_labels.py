@@ -1,9 +1,13 @@
 """What a saved label's values are called: one rule for the folder and the DICOMweb datastores.
 
-Names come from the label's own `label_names` / `label_info` (as the client sent them). This server's label table
-names only the values the client left unnamed (the ids SEER's masks carry, GET /info/ labels). A client name for
-one of the table's ids that names another structure ("spleen" for the liver's id) is refused with both names:
-nothing is renamed silently, either way. A final label must name every value it holds.
+Names come from the label's own `label_names` / `label_info` (as the client sent them); nothing is renamed.
+- A label that names every value it holds is read by its own names, whatever its values are (a team's own label
+  map: each name gets this server's id for it when the label becomes an atlas).
+- A label that leaves values unnamed is read as holding this server's ids (GET /info/ labels, the ids SEER's
+  masks carry): the table names those values, and a name the label does give that contradicts the table's name
+  for the same id ("spleen" on the liver's id) is refused with both names, since such a label's values would
+  mean two things.
+- A final label must name every value it holds, by its own names or the table's.
 """
 
 from __future__ import annotations
@@ -29,15 +33,17 @@ class LabelNames:
 def name_label_values(values: tuple[int, ...] | list[int], client: dict[int, str] | None, table: LabelTable,
                       require_all: bool = True) -> LabelNames:
     """The names of `values` (a label's non-zero values) from the client's names first, then `table`; BadRequest
-    when a client name contradicts the table's name for the same id, or (with `require_all`) a value stays
-    unnamed."""
+    when the label leaves values to the table and a name it gives contradicts the table's for the same id, or
+    (with `require_all`) a value stays unnamed."""
     client = client or {}
-    for value in values:
+    reads_table = any(v not in client for v in values)
+    for value in values if reads_table else ():
         name = client.get(value)
         if name is not None and value in table.by_id and not table.names_label(value, name):
             raise BadRequest(f"The label calls value {value} '{name}', but {value} is this server's id for "
-                             f"'{table.by_id[value].name}' (GET /info/ lists the ids): relabel the value or send its "
-                             "name as this server has it. Nothing was saved.")
+                             f"'{table.by_id[value].name}' (GET /info/ lists the ids) and the label leaves other values "
+                             "to this server's names: name every value of the label, or send this server's name for "
+                             f"{value}. Nothing was saved.")
     names: dict[int, str] = {}
     from_table: list[int] = []
     for value in values:
