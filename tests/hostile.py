@@ -122,7 +122,7 @@ def uploads(study: str, labels: dict[str, bytes], seg_10k: bytes) -> list[Hostil
 
 def client_ids() -> list[Hostile]:
     """next-sample and release with client ids that are SQL-shaped, 10 kB long or hold control characters."""
-    ids = ["x'; DROP TABLE seer_leases; --", "' OR '1'='1", "a" * 10_000, "ann\nsecond line", "ann\x00", ""]
+    ids = ["x'; DROP TABLE seer_leases; --", "' OR '1'='1", "a" * 10_000, "ann\nsecond line", "ann\x00"]
     out = []
     for cid in ids:
         shown = cid if len(cid) < 40 else cid[:20] + f"... ({len(cid)} chars)"
