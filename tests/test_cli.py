@@ -38,6 +38,13 @@ def test_reason_without_labels_gives_no_label():
     assert row["answer"] == "Segment the left hippocampus."
 
 
+def test_reason_with_an_empty_skill_bank_goes_on_without_skills(tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    row = json.loads(run("reason", "left kidney", "--skills", str(tmp_path / "empty.jsonl")).stdout)
+    assert row["answer"] == "Segment the left kidney." and row["format_valid"] is True
+    assert row["skill_ids"] == [] and row["rejected"] is False
+
+
 def test_batch_keeps_order_and_reports_bad_lines_as_rejected(tmp_path, shared_data):
     labels = str(shared_data / "brain-colin27" / "labels.json")
     lines = [{"request": "left hippocampus", "labels": labels}, {"request": "", "labels": labels},

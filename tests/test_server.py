@@ -268,3 +268,29 @@ def test_a_label_copied_by_hand_without_names_is_noticed_but_not_guessed(server,
                            timeout=30).status_code == 200
     infer(server, "ct_pelvis", {"prompt": "liver"}, output="json")
     assert "ct_small" not in requests.get(f"{server}/info/", timeout=10).json()["seer"]["labels_not_atlases"]
+
+
+def test_an_empty_skill_bank_and_a_rotated_trace_log(sample_data, colin27, tmp_path):
+    """A team that starts without skills, on a small trace log: requests go on without a skill block, and
+    GET /seer/trace still shows the traces that the log rotated into its archives."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(sample_data / "mni152_t1.nii.gz", studies / "mni152_t1.nii.gz")
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    conf = {"skills": tmp_path / "empty.jsonl", "trace_log_mb": 0.01}
+    with running_server(studies, tmp_path / "server.log", conf) as url:
+        first = infer(url, "mni152_t1", {"prompt": "left hippocampus"}, output="json")
+        assert first.status_code == 200, first.text
+        requests_made = ["left hippocampus"]
+        while not list((studies / ".seer").glob("traces.jsonl.*.gz")):
+            assert len(requests_made) < 60, "the trace log never rotated"
+            requests_made.append(f"asdf qwerty {len(requests_made)}")
+            assert infer(url, "mni152_t1", {"prompt": requests_made[-1]}, output="json").status_code == 422
+        live = (studies / ".seer" / "traces.jsonl").read_text()
+        assert "asdf qwerty 1\"" not in live  # rotated out: only the archive holds it
+        reply = requests.get(f"{url}/seer/trace/mni152_t1", params={"limit": 100}, timeout=30).json()
+        assert reply["count"] == len(requests_made)
+        assert [t["request"] for t in reply["traces"]] == requests_made[::-1]
+        assert reply["traces"][-1]["target"]["name"] == "Hippocampus_L"
+        assert all(t["skill_ids"] == [] for t in reply["traces"])
+        assert "(0 skills)" in (tmp_path / "server.log").read_text()

@@ -199,6 +199,29 @@ def test_the_seed_is_round_zero_only_once(tmp_path):
     assert again.active()[1].payload() == seed.payload()
 
 
+def test_a_round_that_retires_every_skill_serves_requests_without_skills(tmp_path):
+    from seer.pipeline import SeerPipeline
+    from seer.reasoning.reasoners.offline import OfflineReasoner
+
+    rounds = SkillRounds(tmp_path, seed=lambda: SkillBank([skill(1), skill(2)]), round_size=2, settings=NO_HARVEST)
+    drops = [reward(1, 0.2, 0.9, credited=[skill(1).skill_id]), reward(2, 0.1, 0.8, credited=[skill(2).skill_id])]
+    [report] = rounds.close_due(drops)
+    assert sorted(report.retired) == sorted([skill(1).skill_id, skill(2).skill_id]) and report.skills_after == 0
+    assert rounds.path(1).read_bytes() == b"" == (tmp_path / "skills.jsonl").read_bytes()
+    for reader in (rounds, SkillRounds(tmp_path, create=False)):  # this process, and one that loads the round file
+        number, bank = reader.active()
+        assert number == 1 and len(bank) == 0
+        pipeline = SeerPipeline(OfflineReasoner(), None, bank)
+        reasoning = pipeline.reason("lt kidney")
+        assert reasoning.skills == [] and reasoning.trace.skill_ids == []
+        assert reasoning.trace.answer == "Segment the left kidney." and reasoning.entry is None
+    # an empty bank evolves like any other: a good trace of the next round is harvested into it
+    rewards = drops + [reward(3, 0.9, 0.1, request="lt kidney", target="left kidney"), reward(4, 0.9, 0.9)]
+    harvesting = SkillRounds(tmp_path, round_size=2)  # the default rules harvest
+    [report] = harvesting.close_due(rewards)
+    assert report.skills_before == 0 and len(report.harvested) == 1 and len(harvesting.active()[1]) == 1
+
+
 def test_read_only_rounds_need_an_existing_state(tmp_path):
     with pytest.raises(BadRequest, match="start the server"):
         SkillRounds(tmp_path, create=False)

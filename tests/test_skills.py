@@ -84,6 +84,20 @@ def test_nothing_is_retrieved_for_an_unrelated_request():
     assert bank.retrieve(bank.cue(raw, parser.parse(raw), "GENERIC_MEDICAL_IMAGE", None), parser) == []
 
 
+def test_an_empty_bank_is_a_valid_bank(tmp_path):
+    """A team that starts without skills, or a round that retired them all: retrieval finds nothing, no error."""
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    bank = SkillBank.load(tmp_path / "empty.jsonl")
+    parser = Parser()
+    raw = "lt kidney"
+    cue = bank.cue(raw, parser.parse(raw), "ABDOMINAL_ORGANS", "abdomen")
+    assert len(bank) == 0 and bank.index(parser).size == 0
+    assert bank.retrieve(cue, parser, min_score=0.0) == [] == bank.retrieve_scan(cue, parser, min_score=0.0)
+    assert bank.payload() == b""
+    wordless = Skill(skill_id="seer:abc", source_key="k", tag="", content="->", audit="")  # no content words
+    assert SkillBank([wordless]).retrieve(cue, parser, min_score=0.0) == [(wordless, 0.0)]
+
+
 def test_skill_from_dict_fills_defaults():
     skill = Skill.from_dict({"skill_id": "seer:abc", "tag": "PROMPT_NORMALIZE", "content": "target=x"})
     assert skill.aliases == [] and skill.dice_gain == 0.0

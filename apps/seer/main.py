@@ -33,7 +33,7 @@ from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
 import seer  # noqa: E402
 from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E402
-from seer.active_learning.strategy import ActiveLearning  # noqa: E402
+from seer.active_learning.strategy import ActiveLearning, recent_traces  # noqa: E402
 from seer.active_learning.study_state import StudyState  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.files import datastore_state_dir  # noqa: E402
@@ -119,13 +119,17 @@ class SEERApp(MONAILabelApp):
         )
 
     def _traces_for_label(self, image_id: str, names: dict[int, str]) -> list[dict]:
-        """The newest SEER trace on the study for each target the label holds (request, id), for the SEG."""
+        """The newest SEER trace on the study for each target the label holds (request, id), for the SEG: the
+        study's history is read from the newest trace back until every target has one (archives included)."""
         wanted = set(names.values())
         newest: dict[str, dict] = {}
-        for row in self.trace_rows():
+        log = self.pipeline.trace_log
+        for row in log.history(image_id) if log is not None and wanted else ():
             target = (row.get("target") or {}).get("name")
-            if row.get("type", "trace") == "trace" and row.get("study") == image_id and target in wanted:
+            if target in wanted and target not in newest:
                 newest[target] = row
+                if len(newest) == len(wanted):
+                    break
         return [{"id": r.get("id"), "request": r.get("request"), "target": t} for t, r in sorted(newest.items())]
 
     def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
@@ -218,20 +222,28 @@ class SEERApp(MONAILabelApp):
 
         return ActiveLearning(
             self.study_state, scorer, list_studies=self._list_studies, load_volume=load_volume,
-            trace_rows=self.trace_rows, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
+            trace_rows=self.recent_traces, campaign=settings.campaign_requests(), lease_s=settings.lease_s,
             scan_every_s=settings.scan_s, one_per_client=settings.lease_one_per_client,
         )
 
-    def trace_rows(self) -> list[dict]:
-        """The trace log's rows, re-read only when the file changed (campaign, phrasings, GET /seer/trace)."""
+    def trace_rows(self, study: str, limit: int) -> tuple[list[dict], int]:
+        """The newest `limit` traces on a study, newest first, and how many it has, archives included
+        (GET /seer/trace)."""
         log = self.pipeline.trace_log
-        if log is None or not log.path.exists():
+        if log is None:
+            return [], 0
+        return list(log.history(study, limit)), log.count(study)
+
+    def recent_traces(self) -> list[dict]:
+        """The newest traces of the log for active learning (campaign fallback and phrasings; see
+        seer.active_learning.strategy.recent_traces), re-read only when the log changed."""
+        log = self.pipeline.trace_log
+        if log is None:
             return []
-        stat = log.path.stat()
-        key = (stat.st_size, stat.st_mtime_ns)
+        key = log.stamp()
         with self._trace_lock:
             if self._trace_cache.get("key") != key:
-                self._trace_cache.update(key=key, rows=list(log.read_from(0)[0]))
+                self._trace_cache.update(key=key, rows=recent_traces(log))
             return self._trace_cache["rows"]
 
     def _list_studies(self) -> tuple[dict[str, str], list[str]]:

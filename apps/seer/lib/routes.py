@@ -158,9 +158,8 @@ def install(app) -> None:
                                 "lists them).")
         fields = ("id", "ts", "request", "answer", "evidence", "rationale", "format_valid", "target", "refused",
                   "skill_ids", "reasoner", "backbone")
-        rows = [r for r in app.trace_rows() if r.get("type", "trace") == "trace" and r.get("study") == image]
-        newest = [{k: r.get(k) for k in fields} for r in reversed(rows[-max(1, min(limit, 100)):])]
-        return {"image": image, "count": len(rows), "traces": newest}
+        rows, count = app.trace_rows(image, max(1, min(limit, 100)))  # archives of the rotated log included
+        return {"image": image, "count": count, "traces": [{k: r.get(k) for k in fields} for r in rows]}
 
     concurrency = app.seer_settings.infer_concurrency
     infer_slots = asyncio.Semaphore(concurrency) if concurrency else None

@@ -98,7 +98,7 @@ class _Run:
     def __init__(self, strategy: str, pool: list[SimCase], test: list[SimCase], campaign: list[str], conf: dict,
                  workdir: Path, shared_registrations: Path, seed: int):
         from seer.active_learning.scoring import ScoringSettings, StudyScorer
-        from seer.active_learning.strategy import ActiveLearning
+        from seer.active_learning.strategy import ActiveLearning, recent_traces
         from seer.active_learning.study_state import StudyState
         from seer.imaging.volume import VolumeCache
         from seer.loop.annotation_loop import AnnotationLoop
@@ -129,7 +129,7 @@ class _Run:
             self.state, scorer,
             list_studies=lambda: ({c.name: "1" for c in pool}, list(self.revealed)),
             load_volume=lambda name: self.volumes.get(str(by_name[name].image), name),
-            trace_rows=lambda: list(self.pipeline.trace_log.read_from(0)[0]),
+            trace_rows=lambda: recent_traces(self.pipeline.trace_log),
             campaign=campaign, lease_s=1e9,
         )
         ledger = TraceLedger(self.pipeline.trace_log)

@@ -16,11 +16,25 @@ from seer.imaging.volume import Volume
 
 logger = logging.getLogger(__name__)
 
+# The campaign fallback and the phrasings read the newest this many traces of the log (archives included).
+TRACE_WINDOW = 10_000
+# What they read of a trace row (the rest, model text and timings, stays on disk).
+TRACE_FIELDS = ("id", "study", "request", "request_clean", "target", "target_phrase", "refused")
+
+
+def recent_traces(log, limit: int = TRACE_WINDOW) -> list[dict]:
+    """The newest `limit` trace rows of a seer.loop.trace_log.TraceLog (None: none), newest first, archives
+    included, with the fields active learning reads."""
+    if log is None:
+        return []
+    return [{k: row[k] for k in TRACE_FIELDS if k in row} for row in log.history(limit=limit)]
+
 
 class ActiveLearning:
     """list_studies() -> ({study: image stamp}, [labelled study ids]); load_volume(study) -> Volume;
-    trace_rows() -> the trace log's rows (campaign fallback and phrasings); campaign: the `campaign` setting;
-    one_per_client: the `lease_one_per_client` setting (asking for the next study gives back the one held)."""
+    trace_rows() -> the newest trace rows of the log, archives included (`recent_traces`: campaign fallback and
+    phrasings); campaign: the `campaign` setting; one_per_client: the `lease_one_per_client` setting (asking for
+    the next study gives back the one held)."""
 
     def __init__(
         self,

@@ -408,8 +408,8 @@ class RetrievalIndex:
         order = np.argsort(flat, kind="stable")
         flat, self.word_rows = flat[order], rows[order]
         unique, starts = np.unique(flat, return_index=True)
-        ends = np.append(starts[1:], flat.size)
-        self.word_slices = dict(zip(unique.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
+        ends = starts[1:].tolist() + [flat.size] if flat.size else []  # no skills (or no words): no slices
+        self.word_slices = dict(zip(unique.tolist(), zip(starts.tolist(), ends, strict=True), strict=True))
         self.size = n
 
     def _code(self, value: str) -> int:
