@@ -1,5 +1,5 @@
-"""A team on one server, in one run: off-loop serving (`infer_concurrency 2`, the default) against MONAI Label's
-inline serving (`infer_concurrency 0`). Offline reasoner, atlas backbone (sample brain atlases + the small abdominal
+"""A team on one server, in one run: off-loop serving (`infer_concurrency` at its default) against MONAI Label's
+inline serving (`infer_concurrency 0`); `off-loop-1`, `off-loop-2` and `off-loop-4` pin the setting to compare values. Offline reasoner, atlas backbone (sample brain atlases + the small abdominal
 CT as CT atlas), 2-core CPU.
 
 1. Load test, --seconds per mode on a fresh server: --annotators simulated annotators loop next-sample (strategy
@@ -33,7 +33,8 @@ import numpy as np
 import requests
 from _util import SHARED_DATA, Server, need_sample_data, need_shared_data, save, table
 
-MODES = {"off-loop": 2, "inline": 0}  # mode -> infer_concurrency
+# mode -> infer_concurrency (None: the server's default); off-loop-N pins N to compare values of the setting
+MODES = {"off-loop": None, "inline": 0, "off-loop-1": 1, "off-loop-2": 2, "off-loop-4": 4}
 REQUESTS = {"ct_pelvis": ["liver", "left kidney", "spleen", "urinary bladder"],
             "ct_spleen": ["spleen"], "mr_small": ["liver", "right kidney"],
             "mni152_t1": ["left hippocampus", "brain"], "colin27_t1": ["right amygdala", "brain"]}
@@ -109,11 +110,15 @@ def _json(reply: requests.Response | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def load_test(root: Path, mode: str, concurrency: int, seconds: float, annotators: int) -> dict:
+def _conf(atlases: Path, concurrency: int | None) -> dict:
+    return {"atlases": atlases, **({} if concurrency is None else {"infer_concurrency": concurrency})}
+
+
+def load_test(root: Path, mode: str, concurrency: int | None, seconds: float, annotators: int) -> dict:
     studies, atlases = studies_folder(root)
     calls = Calls()
     stop = time.time() + seconds
-    with Server(studies, {"atlases": atlases, "infer_concurrency": concurrency}, root / f"{mode}.log") as server:
+    with Server(studies, _conf(atlases, concurrency), root / f"{mode}.log") as server:
         url = server.url
 
         def annotator(n: int) -> None:
@@ -188,7 +193,7 @@ def cold_throughput(root: Path, mode: str, concurrency: int) -> dict:
     picks = [("ct_pelvis", "liver"), ("mr_small", "liver"), ("mni152_t1", "left hippocampus"),
              ("colin27_t1", "right amygdala")]
     calls = Calls()
-    with Server(studies, {"atlases": atlases, "infer_concurrency": concurrency}, root / f"cold-{mode}.log") as server:
+    with Server(studies, _conf(atlases, concurrency), root / f"cold-{mode}.log") as server:
         started = time.perf_counter()
         threads = [threading.Thread(target=calls.call, args=("infer", requests.post, f"{server.url}/infer/seer"),
                                     kwargs={"params": {"image": s, "output": "json"},
@@ -213,7 +218,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="load-test duration per mode and run (120)")
     parser.add_argument("--annotators", type=int, default=8, help="simulated annotators (8)")
-    parser.add_argument("--modes", default="off-loop,inline", help="comma-separated: off-loop, inline (both)")
+    parser.add_argument("--modes", default="off-loop,inline",
+                        help="comma-separated: off-loop, inline, off-loop-1, off-loop-2, off-loop-4 (off-loop,inline)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, alternating modes (1)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-throughput part")
     args = parser.parse_args()
@@ -226,7 +232,8 @@ def main() -> int:
     runs: list[tuple[str, int, dict]] = []
     for run in range(1, args.repeats + 1):
         for mode in modes:
-            print(f"load test {run}/{args.repeats}, {mode} (infer_concurrency {MODES[mode]}), {args.seconds:g} s, "
+            shown = "default" if MODES[mode] is None else MODES[mode]
+            print(f"load test {run}/{args.repeats}, {mode} (infer_concurrency {shown}), {args.seconds:g} s, "
                   f"{args.annotators} annotators ...", flush=True)
             runs.append((mode, run, load_test(root / f"{mode}-{run}", mode, MODES[mode], args.seconds,
                                               args.annotators)))
@@ -238,7 +245,7 @@ def main() -> int:
                      "infers": s["infers_ok"], "refused": s["refused"], "failures": sum(s["failures"].values()),
                      "traced ok": s["traced_ok"], "saves": s["saves"], "RSS MiB": f"{s['rss_mib']:.0f}"})
     print(table(rows, list(rows[0])))
-    if set(modes) == set(MODES):
+    if {"off-loop", "inline"} <= set(modes):
         for run in range(1, args.repeats + 1):
             on, off = (next(s for m, r, s in runs if m == mode and r == run) for mode in ("off-loop", "inline"))
             print(f"run {run}: /info p95 {ratio(on['info'], off['info'])} inline; next-sample p95 "
