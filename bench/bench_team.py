@@ -136,7 +136,7 @@ def load_test(root: Path, mode: str, concurrency: int | None, seconds: float, an
             leased = _json(reply).get("id")
             study = leased or str(rng.choice(list(REQUESTS)))
             prompt = str(rng.choice(REQUESTS[study]))
-            took, reply = calls.call("infer", requests.post, f"{url}/infer/seer", params={"image": study},
+            took, reply = calls.call("infer", requests.post, f"{url}/infer/seer", params={"image": study, "output": "image"},
                                      data={"params": json.dumps({"prompt": prompt})}, timeout=900,
                                      ok=range(200, 500))
             if reply is not None and reply.status_code == 200:

@@ -218,6 +218,10 @@ def test_unsided_paired_structure_asks_for_a_side(server, colin27):
 
 
 def test_every_request_lands_in_the_trace_log(server, studies, colin27):
+    """A proposal and each kind of refusal are traced (the requests are made here: no reliance on other tests)."""
+    assert infer(server, "mni152_t1", {"prompt": "left hippocampus"}).status_code == 200
+    for prompt, status in (("liver", 422), ("", 422), ("liver " * 17067, 413)):
+        assert infer(server, "mni152_t1", {"prompt": prompt}).status_code == status
     rows = [json.loads(line) for line in (studies / ".seer" / "traces.jsonl").read_text().splitlines()]
     assert any(r.get("target") and r["target"]["name"] == "Hippocampus_L" and r["proposal"] for r in rows)
     kinds = {r["refused"]["kind"] for r in rows if r.get("refused")}
