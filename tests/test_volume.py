@@ -64,6 +64,25 @@ def test_mask_is_written_on_the_input_grid(tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
+def test_a_mask_of_a_study_with_only_an_sform_lies_where_itk_reads_the_study(tmp_path):
+    """Colin27 carries an sform (code 4) and no qform (code 0): the mask must not turn the empty qform into an
+    authoritative one (ITK, and so Slicer, would read the mask at origin 0)."""
+    import SimpleITK as sitk
+
+    affine = np.array([[1.0, 0, 0, -90], [0, 1.0, 0, -125], [0, 0, 1.0, -71], [0, 0, 0, 1]])
+    image = nib.Nifti1Image(np.random.rand(9, 10, 11).astype(np.float32), affine)
+    image.header.set_sform(affine, code=4)
+    image.header.set_qform(None, code=0)
+    source = tmp_path / "sform_only.nii.gz"
+    nib.save(image, str(source))
+    volume = load_volume(source)
+    out = write_mask(np.ones(volume.shape, np.uint8), volume, tmp_path / "mask.nii.gz")
+    study, mask = sitk.ReadImage(str(source)), sitk.ReadImage(out)
+    np.testing.assert_allclose(mask.GetOrigin(), study.GetOrigin())
+    np.testing.assert_allclose(mask.GetDirection(), study.GetDirection())
+    np.testing.assert_allclose(nib.load(out).affine, affine)
+
+
 def test_sitk_view_shares_physical_space(tmp_path):
     affine = np.array([[-2.0, 0, 0, 10], [0, 2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
     volume = load_volume(_save(tmp_path / "v.nii.gz", np.zeros((5, 6, 7), np.float32), affine))

@@ -268,9 +268,10 @@ def write_mask(
     header.set_data_shape(mask.shape)
     header.set_data_dtype(dtype)
     header.set_xyzt_units("mm")
-    if like.header is not None:
-        header.set_qform(like.header.get_qform(), code=int(like.header["qform_code"]) or 1)
-        header.set_sform(like.header.get_sform(), code=int(like.header["sform_code"]) or 1)
+    if like.header is not None:  # a form the study leaves unset (code 0) gets the study's affine, never its zeros:
+        qform_code, sform_code = int(like.header["qform_code"]), int(like.header["sform_code"])  # ITK reads the qform
+        header.set_qform(like.header.get_qform() if qform_code else like.affine, code=qform_code or 1)
+        header.set_sform(like.header.get_sform() if sform_code else like.affine, code=sform_code or 1)
     else:
         header.set_qform(like.affine, code=1)
         header.set_sform(like.affine, code=1)
