@@ -72,7 +72,7 @@ def test_a_mask_of_a_study_with_only_an_sform_lies_where_itk_reads_the_study(tmp
     affine = np.array([[1.0, 0, 0, -90], [0, 1.0, 0, -125], [0, 0, 1.0, -71], [0, 0, 0, 1]])
     image = nib.Nifti1Image(np.random.rand(9, 10, 11).astype(np.float32), affine)
     image.header.set_sform(affine, code=4)
-    image.header.set_qform(None, code=0)
+    image.header.set_qform(np.diag([1.0, -1, -1, 1]), code=0)  # as Colin27: an unset qform of zeros
     source = tmp_path / "sform_only.nii.gz"
     nib.save(image, str(source))
     volume = load_volume(source)
