@@ -35,6 +35,7 @@ import seer  # noqa: E402
 from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E402
 from seer.active_learning.strategy import ActiveLearning, recent_traces  # noqa: E402
 from seer.active_learning.study_state import StudyState  # noqa: E402
+from seer.devices import share_cpu_threads  # noqa: E402
 from seer.errors import SeerError  # noqa: E402
 from seer.files import datastore_state_dir  # noqa: E402
 from seer.housekeeping import Housekeeper  # noqa: E402
@@ -77,6 +78,9 @@ class SEERApp(MONAILabelApp):
         if monailabel_settings.MONAI_LABEL_AUTH_ENABLE:
             install_token_check()
         limit_heap_growth()  # freed volumes go back to the system (seer/memory.py)
+        threads = share_cpu_threads(self.seer_settings.infer_concurrency)  # side-by-side inferences split the cores
+        logger.info("%d CPU thread(s) per inference (infer_concurrency %d)", threads,
+                    self.seer_settings.infer_concurrency)
         self.volumes = VolumeCache(self.seer_settings.volume_cache_mb)  # studies and atlases share it
         self._trace_cache: dict = {}
         self._trace_lock = threading.Lock()

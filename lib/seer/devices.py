@@ -1,7 +1,9 @@
-"""Device settings (`device`, `backbone_device`): one parser, one sentence for every bad value."""
+"""Device settings (`device`, `backbone_device`): one parser, one sentence for every bad value; the CPU threads
+each concurrent inference gets (`share_cpu_threads`)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from seer.errors import BadRequest
@@ -33,3 +35,21 @@ def select_device(name: str, setting: str = "device"):
             raise BadRequest(f"Setting '{setting}' is {name}, but this machine has {count} CUDA device(s) "
                              f"(cuda:0 to cuda:{count - 1}).")
     return torch.device(name)
+
+
+def share_cpu_threads(concurrent: int, cores: int | None = None) -> int:
+    """Give each of `concurrent` inferences an equal share of the cores (at least one thread) for SimpleITK's
+    registration and torch's CPU kernels, so that inferences running side by side do not oversubscribe the CPU;
+    0 or 1 (one inference at a time) keeps every core. OMP_NUM_THREADS, when set, caps the share. Returns the
+    threads per inference."""
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, cores // max(1, concurrent))
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) > 0:
+        threads = min(threads, int(cap))
+    import SimpleITK as sitk
+    import torch
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    torch.set_num_threads(threads)
+    return threads
