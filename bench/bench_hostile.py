@@ -10,7 +10,7 @@ instances; goal 0); and the server's RSS and thread count before and after the b
 Proxy overhead: one WADO-RS frame of the CT series fetched through `/proxy/dicom/wado/...` against the same frame
 fetched from Orthanc's DICOMweb directly, alternated, in the same run (goal: at most 1.1x the median).
 
-  python bench/bench_hostile.py [--frames 200]
+  python bench/bench_hostile.py [--frames 200] [--proxy-only]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def folder_figures(work: Path) -> tuple[list[dict], dict]:
     return rows, burst
 
 
-def pacs_figures(work: Path, frames: int) -> tuple[list[dict], dict]:
+def pacs_figures(work: Path, frames: int, hostile: bool = True) -> tuple[list[dict], dict]:
     files = sorted((SHARED_DATA / "dicom-ct-series").glob("*.dcm"))
     if not files or orthanc_binary() is None:
         raise SystemExit("the PACS half needs Orthanc (apt-get install orthanc orthanc-dicomweb) and "
@@ -118,6 +118,8 @@ def pacs_figures(work: Path, frames: int) -> tuple[list[dict], dict]:
         (atlases / "ct-abdomen-small").symlink_to(SHARED_DATA / "ct-abdomen-small")
         env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "cache")}
         with Server(pacs.dicomweb, {"atlases": atlases, "store_seg": "true"}, work / "pacs.log", env=env) as server:
+            if not hostile:
+                return [], proxy_overhead(server.url, pacs.dicomweb, study, uid, frames)
             image = work / "ct.nii.gz"
             image.write_bytes(requests.get(f"{server.url}/datastore/image", params={"image": uid}, timeout=600).content)
             labels = labels_for(image)
@@ -166,7 +168,14 @@ def _threads(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=200, help="frames fetched each way for the proxy overhead")
+    parser.add_argument("--proxy-only", action="store_true", help="only the proxy overhead (no hostile input)")
     args = parser.parse_args()
+    if args.proxy_only:
+        with tempfile.TemporaryDirectory(prefix="seer-hostile-") as tmp:
+            overhead = pacs_figures(Path(tmp), args.frames, hostile=False)[1]
+        print(f"proxy overhead, one WADO-RS frame ({overhead['frames']} each way, alternated): proxy "
+              f"{overhead['proxy_median_ms']} ms, direct {overhead['direct_median_ms']} ms, ratio {overhead['ratio']}x")
+        return
     with tempfile.TemporaryDirectory(prefix="seer-hostile-") as tmp:
         work = Path(tmp)
         (work / "folder").mkdir()

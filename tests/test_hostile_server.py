@@ -30,12 +30,17 @@ pytestmark = pytest.mark.slow
 
 
 def _server_process(url: str) -> psutil.Process:
+    """The process listening on the server's port (`main.py serve` may hand over to a child process)."""
     port = int(url.rsplit(":", 1)[1])
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "serve" in cmdline and "--port" in cmdline and cmdline[cmdline.index("--port") + 1] == str(port):
-            return proc
-    raise AssertionError(f"no server process on port {port}")
+        if str(port) not in (proc.info["cmdline"] or []):
+            continue
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections("tcp")):
+                return proc
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no server process listens on port {port}")
 
 
 def _settle(url: str) -> None:

@@ -126,8 +126,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "scan_s": (float, 30.0, "seconds between the background scans for new or changed studies (active learning) and "
                "for final labels saved outside the API (rewards)"),
     "infer_concurrency": (int, 2, "inferences run off the server's event loop, at most this many at once (others "
-                          "wait their turn); /info, next-sample and label saves answer meanwhile. 0 = inline, as stock "
-                          "MONAI Label (one request at a time, everything else waits)"),
+                          "wait their turn), each with an equal share of the CPU cores for registration and torch; "
+                          "/info, next-sample and label saves answer meanwhile. 0 = inline, as stock MONAI Label (one "
+                          "request at a time, everything else waits)"),
     "store_seg": (bool, False, "DICOMweb studies: a saved final label is also stored in the PACS as a DICOM SEG "
                   "(STOW-RS), its segments named and SNOMED-coded from this server's label table"),
     "dicomweb_modalities": (str, "CT,MR", "DICOMweb studies: the modalities listed as studies (comma-separated)"),

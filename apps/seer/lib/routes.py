@@ -275,6 +275,9 @@ def install(app) -> None:
                 "named_by_server": list(named.from_table)}
 
     forwarded = ("accept", "range", "if-none-match", "if-modified-since", "content-type")
+    pacs_session = requests.Session()  # kept-alive connections to the PACS, shared by the proxy's threads
+    pacs_session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
+    pacs_session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
 
     def pacs_url(op: str, path: str, method: str) -> str:
         """The PACS URL of a checked DICOMweb resource; 400 / 405 with a sentence for anything else (never sent)."""
@@ -303,7 +306,7 @@ def install(app) -> None:
                 if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD else None)
         headers = {k: v for k, v in request.headers.items() if k.lower() in forwarded}
         try:  # no redirects: the credentials go to this DICOMweb URL and nowhere else
-            reply = requests.request(request.method, url, params=list(request.query_params.multi_items()),
+            reply = pacs_session.request(request.method, url, params=list(request.query_params.multi_items()),
                                      headers=headers, data=body, auth=auth, allow_redirects=False,
                                      timeout=settings.MONAI_LABEL_DICOMWEB_PROXY_TIMEOUT)
         except (requests.ConnectionError, requests.Timeout) as exc:
