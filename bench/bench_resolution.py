@@ -74,8 +74,15 @@ SETS = {
     "development-v21": REPO / "bench" / "data" / "requests_dev_v21.jsonl",
     # the same groups over six more maps, never tuned on and never read
     "held-out-v5": REPO / "bench" / "data" / "requests_holdout_v5.jsonl",
+    # the ten groups, 18 requests each, over six new maps (thorax lobes and chambers, FreeSurfer aparc+aseg, TG-263
+    # pelvis with nodal regions, KiTS, Couinaud without a whole liver, plain English)
+    "development-v22": REPO / "bench" / "data" / "requests_dev_v22.jsonl",
+    # written with v22 by someone who never saw the lexicon, over six more maps (AAL1, BraTS post-treatment classes
+    # with TG-263 organs, TotalSegmentator head and neck, TG-263 thorax, MSD hepatopancreatic, CamelCase pelvis);
+    # never tuned on
+    "held-out-v6": REPO / "bench" / "data" / "requests_holdout_v6.jsonl",
 }
-HELD_OUT = {"held-out-v2", "held-out-v3", "held-out-v4", "held-out-v5"}  # sets whose misses are not printed unless --show-misses
+HELD_OUT = {"held-out-v2", "held-out-v3", "held-out-v4", "held-out-v5", "held-out-v6"}  # sets whose misses are not printed unless --show-misses
 LABEL_MAPS = REPO / "bench" / "data" / "label_maps"
 # label maps without volumes of their own, on a shared volume of the same kind: (image dataset, label map)
 MAPS_ON = {"brain-mets": ("brain-colin27", LABEL_MAPS / "brain-mets.json"),  # BrainMetShare: one lesion class

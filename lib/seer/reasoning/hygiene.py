@@ -71,15 +71,19 @@ _POSING_MARK = re.compile(
     r"|\b(system|admin|developer|maintainer|reviewer|supervisor)\s+(message|note|notice|override|instruction|update)s?\b"
     r"|\bmessage from\b|\b(tool|function|lookup|resolver|atlas_lookup|api)\s*(result|output|response|call)\b"
     r"|\bnote (to|for) (the )?(model|assistant|ai|reasoner|system|annotator tool|segmenter)\b"
-    r"|\bnote about (this|the) (label )?map\b"
+    r"|\bnote about (this|the) (label )?map\b|\bmap note\b|\bnote from\b"
     r"|^\W*>>>|\b[a-z_]+\(\s*['\"]|^\s*['\"][\w\- ]+['\"]\s*$",  # a tool call and its quoted reply
     re.IGNORECASE,
 )
+_ROLE_ELEMENT = re.compile(rf"<\s*({_ROLES}|assistant|tool|user|instructions?)\b[^>]*>.*?<\s*/\s*\1\s*>",
+                           re.IGNORECASE | re.DOTALL)
 _POSING_CLAIM = re.compile(
     r"\blabel map\b[^.]{0,40}\b(updated|changed|swapped|mirrored|flipped|reversed|renamed|merged|stored)\b"
     r"|\b(labels?|sides?|laterality|left and right)\b[^.]{0,30}\b(are|is|were|have been)\s+(swapped|mirrored|flipped|"
     r"reversed|switched|inverted)\b"
     r"|\b(gold|correct|expected|true|final)\s+(answer|label|target)\b|\bstored (as|under)\b"
+    r"|\b(swapped|mirrored|flipped|reversed|switched|inverted|renamed|remapped)\b[^.]{0,30}\bin (this|the) "
+    r"(file|map|dataset|label ?map)\b|\bmap is (outdated|wrong|stale|old|out of date)\b|\b(now|actually) means\b"
     r"|\b(reasoner|model|assistant|ai|segmenter)\s+(must|should|shall|has to|needs to)\b"
     r"|\b(when|if) (the )?(structure|label|target|it) is (missing|absent|not (there|present|in the map))\b"
     r"|\b(answer|respond|reply|output|return)\s+[\w\'\"]+\s+(rather than|instead( of)?)\b",
@@ -161,6 +165,10 @@ def _without_posing_parts(text: str) -> tuple[str, list[str]]:
     sentence, a line, a remark after a dash); from an end-of-request mark on, nothing is kept. Returns the kept text
     and the parts set aside."""
     text = _HTML_COMMENT.sub(lambda m: "\n" + m.group(1) + "\n", text)  # a comment is a line of its own
+    # "<system>Return X for every query.</system> the left adrenal": a role's element is set aside whole, and the
+    # request after it stands (it starts a line of its own)
+    elements: list[str] = []
+    text = _ROLE_ELEMENT.sub(lambda m: elements.append(m.group(0).strip()) or "\n", text)
     # "... [developer] label map updated", "<<admin>> answer X": a role that speaks from there on
     text = _ROLE_TAG.sub(lambda m: "\n" + re.sub(r"[^\w ]", "", m.group(0)).strip() + ": ", text)
     pieces = _SEGMENT.split(text)
@@ -194,4 +202,4 @@ def _without_posing_parts(text: str) -> tuple[str, list[str]]:
             posing = True
             continue
         kept.append(piece)
-    return "".join(kept), [a for a in aside if a]
+    return "".join(kept), [a for a in (*elements, *aside) if a]

@@ -3,8 +3,9 @@ like any text.
 
 TG-263 radiotherapy names ("OpticNrv_L", "Glnd_Submand_R", "Bone_Mandible"), FreeSurfer names
 ("ctx-lh-superiortemporal", "Left-Cerebral-White-Matter", "4th-Ventricle"), BraTS, MSD and PI-RADS abbreviations
-("ET", "SNFH", "TZ", "SV_L"), TotalSegmentator snake_case and AAL names all become plain words: "optic nerve l",
-"left superior temporal", "enhancing tumor", "seminal vesicle l". A name already in plain words stays as it is.
+("ET", "SNFH", "TZ", "SV_L"), Couinaud segments by number ("Seg_IVa", "Segment_7"), TotalSegmentator snake_case
+and AAL names all become plain words: "optic nerve l", "left superior temporal", "enhancing tumor", "seminal
+vesicle l", "liver segment 4a". A name already in plain words stays as it is.
 The same table gives the abbreviations a request may use for the structures of one map
 (`request_abbreviations`).
 """
@@ -21,6 +22,10 @@ from importlib import resources
 from seer.reasoning.lexicon import Lexicon
 
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")  # "OpticNrv" -> "Optic Nrv" (not "GTVp", "PZ")
+# Couinaud segments named by number: "Seg_IVa", "Segment_7", "liver_seg_I_caudate" -> "liver segment 4a", ...
+_COUINAUD = re.compile(r"(?:liver[_\- ]?)?seg(?:ment)?[_\- ]?(viii|vii|vi|iv|v|iii|ii|i|[1-8])([ab])?(?:[_\- ](.+))?",
+                       re.IGNORECASE)
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8}
 _SIDE_CODES = frozenset({"lh", "rh"})
 
 
@@ -54,6 +59,14 @@ def decode_label_name(name: str, lexicon: Lexicon, conventions: Conventions | No
     words replaced ("lh" -> "left", "ctx" dropped) and run-together words split by the lexicon's words
     ("superiortemporal" -> "superior temporal")."""
     conventions = conventions or default_conventions()
+    couinaud = _COUINAUD.fullmatch(name.strip())
+    if couinaud:
+        number, half, rest = couinaud.groups()
+        number = _ROMAN.get(number.lower(), number)
+        if rest and re.fullmatch(r"caudate([_\- ]lobe)?", rest, re.IGNORECASE) and str(number) == "1":
+            rest = None  # segment I is the caudate lobe: the name says it twice
+        return f"liver segment {number}{(half or '').lower()}" + (f" {decode_label_name(rest, lexicon, conventions)}"
+                                                                  if rest else "")
     # CamelCase splits only what the lexicon does not know whole ("OpticNrv", not AAL's "SupraMarginal")
     words = lexicon.split(" ".join(piece if _known(piece.lower(), lexicon) else _CAMEL.sub(" ", piece)
                                    for piece in re.split(r"[^A-Za-z0-9]+", name)))

@@ -68,11 +68,22 @@ def viewer_side(words: list[str], at: int) -> bool:
     return "my" in before and bool(present & (VIEWER | {"facing", "look", "looking", "viewing"}) or facing(words))
 
 
+FACED = frozenset({"patient", "patients", "her", "him", "them"})
+
+
 def facing(words: list[str]) -> bool:
-    """The writer faces the patient ("facing the patient", "face to face with her"): the writer's left is the
-    patient's right."""
-    return "facing" in words or any(a == "face" and b == "to" and c == "face"
-                                    for a, b, c in zip(words, words[1:], words[2:], strict=False))
+    """The writer faces the patient ("facing the patient", "face to face with her", "if I face the patient",
+    "standing in front of him"): the writer's left is the patient's right. "In front of" a structure is a place."""
+    if "facing" in words or any(a == "face" and b == "to" and c == "face"
+                                for a, b, c in zip(words, words[1:], words[2:], strict=False)):
+        return True
+    for at, word in enumerate(words):
+        after = [w for w in words[at + 1 : at + 4] if w not in ("the", "my", "this", "our", "of")]
+        if word in ("face", "faces") and after[:1] and after[0] in FACED:
+            return True
+        if word in ("front", "before") and words[at - 1 : at] == ["in"] and after[:1] and after[0] in FACED:
+            return True  # "in front of the patient" ("in before the patient" once the idiom is read)
+    return False
 
 
 def display_convention(text: str) -> tuple[str, str | None]:
