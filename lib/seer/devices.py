@@ -39,17 +39,14 @@ def select_device(name: str, setting: str = "device"):
 
 def share_cpu_threads(concurrent: int, cores: int | None = None) -> int:
     """Give each of `concurrent` inferences an equal share of the cores (at least one thread) for SimpleITK's
-    registration and torch's CPU kernels, so that inferences running side by side do not oversubscribe the CPU;
-    0 or 1 (one inference at a time) keeps every core. OMP_NUM_THREADS, when set, caps the share. Returns the
-    threads per inference."""
+    registration, so that inferences running side by side do not oversubscribe the CPU; 0 or 1 (one inference at a
+    time) keeps every core. torch's CPU threads are lowered to the share, never raised above their setting (which
+    follows OMP_NUM_THREADS). Returns SimpleITK's threads per inference."""
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // max(1, concurrent))
-    cap = os.environ.get("OMP_NUM_THREADS", "")
-    if cap.isdigit() and int(cap) > 0:
-        threads = min(threads, int(cap))
     import SimpleITK as sitk
     import torch
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
     return threads
