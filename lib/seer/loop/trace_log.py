@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 from filelock import FileLock
@@ -141,7 +142,7 @@ class TraceLog:
         if limit is not None and limit <= 0:
             return
         seen: set[str] = set()  # a race with a rotation (or a log from before `carried`) may show a row twice
-        for row in self._live_newest_first(study):
+        for row in chain(self._live_newest_first(study), self._archives_newest_first(study, limit)):
             row_id = str(row.get("id"))
             if row_id in seen:
                 continue
@@ -149,19 +150,15 @@ class TraceLog:
             yield row
             if limit is not None and len(seen) >= limit:
                 return
+
+    def _archives_newest_first(self, study: str | None, limit: int | None) -> Iterator[dict]:
+        """The archives' trace rows (of `study`), newest first; an archive is opened only when the caller reads on."""
         for archive in reversed(self.archives()):
             counts = self._archive_studies.get(archive.name)
             if counts is not None and (not counts if study is None else study not in counts):
                 continue  # indexed: holds no trace (of `study`)
             # at most `limit` rows of this archive can still be returned, even where some were seen already
-            for row in reversed(self._archive_rows(archive, study, limit)):
-                row_id = str(row.get("id"))
-                if row_id in seen:
-                    continue
-                seen.add(row_id)
-                yield row
-                if limit is not None and len(seen) >= limit:
-                    return
+            yield from reversed(self._archive_rows(archive, study, limit))
 
     def count(self, study: str) -> int:
         """How many trace rows on `study` the whole log holds, archives included, from a per-file index (the live
