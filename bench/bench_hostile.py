@@ -31,10 +31,13 @@ from hostile import (  # noqa: E402
     changed_bytes,
     client_ids,
     labels_for,
+    next_sample_burst,
     path_ids,
     proxy_escapes,
+    release_all,
     seg_with_segments,
     send,
+    settle,
     state_digest,
     uploads,
 )
@@ -50,13 +53,6 @@ def run_group(url: str, name: str, items, digest) -> dict:
         errors += status >= 500
     return {"group": name, "inputs": len(items), "accepted": accepted, "5xx": errors,
             "state_bytes_changed": changed_bytes(before, digest())}
-
-
-def settle(url: str) -> None:
-    for _ in range(240):
-        if requests.get(f"{url}/info/", timeout=60).json()["seer"]["active_learning"]["scoring"].get("state") == "idle":
-            return
-        time.sleep(0.5)
 
 
 def folder_figures(work: Path) -> tuple[list[dict], dict]:
@@ -83,20 +79,12 @@ def folder_figures(work: Path) -> tuple[list[dict], dict]:
         before = digest()
         session = requests.Session()
         rss0, threads0 = server.rss_mib(), _threads(server.pid)
-        statuses: dict[int, int] = {}
-        leased = set()
         start = time.perf_counter()
-        for _ in range(1000):
-            reply = session.post(f"{server.url}/activelearning/seer", json={"client_id": "burst"}, timeout=60)
-            statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
-            if reply.status_code == 200 and reply.json().get("id"):
-                leased.add(reply.json()["id"])
+        statuses, leased = next_sample_burst(session, server.url, "burst", 1000)
         seconds = time.perf_counter() - start
         time.sleep(1.0)
         rss1, threads1 = server.rss_mib(), _threads(server.pid)
-        for study in leased:
-            session.post(f"{server.url}/activelearning/seer/release", params={"image": study, "client_id": "burst"},
-                         timeout=60)
+        release_all(session, server.url, "burst", leased)
         burst = {"calls": 1000, "statuses": statuses, "seconds": round(seconds, 2), "rss_before_mib": round(rss0, 1),
                  "rss_after_mib": round(rss1, 1), "threads_before": threads0, "threads_after": threads1,
                  "studies_leased": len(leased), "state_bytes_changed_after_release": changed_bytes(before, digest())}

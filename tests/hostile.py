@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,34 @@ def client_ids() -> list[Hostile]:
             out.append(Hostile(f"release client_id={shown!r}", "POST",
                                f"/activelearning/seer/release?image=x&client_id={quote(cid, safe='')}"))
     return out
+
+
+def settle(url: str) -> None:
+    """Wait until the server's background scoring is idle, so that only the hostile requests could change the
+    state."""
+    import requests
+
+    for _ in range(240):
+        if requests.get(f"{url}/info/", timeout=60).json()["seer"]["active_learning"]["scoring"].get("state") == "idle":
+            return
+        time.sleep(0.5)
+
+
+def next_sample_burst(session, url: str, client: str, calls: int) -> tuple[dict[int, int], set[str]]:
+    """`calls` next-sample requests from one client in a row: (replies by status, studies leased)."""
+    statuses: dict[int, int] = {}
+    leased: set[str] = set()
+    for _ in range(calls):
+        reply = session.post(f"{url}/activelearning/seer", json={"client_id": client}, timeout=60)
+        statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+        if reply.status_code == 200 and reply.json().get("id"):
+            leased.add(reply.json()["id"])
+    return statuses, leased
+
+
+def release_all(session, url: str, client: str, studies: set[str]) -> None:
+    for study in studies:
+        session.post(f"{url}/activelearning/seer/release", params={"image": study, "client_id": client}, timeout=60)
 
 
 def multipart(fields: dict[str, tuple[str, bytes, str | None]]) -> tuple[bytes, str]:

@@ -16,10 +16,13 @@ from hostile import (
     Hostile,
     client_ids,
     labels_for,
+    next_sample_burst,
     path_ids,
     proxy_escapes,
+    release_all,
     seg_with_segments,
     send,
+    settle,
     state_digest,
     uploads,
 )
@@ -43,15 +46,6 @@ def _server_process(url: str) -> psutil.Process:
     raise AssertionError(f"no server process listens on port {port}")
 
 
-def _settle(url: str) -> None:
-    """Wait until the background scoring is idle, so that only the hostile requests could change the state."""
-    for _ in range(240):
-        status = requests.get(f"{url}/info/", timeout=60).json()["seer"]["active_learning"]
-        if status["scoring"].get("state") == "idle":
-            return
-        time.sleep(0.5)
-
-
 def _refused(reply, name: str) -> None:
     assert 400 <= reply.status <= 499, f"{name}: {reply.status} {reply.body[:300]!r}"
     assert len(reply.detail) > 20, f"{name}: no sentence: {reply.body[:300]!r}"
@@ -65,7 +59,7 @@ def folder_server(tmp_path_factory, sample_data):
     for name in ("mni152_t1.nii.gz", "colin27_t1.nii.gz"):
         shutil.copy(sample_data / name, studies / name)
     with running_server(studies, root / "server.log") as url:
-        _settle(url)
+        settle(url)
         yield url, studies, root
 
 
@@ -107,18 +101,12 @@ def test_hostile_client_ids_and_a_burst_of_next_sample(folder_server):
     session = requests.Session()
     session.post(f"{url}/activelearning/seer", json={"client_id": "burst"}, timeout=60)  # warm
     threads, rss = process.num_threads(), process.memory_info().rss
-    statuses, leased = {}, set()
-    for _ in range(1000):
-        reply = session.post(f"{url}/activelearning/seer", json={"client_id": "burst"}, timeout=60)
-        statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
-        if reply.status_code == 200 and reply.json().get("id"):
-            leased.add(reply.json()["id"])
+    statuses, leased = next_sample_burst(session, url, "burst", 1000)
     time.sleep(1.0)
     assert set(statuses) <= {200, 429}, statuses
     assert process.num_threads() <= threads + 2, (threads, process.num_threads())
     assert process.memory_info().rss - rss < 64 << 20, (rss, process.memory_info().rss)
-    for study in leased:
-        session.post(f"{url}/activelearning/seer/release", params={"image": study, "client_id": "burst"}, timeout=60)
+    release_all(session, url, "burst", leased)
     assert state_digest(studies, studies / ".seer") == before
 
 
