@@ -276,8 +276,8 @@ def install(app) -> None:
 
     forwarded = ("accept", "range", "if-none-match", "if-modified-since", "content-type")
     pacs_session = requests.Session()  # kept-alive connections to the PACS, shared by the proxy's threads
-    pacs_session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
-    pacs_session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
+    for scheme in ("http://", "https://"):
+        pacs_session.mount(scheme, requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
 
     def pacs_url(op: str, path: str, method: str) -> str:
         """The PACS URL of a checked DICOMweb resource; 400 / 405 with a sentence for anything else (never sent)."""

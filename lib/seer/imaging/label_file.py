@@ -46,7 +46,7 @@ def label_suffix(filename: str | None) -> str:
 
 def upload_limit_bytes(image_path: str) -> int:
     """The most bytes a label of this study can take: 8 bytes a voxel (float64, uncompressed) plus a header."""
-    return _voxel_count(_header(image_path, "the study's image")) * 8 + HEADER_SLACK_BYTES
+    return _byte_limit(_header(image_path, "the study's image"))
 
 
 def check_label_file(label_path: str, image_path: str) -> CheckedLabel:
@@ -55,7 +55,7 @@ def check_label_file(label_path: str, image_path: str) -> CheckedLabel:
     study = _header(image_path, "the study's image")
     if label_path.lower().endswith(".bin"):
         return _from_raw(label_path, study)
-    unpacked = _check_gzip(label_path, _voxel_count(study) * 8 + HEADER_SLACK_BYTES)
+    unpacked = _check_gzip(label_path, _byte_limit(study))
     label = _header(label_path, "the label")
     _same_grid(label, study)
     if label_path.lower().endswith((".nii", ".nii.gz")):
@@ -139,19 +139,21 @@ def _check_nifti_length(path: str, unpacked: int | None) -> None:
     import nibabel as nib
 
     header = nib.load(path).header
-    needed = int(header.get_data_offset()) + _voxel_count_of(header.get_data_shape()) * header.get_data_dtype().itemsize
+    needed = int(header.get_data_offset()) + _voxel_count(header.get_data_shape()) * header.get_data_dtype().itemsize
     length = unpacked if unpacked is not None else os.path.getsize(path)
     if length < needed:
         raise BadRequest(f"The label is truncated: its header declares {needed} bytes of voxels and header, the file "
                          f"holds {length}. Send the whole file again.")
 
 
-def _voxel_count_of(shape) -> int:
+def _voxel_count(shape) -> int:
     return int(np.prod([int(n) for n in shape], dtype=np.float64))
 
 
-def _voxel_count(reader) -> int:
-    return int(np.prod([int(n) for n in reader.GetSize()], dtype=np.float64))
+def _byte_limit(study) -> int:
+    """The most bytes a label of the study (a header reader) can take: 8 a voxel (float64, uncompressed) and a
+    header."""
+    return _voxel_count(study.GetSize()) * 8 + HEADER_SLACK_BYTES
 
 
 def _same_grid(label, study) -> None:
@@ -176,7 +178,7 @@ def _from_raw(path: str, study) -> CheckedLabel:
     import SimpleITK as sitk
 
     size = tuple(int(n) for n in study.GetSize())
-    expected = _voxel_count(study)
+    expected = _voxel_count(study.GetSize())
     actual = os.path.getsize(path)
     if actual != expected:
         raise BadRequest(f"The raw .bin label has {actual} bytes; its study has {expected} voxels, one byte each.")

@@ -19,11 +19,13 @@ DEFAULT_MAX_REQUEST_CHARS = 1000
 
 # Elements of SEER's own protocol (and chat roles) are dropped with their content: text inside them was written
 # to impersonate model output or a system turn, not to describe a target.
-_PROTOCOL_ELEMENT = re.compile(
-    r"<\s*(evidence|rationale|answer|skill_bank|raw_prompt|system|assistant|user|instruction|instructions|think|tool|script|style|iframe)\b[^>]*>"
-    r".*?<\s*/\s*\1\s*>",
-    re.IGNORECASE | re.DOTALL,
-)
+def _element(tags: str) -> re.Pattern:
+    """An element of one of `tags` (an alternation) with its content: "<system>...</system>"."""
+    return re.compile(rf"<\s*({tags})\b[^>]*>.*?<\s*/\s*\1\s*>", re.IGNORECASE | re.DOTALL)
+
+
+_PROTOCOL_ELEMENT = _element("evidence|rationale|answer|skill_bank|raw_prompt|system|assistant|user|instruction|"
+                             "instructions|think|tool|script|style|iframe")
 _CHAT_TOKEN = re.compile(r"<\|[^|>]{0,40}\|>")
 _ANY_TAG = re.compile(r"</?\s*[A-Za-z_][^<>]{0,200}>")
 _CODE_FENCE = re.compile(r"```.*?```", re.DOTALL)
@@ -75,8 +77,7 @@ _POSING_MARK = re.compile(
     r"|^\W*>>>|\b[a-z_]+\(\s*['\"]|^\s*['\"][\w\- ]+['\"]\s*$",  # a tool call and its quoted reply
     re.IGNORECASE,
 )
-_ROLE_ELEMENT = re.compile(rf"<\s*({_ROLES}|assistant|tool|user|instructions?)\b[^>]*>.*?<\s*/\s*\1\s*>",
-                           re.IGNORECASE | re.DOTALL)
+_ROLE_ELEMENT = _element(rf"{_ROLES}|assistant|tool|user|instructions?")
 _POSING_CLAIM = re.compile(
     r"\blabel map\b[^.]{0,40}\b(updated|changed|swapped|mirrored|flipped|reversed|renamed|merged|stored)\b"
     r"|\b(labels?|sides?|laterality|left and right)\b[^.]{0,30}\b(are|is|were|have been)\s+(swapped|mirrored|flipped|"
