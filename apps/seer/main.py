@@ -326,9 +326,8 @@ class SEERApp(MONAILabelApp):
         """404 unless `image` is a study id of the datastore: never a file path (the same sentence whether or not a
         file of that name exists). A DICOMweb id must be a DICOM UID; the PACS is asked when the study is opened."""
         datastore = self.datastore()
-        if isinstance(datastore, SeerDICOMwebDatastore) and is_uid(image):
-            return
-        if not isinstance(datastore, SeerDICOMwebDatastore) and image in set(datastore.list_images()):
+        pacs = isinstance(datastore, SeerDICOMwebDatastore)
+        if is_uid(image) if pacs else image in datastore.list_images():
             return
         shown = image if len(image) <= 80 else image[:77] + "..."
         raise HTTPException(404, f"No study with id '{shown}' in the datastore: a study is named by its id, never by "
