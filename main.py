@@ -7,9 +7,9 @@ seer.active_learning.commands), imported only when that command runs.
   python main.py reason --batch FILE.jsonl [...]
   python main.py segment --image VOL --prompt "REQUEST" --output MASK.nii.gz [--backbone NAME] [--atlases DIR ...]
   python main.py sample-data [--dest DIR] [--force]
-  python main.py skills list|show ID|diff A B --studies DIR [--json]
-  python main.py traces --studies DIR [--study ID] [--json]
-  python main.py export-traces --studies DIR --output DIR
+  python main.py skills list|show ID|diff A B (--studies DIR | --state-db URL) [--json]
+  python main.py traces (--studies DIR | --state-db URL) [--study ID] [--json]
+  python main.py export-traces (--studies DIR | --state-db URL) --output DIR
   python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
   python main.py finetune --traces DIR_OR_JSONL --model BASE --output ADAPTER_DIR [--adapter START] [--max-steps N]
   python main.py simulate-al --studies DIR --campaign "A; B" --steps N --output DIR [--strategies seer,random,...]
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
+STATE_DB_HELP = "a postgresql:// or sqlite:/// URL: read the shared state database instead of the studies folder's files"
 if str(REPO / "lib") not in sys.path:
     sys.path.insert(0, str(REPO / "lib"))
 
@@ -111,17 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     skills.add_argument("--studies", default=str(DEFAULT_STUDIES), help="studies folder the server runs on")
     skills.add_argument("--round", type=int, help="list: this round instead of the active one")
     skills.add_argument("--json", action="store_true", help="one JSON object (stable field names)")
+    skills.add_argument("--state-db", help=STATE_DB_HELP)
     skills.set_defaults(command_body="seer.loop.commands:cmd_skills")
 
     traces = sub.add_parser("traces", help="the trace log with rewards (dice, raw_dice, gain)")
     traces.add_argument("--studies", default=str(DEFAULT_STUDIES))
     traces.add_argument("--study", help="only this study")
     traces.add_argument("--json", action="store_true", help="one JSON object (stable field names)")
+    traces.add_argument("--state-db", help=STATE_DB_HELP)
     traces.set_defaults(command_body="seer.loop.commands:cmd_traces")
 
     export = sub.add_parser("export-traces", help="rewarded traces as SEER-Trace rows plus the 8 slice PNGs")
     export.add_argument("--studies", default=str(DEFAULT_STUDIES))
     export.add_argument("--output", required=True, help="folder for seer_traces.jsonl and slices/")
+    export.add_argument("--state-db", help=STATE_DB_HELP)
     export.set_defaults(command_body="seer.loop.commands:cmd_export_traces")
 
     evaluate = sub.add_parser("evaluate", help="Dice robustness across request wordings, SEER against raw")

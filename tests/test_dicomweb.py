@@ -352,3 +352,48 @@ def test_a_seg_stored_by_another_tool_rewards_the_proposal_on_its_study(own_pacs
     rows = [json.loads(line) for line in (tmp_path / "cache").rglob("traces.jsonl").__next__().open()]
     rewards = [r for r in rows if r.get("type") == "reward"]
     assert rewards and rewards[0]["dice"] > 0.99  # the SEG holds exactly the liver proposal
+
+
+def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one(own_pacs, fresh_postgres, tmp_path):
+    """Two servers, each with its own cache folder, on one Orthanc and one PostgreSQL database: a proposal made on
+    A is rewarded after its label is saved through B, both serve the same skill round and label ids, and B shows
+    A's reasoning."""
+    pacs, uid = own_pacs
+    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "state_db": fresh_postgres, "skill_round": 1}
+    with running_server(pacs.dicomweb, tmp_path / "a.log", conf,
+                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-a")}) as a, \
+            running_server(pacs.dicomweb, tmp_path / "b.log", conf,
+                           env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-b")}) as b:
+        labels = [requests.get(f"{url}/info/", timeout=30).json()["models"]["seer"]["labels"] for url in (a, b)]
+        assert labels[0] == labels[1] and len(set(labels[0].values())) == len(labels[0])  # one id per structure
+        reply = _infer(a, uid, {"prompt": "liver"})
+        assert reply.status_code == 200, reply.text
+        trace_id = requests.get(f"{a}/seer/trace/{uid}", timeout=30).json()["traces"][0]["id"]
+        on_b = requests.get(f"{b}/seer/trace/{uid}", timeout=30).json()
+        assert on_b["count"] == 1 and on_b["traces"][0]["id"] == trace_id  # A's reasoning, read on B
+        mask = tmp_path / "liver.nii.gz"
+        mask.write_bytes(reply.content)
+        with mask.open("rb") as f:
+            saved = requests.put(f"{b}/datastore/label", params={"image": uid, "tag": "final"},
+                                 files={"label": f}, timeout=120)
+        assert saved.status_code == 200, saved.text
+        deadline = time.time() + 180
+        while requests.get(f"{b}/info/", timeout=30).json()["seer"]["rewards"] < 1:
+            assert time.time() < deadline, (tmp_path / "b.log").read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(1.5)  # past the time a server trusts its round before asking the database again
+        infos = [requests.get(f"{url}/info/", timeout=30).json()["seer"] for url in (a, b)]
+        assert [i["rewards"] for i in infos] == [1, 1]
+        assert [i["round"] for i in infos] == [1, 1]  # one reward closes a round of one, once
+        # the second server's own folder holds no trace log: everything went to the database
+        assert not list((tmp_path / "cache-b").rglob("traces.jsonl"))
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(fresh_postgres)
+    with engine.connect() as conn:
+        rewards = conn.exec_driver_sql("SELECT body FROM seer_trace_rows WHERE kind = 'reward'").fetchall()
+        rounds = conn.exec_driver_sql("SELECT round FROM seer_skill_rounds ORDER BY round").fetchall()
+    engine.dispose()
+    assert len(rewards) == 1 and json.loads(rewards[0][0])["trace_id"] == trace_id
+    assert json.loads(rewards[0][0])["dice"] > 0.99  # scored against A's proposal, which B never had on disk
+    assert [r[0] for r in rounds] == [0, 1]

@@ -23,6 +23,7 @@ LAYERS = [
     {"seer.imaging"},
     {"seer.reasoning"},
     {"seer.segmentation"},
+    {"seer.state_db"},
     {"seer.loop"},
     {"seer.pipeline"},
     {"seer.active_learning", "seer.pacs", "seer.training"},

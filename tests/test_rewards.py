@@ -224,7 +224,7 @@ def test_ledger_rewards_a_proposal_once_and_retries_a_skip_only_for_a_new_label(
     assert [r["id"] for r in ledger.pending("s", "v1")] == ["t2"]
     assert [r["id"] for r in ledger.pending("s", "v2")] == ["t1", "t2"]
     other = TraceLedger(TraceLog(tmp_path / "traces.jsonl"))  # a second reader sees the same
-    assert other.reward_count() == 0 and [r["id"] for r in other.pending("s", "v1")] == ["t2"]
+    assert other.reward_count() == 1 and [r["id"] for r in other.pending("s", "v1")] == ["t2"]
     assert other.rewards["t0"]["dice"] == 0.9
     assert sum(1 for line in (tmp_path / "traces.jsonl").read_text().splitlines()
                if json.loads(line).get("type") == "reward") == 1

@@ -45,8 +45,8 @@ from seer.loop.rewards import FinalLabel, Rewarder, TraceLedger, label_names_fro
 from seer.loop.saved_labels import name_label_values  # noqa: E402
 from seer.memory import limit_heap_growth  # noqa: E402
 from seer.pacs.dicomweb_paths import is_uid  # noqa: E402
-from seer.pipeline import build_pipeline  # noqa: E402
-from seer.segmentation.atlases import AtlasSource, LabelRegistry  # noqa: E402
+from seer.pipeline import build_pipeline, label_registry, open_state_db  # noqa: E402
+from seer.segmentation.atlases import AtlasSource  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 
 from lib.activelearning.seer import SeerStrategy  # noqa: E402
@@ -147,11 +147,12 @@ class SEERApp(MONAILabelApp):
         root = getattr(datastore, "_datastore_path", None)
         self.state_dir = datastore_state_dir(self.studies, root)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = LabelRegistry(self.state_dir / "label_table.json")
         try:
+            self.state_db = open_state_db(self.seer_settings, self.state_dir)  # imports this folder's files once
+            self.registry = label_registry("label_table", self.state_dir, self.state_db)
             self.pipeline = build_pipeline(
                 self.seer_settings, self.state_dir, extra_atlases=self._datastore_atlases, registry=self.registry,
-                volumes=self.volumes,
+                volumes=self.volumes, state_db=self.state_db,
             )
         except SeerError as exc:  # a model folder or endpoint setting that cannot work: say so and stop
             logger.error("SEER Label cannot start: %s", exc.message)
@@ -169,6 +170,7 @@ class SEERApp(MONAILabelApp):
         self.housekeeper = Housekeeper(
             self.state_dir, self.seer_settings.disk_limits(),
             rewarded=lambda: annotation.ledger.rewarded_proposals() if annotation else set(),
+            stored=self._prune_stored_proposals if self.state_db is not None else None,
         ).start()
         reasoner_name = self.pipeline.reasoner.name
         round_number, bank = self.pipeline.skill_rounds.active()
@@ -184,6 +186,13 @@ class SEERApp(MONAILabelApp):
                 volumes=self.volumes,
             )
         }
+
+    def _prune_stored_proposals(self, limits) -> int:
+        """The proposal masks in the shared state database, pruned as the proposal files are: rewarded ones after
+        `proposals_days`, the oldest beyond `proposals_mb`."""
+        waiting = self.annotation.ledger.waiting() if self.annotation else set()
+        return self.pipeline.trace_log.prune_proposals(waiting, limits.proposals_days * 86400,
+                                                       limits.proposals_mb * 2**20)
 
     def _annotation_loop(self) -> AnnotationLoop:
         """Rewards from saved labels and skill rounds, on a background worker started now (it first finishes
@@ -205,7 +214,8 @@ class SEERApp(MONAILabelApp):
         loop = AnnotationLoop(
             ledger,
             rounds,
-            Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, rounds.skill_tag, self.seer_settings.dataset),
+            Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, rounds.skill_tag, self.seer_settings.dataset,
+                     proposal_file=pipeline.trace_log.proposal_file),
             final_label=self._final_label,
             labelled=lambda: list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL)),
             on_round=on_round,

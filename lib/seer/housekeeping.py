@@ -95,7 +95,10 @@ class Housekeeper:
     """Prunes a state folder now and then every `interval_s` on a daemon thread; `last` is the latest report."""
 
     def __init__(self, state_dir: str | os.PathLike, limits: DiskLimits, rewarded: Callable[[], set[str]],
-                 interval_s: float = 3600.0):
+                 interval_s: float = 3600.0, stored: Callable[[DiskLimits], int] | None = None):
+        """stored: prunes the proposal masks kept in the shared state database to `limits`, returning how many
+        went (seer.state_db.trace_table.DatabaseTraceLog.prune_proposals)."""
+        self.stored = stored
         self.state_dir = Path(state_dir)
         self.limits = limits
         self.rewarded = rewarded
@@ -115,8 +118,10 @@ class Housekeeper:
 
     def run_once(self) -> dict:
         started = time.perf_counter()
-        self.last = {**prune(self.state_dir, self.limits, self.rewarded()), "at": round(time.time(), 1),
-                     "seconds": round(time.perf_counter() - started, 3)}
+        report = prune(self.state_dir, self.limits, self.rewarded())
+        if self.stored is not None:
+            report["stored_proposals"] = {"removed": self.stored(self.limits)}
+        self.last = {**report, "at": round(time.time(), 1), "seconds": round(time.perf_counter() - started, 3)}
         removed = sum(v["removed"] for v in self.last.values() if isinstance(v, dict))
         if removed:
             logger.info("housekeeping: pruned %s", self.last)

@@ -265,7 +265,8 @@ class SeerPipeline:
 
 
 def build_pipeline(
-    settings, state_dir: Path | None, extra_atlases=None, with_backbone: bool = True, registry=None, volumes=None
+    settings, state_dir: Path | None, extra_atlases=None, with_backbone: bool = True, registry=None, volumes=None,
+    state_db=None,
 ) -> SeerPipeline:
     """Wire reasoner, backbone, skill bank, trace log and embeddings from typed settings.
 
@@ -273,9 +274,11 @@ def build_pipeline(
     None for one-off CLI use (registrations then go to the user cache, nothing is logged).
     extra_atlases: callable returning more AtlasSource (the app passes the datastore's labelled studies).
     volumes: a VolumeCache to share with the caller, so a labelled study is not held twice (as study and atlas).
+    state_db: a seer.state_db.database.StateDatabase that holds the trace log, skill rounds and label ids instead of
+    the files under state_dir (see open_state_db).
     """
     from seer.reasoning.reasoners import make_reasoner, resolve_choice
-    from seer.segmentation.atlases import LabelRegistry, bundled_atlases
+    from seer.segmentation.atlases import bundled_atlases
     from seer.segmentation.backbones import backbone_class
     from seer.segmentation.backbones.atlas import AtlasSettings
     from seer.segmentation.registration import RegistrationSettings
@@ -285,10 +288,10 @@ def build_pipeline(
     reasoner = make_reasoner(name, settings)
     backbone = None
     if with_backbone and settings.backbone != "atlas":
-        backbone = _network_backbone(settings, registry, state_dir)
+        backbone = _network_backbone(settings, registry or label_registry("voxtell_labels", state_dir, state_db))
     elif with_backbone:
         cls = backbone_class(settings.backbone)
-        registry = registry or LabelRegistry(state_dir / "label_table.json" if state_dir else None)
+        registry = registry or label_registry("label_table", state_dir, state_db)
 
         def sources():
             found = bundled_atlases(settings.atlas_dirs())
@@ -306,8 +309,8 @@ def build_pipeline(
         backbone = cls(sources, registry, cache_dir=state_dir or user_cache_dir(), settings=atlas_settings,
                        volumes=volumes or VolumeCache(settings.volume_cache_mb))
     rounds = None
-    if state_dir:
-        rounds = open_skill_rounds(settings, state_dir)
+    if state_dir or state_db is not None:
+        rounds = open_skill_rounds(settings, state_dir, state_db)
         bank = rounds.active()[1]
     elif settings.skills:
         bank = SkillBank.load(settings.skills)
@@ -317,7 +320,7 @@ def build_pipeline(
         reasoner=reasoner,
         backbone=backbone,
         skill_bank=bank,
-        trace_log=TraceLog(state_dir / "traces.jsonl", max_mb=settings.trace_log_mb) if state_dir else None,
+        trace_log=open_trace_log(settings, state_dir, state_db),
         embedder=SentenceEmbedder() if settings.embeddings else None,
         max_request_chars=settings.max_request_chars,
         skills_top_k=settings.skills_top_k,
@@ -328,8 +331,44 @@ def build_pipeline(
     return pipeline
 
 
-def open_skill_rounds(settings, state_dir: Path):
-    """The datastore's skill rounds; round 0 is seeded from the `skills` setting's file, else the starter skills."""
+def open_state_db(settings, state_dir: Path | None):
+    """The shared state database of the `state_db` setting (None without one), after importing `state_dir`'s
+    files into it once (seer.loop.state_import)."""
+    if not settings.state_db:
+        return None
+    from seer.loop.state_import import import_state_files
+    from seer.state_db.database import StateDatabase
+
+    db = StateDatabase(settings.state_db)
+    if state_dir is not None and state_dir.is_dir():
+        import_state_files(db, state_dir)
+    return db
+
+
+def open_trace_log(settings, state_dir: Path | None, state_db=None):
+    """The trace log: the database's table, the datastore's traces.jsonl, or None (one-off CLI use)."""
+    if state_db is not None:
+        from seer.state_db.trace_table import DatabaseTraceLog
+
+        return DatabaseTraceLog(state_db)
+    return TraceLog(state_dir / "traces.jsonl", max_mb=settings.trace_log_mb) if state_dir else None
+
+
+def label_registry(name: str, state_dir: Path | None, state_db=None):
+    """Label-id registry `name` ("label_table" or "voxtell_labels"): the database's, <state>/<name>.json, or one in
+    memory."""
+    from seer.segmentation.atlases import LabelRegistry
+
+    if state_db is not None:
+        from seer.state_db.label_id_table import DatabaseLabelRegistry
+
+        return DatabaseLabelRegistry(state_db, name)
+    return LabelRegistry(state_dir / f"{name}.json" if state_dir else None)
+
+
+def open_skill_rounds(settings, state_dir: Path | None, state_db=None):
+    """The datastore's skill rounds (in the state database when given); round 0 is seeded from the `skills`
+    setting's file, else the starter skills."""
     from seer.loop.skill_rounds import SkillRounds
     from seer.reasoning.skills import EvolutionSettings
 
@@ -339,17 +378,19 @@ def open_skill_rounds(settings, state_dir: Path):
         cap_fraction=settings.skill_cap_fraction, cap_min=settings.skill_cap_min,
     )
     seed = (lambda: SkillBank.load(settings.skills)) if settings.skills else None
+    if state_db is not None:
+        from seer.state_db.skill_round_table import DatabaseSkillRounds
+
+        return DatabaseSkillRounds(state_db, state_dir, seed=seed, round_size=settings.skill_round, settings=rules,
+                                   dataset=settings.dataset)
     return SkillRounds(state_dir, seed=seed, round_size=settings.skill_round, settings=rules, dataset=settings.dataset)
 
 
-def _network_backbone(settings, registry, state_dir):
+def _network_backbone(settings, registry):
     """VoxTell or a MONAI bundle, configured from settings."""
-    from seer.segmentation.atlases import LabelRegistry
-
     if settings.backbone == "voxtell":
         from seer.segmentation.backbones.voxtell import VoxTellBackbone, VoxTellSettings
 
-        registry = registry or LabelRegistry(state_dir / "voxtell_labels.json" if state_dir else None)
         return VoxTellBackbone(VoxTellSettings(
             model_dir=settings.backbone_model, embeddings=settings.voxtell_embeddings,
             text_encoder=settings.voxtell_text_encoder, device=settings.backbone_device, dtype=settings.backbone_dtype,

@@ -112,8 +112,10 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "skill_cap_min": (int, 50, "floor of that cap (the contract's is 1, which empties a young team's bank)"),
     "campaign": (str, "", "what the team is labelling, for active learning: requests separated by ';' (or ','), "
                  "e.g. 'left hip bone; right hip bone; sacrum'; default: the 3 most frequent targets in the trace log"),
-    "state_db": (str, "", "study state (scores, leases, reward counts): a postgresql:// URL that several servers "
-                 "share; default: SQLite at `<datastore>/.seer/state.db`"),
+    "state_db": (str, "", "SEER's shared state in one database: study state (scores, leases), the trace log with "
+                 "rewards, skill rounds, label ids and proposal masks; a postgresql:// URL that several servers share "
+                 "(or sqlite:///path for one). The datastore's state files are imported once. Default: files under "
+                 "`<datastore>/.seer`, study state in SQLite there"),
     "lease_s": (float, 1800.0, "strategy seer: a study handed to one annotator is not handed to another for this "
                 "many seconds, unless saved or released first"),
     "lease_one_per_client": (bool, True, "strategy seer: a client (user and client_id) asking for the next study "

@@ -32,6 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from seer.errors import BadRequest, SeerError
+from seer.state_db.database import display_url, open_engine, short_error
 
 logger = logging.getLogger(__name__)
 
@@ -153,32 +154,6 @@ def split_holder(holder: str) -> tuple[str, str | None]:
     return user, client or None
 
 
-def open_engine(url: str):
-    """An SQLAlchemy engine for `url`; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE transactions (so a
-    transaction that will write takes the write lock first instead of failing to upgrade later)."""
-    from sqlalchemy import create_engine, event
-
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record):
-            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN below, not pysqlite
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection):
-            # a read (StudyState._reader) reads a WAL snapshot and never waits for the write lock
-            read_only = connection.get_execution_options().get("seer_read_only")
-            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
-
-
 class StudyState:
     """The state database of one datastore (see module docstring). All methods are thread-safe."""
 
@@ -200,7 +175,7 @@ class StudyState:
                     conn.execute(text(statement))
         except (SQLAlchemyError, OSError, ImportError) as exc:
             raise SeerError(
-                f"The state database {display_url(url)} cannot be opened ({_short(exc)}); check the `state_db` "
+                f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "
                 "setting (a postgresql:// URL or a writable folder for SQLite)."
             ) from None
 
@@ -453,18 +428,3 @@ def _score_row(r) -> ScoreRow:
         uncertainty=None if r["uncertainty"] is None else float(r["uncertainty"]),
         score=float(r["score"]), details=json.loads(r["details"]),
     )
-
-
-def display_url(url: str) -> str:
-    """The URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown as given
-        return url
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

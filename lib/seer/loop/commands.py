@@ -13,9 +13,9 @@ def cmd_skills(args) -> int:
     from seer.files import text_table
     from seer.loop import learned
 
-    rounds = learned.open_rounds(args.studies)
+    rounds = learned.open_rounds(args.studies, args.state_db)
     if args.action == "list":
-        report = learned.list_skills(rounds, learned.open_ledger(args.studies), args.round)
+        report = learned.list_skills(rounds, learned.open_ledger(args.studies, args.state_db), args.round)
         if args.json:
             print(json.dumps(report, ensure_ascii=False))
             return 0
@@ -62,10 +62,10 @@ def cmd_traces(args) -> int:
     from seer.files import text_table
     from seer.loop import learned
 
-    ledger = learned.open_ledger(args.studies)
+    ledger = learned.open_ledger(args.studies, args.state_db)
     rows = learned.trace_rows(ledger, args.study)
     if args.json:
-        rounds = learned.open_rounds(args.studies)
+        rounds = learned.open_rounds(args.studies, args.state_db)
         print(json.dumps({"round": rounds.active()[0], "rewards": ledger.reward_count(), "traces": rows},
                          ensure_ascii=False))
         return 0
@@ -78,9 +78,9 @@ def cmd_export_traces(args) -> int:
     from seer.loop import learned
     from seer.loop.export import export_traces, skills_of_all_rounds
 
-    report = export_traces(learned.open_ledger(args.studies), args.output,
+    report = export_traces(learned.open_ledger(args.studies, args.state_db), args.output,
                            progress=lambda m: print(m, file=sys.stderr) if args.verbose else None,
-                           skills=skills_of_all_rounds(learned.open_rounds(args.studies)))
+                           skills=skills_of_all_rounds(learned.open_rounds(args.studies, args.state_db)))
     for item in report["skipped"]:
         print(f"skipped {item['trace_id']}: {item['reason']}", file=sys.stderr)
     print(json.dumps(report))

@@ -27,14 +27,41 @@ def state_dir_for(studies: str) -> Path:
     return state
 
 
-def open_rounds(studies: str) -> SkillRounds:
+def open_rounds(studies: str, state_db: str | None = None) -> SkillRounds:
+    """The skill rounds of a studies folder, or of the shared state database `state_db` (a URL) when given."""
+    if state_db:
+        from seer.state_db.skill_round_table import DatabaseSkillRounds
+
+        return DatabaseSkillRounds(_database(state_db), create=False)
     return SkillRounds(state_dir_for(studies), create=False)
 
 
-def open_ledger(studies: str) -> TraceLedger:
-    ledger = TraceLedger(TraceLog(state_dir_for(studies) / "traces.jsonl"))
+def open_ledger(studies: str, state_db: str | None = None) -> TraceLedger:
+    """The trace log of a studies folder (or of the shared state database `state_db`), read into a ledger."""
+    if state_db:
+        from seer.state_db.trace_table import DatabaseTraceLog
+
+        log = DatabaseTraceLog(_database(state_db))
+    else:
+        log = TraceLog(state_dir_for(studies) / "traces.jsonl")
+    ledger = TraceLedger(log)
     ledger.refresh()
     return ledger
+
+
+_DATABASES: dict = {}
+
+
+def _database(url: str):
+    """One StateDatabase per URL for a command (skills list opens rounds and ledger on the same database)."""
+    from seer.state_db.database import StateDatabase
+
+    if not url.startswith(("postgresql", "sqlite")):
+        raise BadRequest(f"--state-db must be a postgresql://user:password@host/database or sqlite:///path URL, got "
+                         f"{url.split('@')[-1]!r}.")
+    if url not in _DATABASES:
+        _DATABASES[url] = StateDatabase(url)
+    return _DATABASES[url]
 
 
 def skill_summary(skill: Skill) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 
 from seer.errors import Refusal, SeerError
 from seer.imaging.volume import Volume, load_labels
-from seer.loop.trace_log import TraceLog, is_proposal
+from seer.loop.trace_log import TraceLog, is_proposal, local_proposal_file
 from seer.metrics import dice
 from seer.reasoning.skills import RewardedTrace, credited_skills
 from seer.reasoning.targets import LabelEntry, LabelTable, Resolver, label_mapping
@@ -186,9 +186,15 @@ class TraceLedger:
             self.refresh()
             if row.get("type") == "reward" and row["trace_id"] in self.rewards:
                 return False
-            self.log.append(row)
+            added = self.log.append(row) is not None  # None: the shared database holds this reward already
             self.refresh()
-            return True
+            return added
+
+    def waiting(self) -> set[str]:
+        """Trace ids of the proposals still waiting for a reward."""
+        with self._lock:
+            self.refresh()
+            return {t for ids in self.proposals_by_study.values() for t in ids if t not in self.rewards}
 
     def rewarded_traces(self) -> list[RewardedTrace]:
         """Every reward in log order, as skill evolution reads it."""
@@ -197,7 +203,9 @@ class TraceLedger:
             return [rewarded_trace(self.rewards[i]) for i in self.reward_order]
 
     def reward_count(self) -> int:
+        """Rewards recorded so far (by any server, when the log is the shared state database's)."""
         with self._lock:
+            self.refresh()
             return len(self.reward_order)
 
     def rewarded_proposals(self) -> set[str]:
@@ -236,7 +244,9 @@ class Rewarder:
     """Computes the reward rows of one study's pending proposals against its final label.
 
     backbone: runs the raw-request baseline; context: volume -> StudyContext (evidence for the backbone);
-    load_volume: path -> Volume (a shared cache); skill_tag: skill id -> its tag (None when unknown), for credit.
+    load_volume: path -> Volume (a shared cache); skill_tag: skill id -> its tag (None when unknown), for credit;
+    proposal_file: trace row -> a context manager yielding a readable file of its proposal, or None (the trace log's
+    `proposal_file`: the file itself, or the mask the shared state database stored with the trace).
     """
 
     def __init__(
@@ -246,7 +256,9 @@ class Rewarder:
         load_volume: Callable[[str], Volume],
         skill_tag: Callable[[str], str | None],
         dataset: str = "",
+        proposal_file: Callable[[dict], object] | None = None,
     ):
+        self.proposal_file = proposal_file or local_proposal_file
         self.backbone = backbone
         self.context = context
         self.load_volume = load_volume
@@ -304,10 +316,10 @@ class Rewarder:
         reference = np.isin(labels, values)
         if not reference.any():
             return self._skip(final, row, f"the final label names '{reference_name}' but holds no voxel of it")
-        proposal_path = str(row.get("proposal") or "")
-        if not os.path.isfile(proposal_path):
-            return self._skip(final, row, f"the proposal file {proposal_path} is gone")
-        proposal, _ = load_labels(proposal_path, "proposal")
+        with self.proposal_file(row) as proposal_path:
+            if proposal_path is None:
+                return self._skip(final, row, f"the proposal file {row.get('proposal')} is gone")
+            proposal, _ = load_labels(proposal_path, "proposal")
         if proposal.shape != labels.shape:
             return self._skip(final, row, "the proposal is on another grid than the final label")
         proposal = proposal > 0

@@ -9,6 +9,7 @@ the caller goes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -31,6 +32,13 @@ def is_proposal(row: dict) -> bool:
     """A trace row whose request produced a mask (a proposal that a saved label can reward)."""
     return (row.get("type", "trace") == "trace" and bool(row.get("proposal")) and not row.get("refused")
             and bool(row.get("target")))
+
+
+@contextlib.contextmanager
+def local_proposal_file(row: dict) -> Iterator[str | None]:
+    """The proposal file a trace row names, when it exists on this machine (else None)."""
+    path = str(row.get("proposal") or "")
+    yield path if path and os.path.isfile(path) else None
 
 
 def _in_history(row: dict) -> bool:
@@ -81,6 +89,11 @@ class TraceLog:
             if size > max(self.max_bytes, self._rotate_at):
                 self._rotate(size)
         return row
+
+    @staticmethod
+    def proposal_file(row: dict):
+        """The proposal file of trace `row` where this machine has it (a context manager yielding a path or None)."""
+        return local_proposal_file(row)
 
     def archives(self) -> list[Path]:
         """The rotated-out parts of the log, oldest first."""

@@ -246,6 +246,12 @@ class SkillBank:
             raise BadRequest(f"Skill bank {path} does not exist.") from None
         except OSError as exc:
             raise BadRequest(f"Skill bank {path} could not be read ({exc.strerror}).") from None
+        return cls.loads(data, path)
+
+    @classmethod
+    def loads(cls, data: bytes, where: str | os.PathLike) -> SkillBank:
+        """A bank from its JSONL bytes (as `payload()` writes them); `where` names it in errors and is its path."""
+        name = Path(str(where)).name
         skills = []
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
             if not line.strip():
@@ -253,12 +259,12 @@ class SkillBank:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BadRequest(f"Skill bank {path} line {number} is not JSON ({exc.msg}).") from None
+                raise BadRequest(f"Skill bank {where} line {number} is not JSON ({exc.msg}).") from None
             if not isinstance(row, dict):
-                raise BadRequest(f"Skill bank {path} line {number} is not a JSON object.")
-            skills.append(Skill.from_dict(row, f"{path.name}:{number}"))
-        bank = cls(skills, path)
-        bank._version = _digest(data)  # the file is what `payload()` wrote: no need to serialize it again
+                raise BadRequest(f"Skill bank {where} line {number} is not a JSON object.")
+            skills.append(Skill.from_dict(row, f"{name}:{number}"))
+        bank = cls(skills, where)
+        bank._version = _digest(data)  # the bytes are what `payload()` wrote: no need to serialize them again
         return bank
 
     @classmethod
