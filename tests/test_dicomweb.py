@@ -373,6 +373,9 @@ def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one(own_pacs, fresh
         assert on_b["count"] == 1 and on_b["traces"][0]["id"] == trace_id  # A's reasoning, read on B
         mask = tmp_path / "liver.nii.gz"
         mask.write_bytes(reply.content)
+        proposals = [p for p in (tmp_path / "cache-a").rglob("proposals/*") if p.is_file()]
+        assert len(proposals) == 1
+        proposals[0].unlink()  # B stands on another machine: A's proposal file is not there to read
         with mask.open("rb") as f:
             saved = requests.put(f"{b}/datastore/label", params={"image": uid, "tag": "final"},
                                  files={"label": f}, timeout=120)
@@ -395,5 +398,5 @@ def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one(own_pacs, fresh
         rounds = conn.exec_driver_sql("SELECT round FROM seer_skill_rounds ORDER BY round").fetchall()
     engine.dispose()
     assert len(rewards) == 1 and json.loads(rewards[0][0])["trace_id"] == trace_id
-    assert json.loads(rewards[0][0])["dice"] > 0.99  # scored against A's proposal, which B never had on disk
+    assert json.loads(rewards[0][0])["dice"] > 0.99  # A's proposal, read from the database: no file held it
     assert [r[0] for r in rounds] == [0, 1]

@@ -36,7 +36,7 @@ from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E
 from seer.active_learning.strategy import ActiveLearning, recent_traces  # noqa: E402
 from seer.active_learning.study_state import StudyState  # noqa: E402
 from seer.devices import share_cpu_threads  # noqa: E402
-from seer.errors import SeerError  # noqa: E402
+from seer.errors import SeerError, StateUnavailable  # noqa: E402
 from seer.files import datastore_state_dir  # noqa: E402
 from seer.housekeeping import Housekeeper  # noqa: E402
 from seer.imaging.volume import VolumeCache  # noqa: E402
@@ -308,16 +308,18 @@ class SEERApp(MONAILabelApp):
         if getattr(self, "pipeline", None) is not None:
             number, bank = self.pipeline.skill_rounds.active()
             loop = getattr(self, "annotation", None)
+            state_db, rewards, active_learning = self._shared_state_status(loop)
             meta["seer"] = {
                 "reasoner": self.pipeline.reasoner.name,
                 "backbone": self.pipeline.backbone.name,
                 "round": number,
                 "skills": len(bank),
-                "rewards": loop.ledger.reward_count() if loop else 0,
+                "rewards": rewards,
                 "round_size": self.seer_settings.skill_round,
                 "rewards_enabled": loop is not None,
-                "rewards_queued": loop.status()["queued"] if loop else 0,
-                "active_learning": self.active_learning.status(),
+                "rewards_queued": loop.queued() if loop else 0,
+                "active_learning": active_learning,
+                "state_db": state_db,
                 "labels_not_atlases": dict(self.not_atlases),
                 "label_aliases": self.pipeline.backbone.label_table().aliases_by_name(),
                 "housekeeping": self.housekeeper.last,
@@ -328,6 +330,28 @@ class SEERApp(MONAILabelApp):
                 meta["seer"]["pacs"] = {"url": self.studies, "store_seg": datastore.store_seg,
                                         "unreadable_labels": datastore.unreadable_labels()}
         return meta
+
+    def _shared_state_status(self, loop) -> tuple[dict | None, int, dict]:
+        """(the shared state database's URL and whether it answers, rewards so far, active learning's status) for
+        /info, which answers while the database is down (a load balancer's health check reads it): the rewards
+        last read and the message stand in for what the database would say."""
+        state = None
+        if self.state_db is not None:
+            state = {"url": self.state_db.shown, "reachable": True}
+        try:
+            rewards = loop.ledger.reward_count() if loop else 0
+            active_learning = self.active_learning.status()
+        except StateUnavailable as exc:
+            state = {**(state or {}), "reachable": False, "message": exc.message}
+            rewards = len(loop.ledger.reward_order) if loop else 0
+            active_learning = {"error": exc.message}
+        return state, rewards, active_learning
+
+    def check_state_db(self) -> None:
+        """StateUnavailable (503) when the shared state database does not answer: a save is refused before
+        anything is stored, so the annotator saves again rather than losing what the save would teach."""
+        if self.state_db is not None:
+            self.state_db.ping()
 
     def init_strategies(self):
         return {"seer": SeerStrategy(self.active_learning), "random": Random(), "first": First()}

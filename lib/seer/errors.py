@@ -29,6 +29,12 @@ class StudyNotFound(SeerError):
     status = 404
 
 
+class StateUnavailable(SeerError):
+    """The shared state database (the `state_db` setting) cannot be reached; nothing was changed."""
+
+    status = 503
+
+
 class UnreadableVolume(SeerError):
     """The study exists but cannot be read as a 3D volume."""
 

@@ -30,6 +30,21 @@ def write_atomic(path: str | os.PathLike, payload: bytes) -> None:
             os.close(fd)
 
 
+def append_durably(path: str | os.PathLike, line: bytes) -> int:
+    """Append one line to `path` with one write + fsync (the caller holds the file's lock); the file's size after.
+    A line a crashed writer left unfinished is kept apart: the new line starts on a line of its own."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+        return size + len(line)
+    finally:
+        os.close(fd)
+
+
 def text_table(rows: list[dict], columns: list[str] | list[tuple[str, str]]) -> str:
     """Rows as an aligned plain-text table. columns: keys, or (key, title) pairs; floats to 3 decimals, None as -."""
     pairs = [c if isinstance(c, tuple) else (c, c) for c in columns]

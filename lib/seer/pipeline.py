@@ -350,7 +350,7 @@ def open_trace_log(settings, state_dir: Path | None, state_db=None):
     if state_db is not None:
         from seer.state_db.trace_table import DatabaseTraceLog
 
-        return DatabaseTraceLog(state_db)
+        return DatabaseTraceLog(state_db, spool=state_dir / "trace_spool.jsonl" if state_dir else None)
     return TraceLog(state_dir / "traces.jsonl", max_mb=settings.trace_log_mb) if state_dir else None
 
 

@@ -22,7 +22,10 @@ else).
 - PUT /datastore/label: the upload is checked before anything is stored (readable, on the study's grid, whole
   values 0..65535, every value of a final label named: the client's names first, this server's table for the
   rest, a contradiction refused), then saved by the stock datastore on the thread pool; an unknown study -> 404,
-  bad params, tag or label -> 422, an upload larger than any label of the study -> 413.
+  bad params, tag or label -> 422, an upload larger than any label of the study -> 413. With a shared state
+  database (`state_db`) that does not answer: 503 before anything is stored ("The label was not saved: ...").
+- A shared state database that does not answer makes next-sample, release, scoring and /seer/trace 503 with a
+  sentence; inference goes on (its trace waits in the server's spool) and /info reports `state_db.reachable`.
 - GET/POST /proxy/dicom/...: MONAI Label's DICOMweb proxy (OHIF's only way to the PACS), for DICOMweb resources
   only (seer.pacs.dicomweb_paths: anything else, dot segments in any encoding included, is 400 and never reaches
   the PACS); POST is STOW-RS only and needs the annotator role; redirects are not followed, so the PACS
@@ -52,7 +55,7 @@ from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
 
 from seer.active_learning.study_state import Release, checked_client_id
-from seer.errors import RequestTooLarge, SeerError
+from seer.errors import RequestTooLarge, SeerError, StateUnavailable
 from seer.imaging.label_file import check_label_file, label_suffix, upload_limit_bytes
 from seer.loop.rewards import label_names_from_info
 from seer.loop.saved_labels import name_label_values
@@ -74,6 +77,19 @@ def _copy_bounded(source, path: str, limit: int) -> None:
                 raise RequestTooLarge(f"The label upload is over {limit >> 20} MiB, more than any label of this "
                                       "study can take (8 bytes a voxel plus a header).")
             out.write(chunk)
+
+
+def answered(route):
+    """A route whose SeerError (a StateUnavailable when the shared state database is down: 503) is an HTTP error
+    carrying its sentence."""
+    @functools.wraps(route)
+    def wrapper(*args, **kwargs):
+        try:
+            return route(*args, **kwargs)
+        except SeerError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+
+    return wrapper
 
 
 def checked(check, value):
@@ -99,7 +115,9 @@ def install(app) -> None:
     router = APIRouter()
     prefix = settings.MONAI_LABEL_API_STR
 
+
     @router.post(prefix + "/activelearning/seer/release", summary="Release a study leased by strategy seer")
+    @answered
     def release(image: str, client_id: str | None = None,
                 user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
         client_id = checked(checked_client_id, client_id)
@@ -119,6 +137,7 @@ def install(app) -> None:
         return {"id": image, "released": False, "message": f"'{image}' holds no lease."}
 
     @router.post(prefix + "/activelearning/{strategy}", summary="Next study to label")
+    @answered
     def next_sample(strategy: str, params: dict | None = None,
                     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
         available = list(app._strategies)
@@ -137,6 +156,7 @@ def install(app) -> None:
         return reply
 
     @router.post(prefix + "/scoring/{method}", summary="Run a scoring method")
+    @answered
     def run_scoring(method: str, params: dict | None = None, run_sync: bool | None = False,
                     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
         available = list(app._scoring_methods)
@@ -151,6 +171,7 @@ def install(app) -> None:
         return {"method": "seer", "started": True, "status": app.active_learning.status()}
 
     @router.get(prefix + "/seer/trace/{image:path}", summary="SEER's reasoning on a study: the newest traces")
+    @answered
     def study_traces(image: str, limit: int = 10, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
         datastore = app.datastore()
         if image not in datastore.list_images():
@@ -267,6 +288,10 @@ def install(app) -> None:
                 params["label_names"] = named.as_label_names()
             if named.from_table:
                 params["named_by_server"] = list(named.from_table)
+            try:
+                app.check_state_db()
+            except StateUnavailable as exc:
+                raise HTTPException(503, f"The label was not saved: {exc.message}") from None
             label_id = datastore.save_label(image, checked.path, tag, params)
         finally:
             remove_file(folder)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from seer.errors import StateUnavailable
 from seer.loop.rewards import FinalLabel, Rewarder, TraceLedger
 from seer.loop.skill_rounds import SkillRounds
 from seer.reasoning.skills import SkillBank
@@ -98,6 +99,10 @@ class AnnotationLoop:
         """Block until every queued study is processed (tests, CLI); False on timeout."""
         return self._idle.wait(timeout)
 
+    def queued(self) -> int:
+        """Studies waiting for the worker."""
+        return self._queue.qsize()
+
     def status(self) -> dict:
         number, bank = self.rounds.active()
         return {
@@ -105,7 +110,7 @@ class AnnotationLoop:
             "skills": len(bank),
             "rewards": self.ledger.reward_count(),
             "round_size": self.rounds.round_size,
-            "queued": self._queue.qsize(),
+            "queued": self.queued(),
             "errors": self.errors,
         }
 
@@ -139,6 +144,9 @@ class AnnotationLoop:
     def _guard(self, job: Callable[[], object]) -> None:
         try:
             job()
+        except StateUnavailable as exc:  # done again by the next scan once the database answers
+            self.errors += 1
+            logger.warning("annotation loop: %s", exc.message)
         except Exception:  # noqa: BLE001 - the worker must survive one bad study; the log says which
             self.errors += 1
             logger.exception("annotation loop: a job failed")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from seer.files import write_atomic
+from seer.files import append_durably, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +76,7 @@ class TraceLog:
         row = {"ts": round(time.time(), 3), **row}
         line = (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         with self.lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # the previous writer died mid-line: keep its fragment apart
-                os.write(fd, line)
-                os.fsync(fd)
-                size += len(line)
-            finally:
-                os.close(fd)
+            size = append_durably(self.path, line)
             if size > max(self.max_bytes, self._rotate_at):
                 self._rotate(size)
         return row

@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from seer.errors import SeerError
+from seer.errors import SeerError, StateUnavailable
 
 
 def open_engine(url: str):
@@ -37,7 +37,19 @@ def open_engine(url: str):
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+
+    @event.listens_for(engine, "handle_error")
+    def _unreachable(context):
+        # a server that is down or went away: one sentence and 503 instead of a driver traceback
+        original = context.original_exception
+        if context.is_disconnect or "connection" in str(original).lower() and "refused" in str(original).lower():
+            raise StateUnavailable(
+                f"The state database {display_url(url)} cannot be reached ({short_error(original)}); nothing was "
+                "changed: try again when it is back."
+            ) from None
+
+    return engine
 
 
 def display_url(url: str) -> str:
@@ -138,6 +150,10 @@ class StateDatabase:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """StateUnavailable unless the database answers."""
+        self.value("SELECT 1")
 
     def rows(self, sql: str, params: dict | None = None) -> list[dict]:
         """A read in its own transaction: every row, as dicts."""

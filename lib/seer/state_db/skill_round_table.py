@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from seer.errors import BadRequest
+from seer.errors import BadRequest, StateUnavailable
 from seer.files import write_atomic
 from seer.reasoning.skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve
 from seer.state_db.database import StateDatabase
@@ -91,7 +91,14 @@ class DatabaseSkillRounds:
         with self._mutex:
             if self._active is not None and time.monotonic() - self._checked < ACTIVE_TTL_S:
                 return self._active
-        newest = self.db.value("SELECT MAX(round) FROM seer_skill_rounds")
+        try:
+            newest = self.db.value("SELECT MAX(round) FROM seer_skill_rounds")
+        except StateUnavailable:
+            with self._mutex:
+                if self._active is None:
+                    raise
+                self._checked = time.monotonic()  # asked again after ACTIVE_TTL_S, not on every request
+                return self._active  # the bank in use stays frozen until the database answers again
         if newest is None:
             raise BadRequest(f"No skill rounds in the state database {self.db.shown}.")
         newest = int(newest)

@@ -5,6 +5,10 @@ Rows keep their log order in `seq`. Appends are serialized across servers (`Stat
 commit in `seq` order and a follower (`read_since`) never misses one. A proposal gets at most one reward row: a
 unique index decides, so two servers that see the same save record one reward. A proposal's mask file is stored
 with its trace row (`seer_proposals`), so a server that never made the proposal can still score it.
+
+While the database cannot be reached, trace rows go to a spool file in the server's state folder (appended with
+fsync, as the file log is) and enter the table, in order, with the next append or read that reaches it: a request
+is answered and its trace is not lost. Rewards and skips are not spooled: the annotation loop computes them again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import FileLock
+
+from seer.errors import StateUnavailable
+from seer.files import append_durably, write_atomic
 from seer.state_db.database import StateDatabase
 
 logger = logging.getLogger(__name__)
@@ -29,8 +37,11 @@ MAX_PROPOSAL_BYTES = 256 * 2**20  # a proposal file larger than this stays on di
 class DatabaseTraceLog:
     """Append-only trace rows in `seer_trace_rows` (see module docstring). Thread-safe."""
 
-    def __init__(self, db: StateDatabase):
+    def __init__(self, db: StateDatabase, spool: str | os.PathLike | None = None):
+        """spool: the file that holds trace rows while the database is down (None: such an append fails)."""
         self.db = db
+        self.spool = Path(spool) if spool else None
+        self._spool_lock = FileLock(str(spool) + ".lock") if spool else None
         self.path = None  # no live file: nothing rotates, there are no archives
         # the reward ledger holds this while it checks and appends; the unique index is what makes a reward once
         self.lock = threading.RLock()
@@ -39,8 +50,34 @@ class DatabaseTraceLog:
     def append(self, row: dict) -> dict | None:
         """Append one row (a trace, a reward, a skip) and return it with its `ts`; a trace row's proposal file is
         stored beside it. None when the row was not added: a second reward of one proposal, or a trace id logged
-        already."""
+        already. A trace row goes to the spool while the database is down (StateUnavailable for other rows)."""
         row = {"ts": round(time.time(), 3), **row}
+        try:
+            self.flush_spool()
+            return self._insert(row)
+        except StateUnavailable:
+            if self.spool is None or row.get("type", "trace") != "trace":
+                raise
+            with self._spool_lock:
+                append_durably(self.spool, (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+            logger.warning("state database unreachable: trace %s kept in %s until it answers", row.get("id"),
+                           self.spool)
+            return row
+
+    def flush_spool(self) -> int:
+        """Move the spooled trace rows into the table, oldest first (a row already there is not added twice); how
+        many were moved. StateUnavailable when the database is still down."""
+        if self.spool is None or not _has_rows(self.spool):
+            return 0
+        with self._spool_lock:
+            rows = [row for line in self.spool.read_bytes().splitlines() if (row := _body(line)) is not None]
+            for row in rows:
+                self._insert(row)
+            write_atomic(self.spool, b"")
+        logger.info("state database reachable again: %d spooled trace rows stored", len(rows))
+        return len(rows)
+
+    def _insert(self, row: dict) -> dict | None:
         kind = str(row.get("type", "trace"))
         mask = _proposal_bytes(row) if kind == "trace" else None
         params = {"kind": kind, "row_id": _text(row.get("id")) if kind == "trace" else None,
@@ -76,6 +113,8 @@ class DatabaseTraceLog:
         """Rows after `position` ((None, last seq read), None = the start), the new position, and False (the table
         never rotates)."""
         last = int((position or (None, 0))[1])
+        with contextlib.suppress(StateUnavailable):
+            self.flush_spool()  # the read below then reports an unreachable database itself
         found = self.db.rows("SELECT seq, body FROM seer_trace_rows WHERE seq > :last ORDER BY seq", {"last": last})
         rows = [_body(r["body"]) for r in found]
         return [r for r in rows if r is not None], (None, int(found[-1]["seq"]) if found else last), False
@@ -184,6 +223,13 @@ def _proposal_bytes(row: dict) -> bytes | None:
         return Path(path).read_bytes()
     except OSError:
         return None
+
+
+def _has_rows(path: Path) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
 
 
 def _text(value) -> str | None:
