@@ -19,7 +19,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 # Debian packages, best effort (root or passwordless sudo): Colin27 + AAL from mricron-data (sample data);
 # postgresql, whose server the tests start on 127.0.0.1 in a temporary folder (and stop) for the shared-state tests;
-# orthanc with its DICOMweb (and GDCM) plugins, which the PACS tests start the same way; chromium for the OHIF test.
+# orthanc with its DICOMweb (and GDCM) plugins, which the PACS tests start the same way; chromium for the OHIF test;
+# nginx-light, which the deployment test runs in front of two servers (deploy/nginx-seer-label.conf).
 system-deps:
 	@missing=""; \
 	[ -f /usr/share/mricron/templates/aal.nii.gz ] || missing="$$missing mricron-data"; \
@@ -27,6 +28,7 @@ system-deps:
 	command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
 	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb orthanc-gdcm"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \

@@ -400,3 +400,40 @@ def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one(own_pacs, fresh
     assert len(rewards) == 1 and json.loads(rewards[0][0])["trace_id"] == trace_id
     assert json.loads(rewards[0][0])["dice"] > 0.99  # A's proposal, read from the database: no file held it
     assert [r[0] for r in rounds] == [0, 1]
+
+
+def test_the_deployment_recipe_two_servers_behind_nginx(own_pacs, fresh_postgres, tmp_path):
+    """docs/deployment.md as written: two servers on one Orthanc and one PostgreSQL behind nginx with
+    deploy/nginx-seer-label.conf (only its marked lines replaced). The viewer, the PACS proxy, inference, saves and
+    rewards all go through the one address, and both servers do the work."""
+    from load_balancer import Nginx, nginx_binary
+
+    if nginx_binary() is None:
+        missing_fixture("nginx is not installed (apt-get install nginx-light)")
+    pacs, uid = own_pacs
+    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "state_db": fresh_postgres, "skill_round": 1}
+    with running_server(pacs.dicomweb, tmp_path / "a.log", conf,
+                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-a")}) as a, \
+            running_server(pacs.dicomweb, tmp_path / "b.log", conf,
+                           env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-b")}) as b, \
+            Nginx(tmp_path / "nginx", [a, b]) as balancer:
+        url = balancer.url
+        viewer = requests.get(f"{url}/ohif/", timeout=30)
+        assert viewer.status_code == 200 and "<html" in viewer.text.lower()
+        found = requests.get(f"{url}/proxy/dicom/qido/studies", timeout=30)
+        assert found.status_code == 200 and len(found.json()) == 1
+        replies = [_infer(url, uid, {"prompt": p}) for p in ("liver", "spleen", "liver", "spleen")]
+        assert [r.status_code for r in replies] == [200] * 4
+        assert set(balancer.upstreams("/infer/")) == {a.split("//")[1], b.split("//")[1]}  # both did work
+        mask = tmp_path / "liver.nii.gz"
+        mask.write_bytes(replies[0].content)
+        with mask.open("rb") as f:
+            saved = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
+                                 files={"label": f}, timeout=120)
+        assert saved.status_code == 200, saved.text
+        deadline = time.time() + 180
+        while requests.get(f"{url}/info/", timeout=30).json()["seer"]["rewards"] < 2:  # both liver proposals
+            assert time.time() < deadline, (tmp_path / "a.log").read_text()[-2000:]
+            time.sleep(1)
+        traces = requests.get(f"{url}/seer/trace/{uid}", timeout=30).json()
+        assert traces["count"] == 4

@@ -248,3 +248,29 @@ def test_skills_and_traces_read_the_database_without_any_servers_disk(state_url,
     bad = subprocess.run([sys.executable, str(REPO / "main.py"), "traces", "--state-db", "mysql://x@y/z"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--state-db must be" in bad.stderr
+
+
+def test_a_round_close_that_dies_midway_leaves_nothing_and_is_redone(state_url, monkeypatch):
+    """The close is one transaction: a server killed while evolving round 2 of two leaves neither round; the next
+    close (any server's) makes both, once."""
+    import seer.state_db.skill_round_table as table
+
+    rounds = DatabaseSkillRounds(_db(state_url), round_size=2)
+    real = table.evolve
+    calls = []
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(table, "evolve", dies_on_the_second)
+    rewards = [_rewarded(i) for i in range(4)]
+    with pytest.raises(KeyboardInterrupt):
+        rounds.close_due(rewards)
+    other = DatabaseSkillRounds(_db(state_url), round_size=2)
+    assert other.rounds() == [0]
+    monkeypatch.setattr(table, "evolve", real)
+    assert [r.round for r in other.close_due(rewards)] == [1, 2]
+    assert other.rounds() == [0, 1, 2] and rounds.close_due(rewards) == []

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from seer.errors import BadRequest, SeerError
+from seer.errors import BadRequest, SeerError, StateUnavailable
 from seer.state_db.database import display_url, open_engine, short_error
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class StudyState:
             with self.engine.begin() as conn:
                 for statement in SCHEMA:
                     conn.execute(text(statement))
-        except (SQLAlchemyError, OSError, ImportError) as exc:
+        except (SQLAlchemyError, OSError, ImportError, StateUnavailable) as exc:
             raise SeerError(
                 f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "
                 "setting (a postgresql:// URL or a writable folder for SQLite)."

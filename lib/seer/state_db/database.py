@@ -44,10 +44,12 @@ def open_engine(url: str):
         # a server that is down or went away: one sentence and 503 instead of a driver traceback
         original = context.original_exception
         if context.is_disconnect or "connection" in str(original).lower() and "refused" in str(original).lower():
-            raise StateUnavailable(
+            error = StateUnavailable(
                 f"The state database {display_url(url)} cannot be reached ({short_error(original)}); nothing was "
                 "changed: try again when it is back."
-            ) from None
+            )
+            error.reason = short_error(original)
+            raise error from None
 
     return engine
 
@@ -63,6 +65,9 @@ def display_url(url: str) -> str:
 
 
 def short_error(exc: BaseException) -> str:
+    """The first line of an error (the driver's own message for a database error), at most 200 characters."""
+    if getattr(exc, "reason", None):
+        return exc.reason
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
@@ -133,7 +138,7 @@ class StateDatabase:
             with self.engine.begin() as conn:
                 for statement in _schema(self.engine.dialect.name):
                     conn.execute(text(statement))
-        except (SQLAlchemyError, OSError, ImportError) as exc:
+        except (SQLAlchemyError, OSError, ImportError, StateUnavailable) as exc:
             raise SeerError(
                 f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "
                 "setting (a postgresql:// URL or sqlite:///path)."
