@@ -1,6 +1,11 @@
 """A team on one server, in one run: off-loop serving (`infer_concurrency` at its default) against MONAI Label's
-inline serving (`infer_concurrency 0`); `off-loop-1`, `off-loop-2` and `off-loop-4` pin the setting to compare values. Offline reasoner, atlas backbone (sample brain atlases + the small abdominal
-CT as CT atlas), 2-core CPU.
+inline serving (`infer_concurrency 0`); `off-loop-1`, `off-loop-2` and `off-loop-4` pin the setting to compare
+values. Offline reasoner, atlas backbone (sample brain atlases + the small abdominal CT as CT atlas), 2-core CPU.
+
+Several servers: `pg-1` is one server with its state in PostgreSQL (Debian's server started here, fsync on),
+`pg-2` two such servers on the same studies and database behind nginx with deploy/nginx-seer-label.conf; the
+annotators and the monitor talk to nginx. Both share this machine's cores, so the ratio says what sharing state
+costs, not what a second machine gains.
 
 1. Load test, --seconds per mode on a fresh server: --annotators simulated annotators loop next-sample (strategy
    seer) -> infer (a request that fits the study) -> save the mask (tag `draft`, so the pool never empties) ->
@@ -16,13 +21,16 @@ refusal, counted apart). The exit status is 1 when any call failed.
 
 Run: python bench/bench_team.py [--seconds 120] [--annotators 8] [--modes off-loop,inline] [--repeats 1]
      [--no-cold]
+     python bench/bench_team.py --modes pg-1,pg-2 --annotators 16 --no-cold
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -31,10 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from _util import SHARED_DATA, Server, need_sample_data, need_shared_data, save, table
+from _util import REPO, SHARED_DATA, Server, need_sample_data, need_shared_data, save, table
+
+sys.path.insert(0, str(REPO / "tests"))
 
 # mode -> infer_concurrency (None: the server's default); off-loop-N pins N to compare values of the setting
-MODES = {"off-loop": None, "inline": 0, "off-loop-1": 1, "off-loop-2": 2, "off-loop-4": 4}
+MODES = {"off-loop": None, "inline": 0, "off-loop-1": 1, "off-loop-2": 2, "off-loop-4": 4, "pg-1": None, "pg-2": None}
+SERVERS = {"pg-1": 1, "pg-2": 2}  # modes with their state in PostgreSQL: how many servers (2: behind nginx)
 REQUESTS = {"ct_pelvis": ["liver", "left kidney", "spleen", "urinary bladder"],
             "ct_spleen": ["spleen"], "mr_small": ["liver", "right kidney"],
             "mni152_t1": ["left hippocampus", "brain"], "colin27_t1": ["right amygdala", "brain"]}
@@ -114,12 +125,52 @@ def _conf(atlases: Path, concurrency: int | None) -> dict:
     return {"atlases": atlases, **({} if concurrency is None else {"infer_concurrency": concurrency})}
 
 
+@contextlib.contextmanager
+def serving(root: Path, mode: str, studies: Path, conf: dict):
+    """The URL annotators use, and a function counting the trace rows (all, answered) once the run is over: one
+    server on files, or with state in PostgreSQL one server or several behind nginx."""
+    count = SERVERS.get(mode, 0)
+    if not count:
+        with Server(studies, conf, root / f"{mode}.log") as server:
+            yield server.url, lambda: _file_traces(studies), server.rss_mib
+        return
+    from load_balancer import Nginx
+    from postgres import PostgresServer
+
+    database = PostgresServer(root / "postgres", fsync=True).start()
+    try:
+        state = database.new_database()
+        with contextlib.ExitStack() as stack:
+            servers = [stack.enter_context(Server(studies, {**conf, "state_db": state}, root / f"{mode}-{n}.log"))
+                       for n in range(count)]
+            url = servers[0].url
+            if count > 1:
+                url = stack.enter_context(Nginx(root / "nginx", [s.url for s in servers])).url
+            yield url, lambda: _database_traces(state), lambda: sum(s.rss_mib() for s in servers)
+    finally:
+        database.stop()
+
+
+def _file_traces(studies: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (studies / ".seer" / "traces.jsonl").read_text().splitlines() if x.strip()]
+    return [r for r in rows if r.get("type", "trace") == "trace"]
+
+
+def _database_traces(url: str) -> list[dict]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        rows = [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT body FROM seer_trace_rows WHERE kind = 'trace'")]
+    engine.dispose()
+    return rows
+
+
 def load_test(root: Path, mode: str, concurrency: int | None, seconds: float, annotators: int) -> dict:
     studies, atlases = studies_folder(root)
     calls = Calls()
-    stop = time.time() + seconds
-    with Server(studies, _conf(atlases, concurrency), root / f"{mode}.log") as server:
-        url = server.url
+    with serving(root, mode, studies, _conf(atlases, concurrency)) as (url, traces, rss_mib):
+        stop = time.time() + seconds
 
         def annotator(n: int) -> None:
             rng = np.random.default_rng(n)
@@ -178,9 +229,8 @@ def load_test(root: Path, mode: str, concurrency: int | None, seconds: float, an
             t.start()
         for t in threads:
             t.join()
-        rss = server.rss_mib()
-    rows = [json.loads(x) for x in (studies / ".seer" / "traces.jsonl").read_text().splitlines() if x.strip()]
-    traced = [r for r in rows if r.get("type", "trace") == "trace"]
+        rss = rss_mib()
+        traced = traces()
     drafts = studies / "labels" / "draft"
     return {**calls.seconds, **{k: calls.counts[k] for k in ("infers_ok", "refused", "saves", "releases")},
             "failures": dict(calls.failures), "rss_mib": rss, "traced": len(traced),
@@ -219,7 +269,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="load-test duration per mode and run (120)")
     parser.add_argument("--annotators", type=int, default=8, help="simulated annotators (8)")
     parser.add_argument("--modes", default="off-loop,inline",
-                        help="comma-separated: off-loop, inline, off-loop-1, off-loop-2, off-loop-4 (off-loop,inline)")
+                        help="comma-separated: off-loop, inline, off-loop-1, off-loop-2, off-loop-4, pg-1, pg-2 "
+                             "(off-loop,inline)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, alternating modes (1)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-throughput part")
     args = parser.parse_args()
@@ -245,6 +296,12 @@ def main() -> int:
                      "infers": s["infers_ok"], "refused": s["refused"], "failures": sum(s["failures"].values()),
                      "traced ok": s["traced_ok"], "saves": s["saves"], "RSS MiB": f"{s['rss_mib']:.0f}"})
     print(table(rows, list(rows[0])))
+    if {"pg-1", "pg-2"} <= set(modes):
+        for run in range(1, args.repeats + 1):
+            one, two = (next(s for m, r, s in runs if m == mode and r == run) for mode in ("pg-1", "pg-2"))
+            print(f"run {run}: two servers behind nginx / one server, both on PostgreSQL: inferences "
+                  f"{two['infers_ok'] / max(1, one['infers_ok']):.2f}x; /info p95 {ratio(two['info'], one['info'])}; "
+                  f"next-sample p95 {ratio(two['next'], one['next'])}; infer p95 {ratio(two['infer'], one['infer'])}")
     if {"off-loop", "inline"} <= set(modes):
         for run in range(1, args.repeats + 1):
             on, off = (next(s for m, r, s in runs if m == mode and r == run) for mode in ("off-loop", "inline"))
@@ -262,7 +319,7 @@ def main() -> int:
             print(f"  {n} x {what}")
     cold = {}
     if not args.no_cold:
-        cold = {mode: cold_throughput(root / f"cold-{mode}", mode, MODES[mode]) for mode in modes}
+        cold = {mode: cold_throughput(root / f"cold-{mode}", mode, MODES[mode]) for mode in modes if mode not in SERVERS}
         print("cold, 4 studies at once: " + ", ".join(f"{m} {c['seconds']:.1f} s" for m, c in cold.items()))
         for mode, c in cold.items():
             failed += sum(c["failures"].values())

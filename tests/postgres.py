@@ -23,7 +23,10 @@ class PostgresServer:
     `postgres` user when we are root), started and stopped by PID; `start` after `stop` starts the same cluster on
     the same port again."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, fsync: bool = False):
+        """fsync False (tests): commits are not flushed to disk, which is faster and safe for throw-away data; a
+        benchmark passes True to time what a real server does."""
+        self.fsync = fsync
         bindir = postgres_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (sudo apt-get install postgresql)")
@@ -53,7 +56,7 @@ class PostgresServer:
         with open(log, "a") as out:
             self.process = subprocess.Popen(
                 [*self.as_user, str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h",
-                 "127.0.0.1", "-k", str(self.folder), "-c", "fsync=off"],
+                 "127.0.0.1", "-k", str(self.folder), "-c", f"fsync={'on' if self.fsync else 'off'}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         engine = sqlalchemy.create_engine(self.url)
