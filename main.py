@@ -11,7 +11,8 @@ seer.active_learning.commands), imported only when that command runs.
   python main.py traces (--studies DIR | --state-db URL) [--study ID] [--json]
   python main.py export-traces (--studies DIR | --state-db URL) --output DIR
   python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
-  python main.py finetune --traces DIR_OR_JSONL --model BASE --output ADAPTER_DIR [--adapter START] [--max-steps N]
+  python main.py finetune (--traces DIR_OR_JSONL | --state-db URL) --model BASE --output ADAPTER_DIR
+                          [--adapter START] [--max-steps N]
   python main.py simulate-al --studies DIR --campaign "A; B" --steps N --output DIR [--strategies seer,random,...]
   python main.py labels check MAP.json [--json]
 
@@ -141,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("finetune", help="train the SEER LoRA adapter on rewarded traces (export-traces' folder "
                           "or a JSONL of trace rows)")
-    tune.add_argument("--traces", required=True, help="export-traces' output folder, or a JSONL of trace rows")
+    tune.add_argument("--traces", help="export-traces' output folder, or a JSONL of trace rows")
+    tune.add_argument("--state-db", help="instead of --traces: train on the rewarded traces of this shared state "
+                      "database (a URL), exported into OUTPUT/traces")
     tune.add_argument("--model", default="Qwen/Qwen3-VL-4B-Instruct", help="base model folder or hub id")
     tune.add_argument("--output", required=True, help="folder for the adapter, checkpoints/ and finetune.json")
     tune.add_argument("--adapter", help="continue from this LoRA adapter (e.g. the published SEER v1.1)")

@@ -274,3 +274,21 @@ def test_a_round_close_that_dies_midway_leaves_nothing_and_is_redone(state_url, 
     monkeypatch.setattr(table, "evolve", real)
     assert [r.round for r in other.close_due(rewards)] == [1, 2]
     assert other.rounds() == [0, 1, 2] and rounds.close_due(rewards) == []
+
+
+def test_finetune_takes_traces_or_a_state_database_with_a_sentence_when_it_cannot(tmp_path, capsys):
+    import main
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    out = tmp_path / "adapter"
+    assert main.main(["finetune", "--model", "unused", "--output", str(out)]) == 2
+    assert "--traces DIR_OR_JSONL" in capsys.readouterr().err
+    assert main.main(["finetune", "--traces", "x", "--state-db", url, "--model", "unused", "--output", str(out)]) == 2
+    assert "one of the two" in capsys.readouterr().err
+    assert main.main(["finetune", "--state-db", url, "--model", "unused", "--output", str(out)]) == 2
+    assert "No skill rounds in the state database" in capsys.readouterr().err  # no server ever used it
+    DatabaseSkillRounds(_db(url))  # a server's start seeds round 0; nobody has saved a label yet
+    assert main.main(["finetune", "--state-db", url, "--model", "unused", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No rewarded traces to export" in err
+    assert not out.exists()
