@@ -11,7 +11,12 @@ in five; filling is not timed):
 - first read: a new ledger reading the whole log (a server's start), once.
 Database round trips per operation are counted at the SQLAlchemy engine.
 
-Run: python bench/bench_state_db.py [--sizes 10000,100000] [--no-postgresql]
+Per inference on a real server (PostgreSQL only): one server with `state_db` on the upper-abdomen CT slab, offline
+reasoner and atlas backbone; after one warm-up, 20 inferences one after another. The database's committed
+transactions (pg_stat_database) over those 20 inferences, per inference; the server's background scans run too,
+so the figure is an upper bound.
+
+Run: python bench/bench_state_db.py [--sizes 10000,100000] [--no-postgresql] [--no-server]
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _util import REPO, save, table
+from _util import REPO, SHARED_DATA, Server, save, table
 
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -152,10 +157,50 @@ def measure(kind: str, where: Path, url: str | None, size: int, mask: Path) -> d
     return out
 
 
+def per_inference(root: Path, server, inferences: int = 20) -> dict:
+    """Transactions the database committed per inference on a real server (see the module docstring)."""
+    import shutil
+
+    import requests
+    import sqlalchemy
+
+    studies = root / "studies"
+    studies.mkdir(parents=True)
+    shutil.copy(SHARED_DATA / "ct-abdomen-small" / "image.nii.gz", studies / "ct_small.nii.gz")
+    atlases = root / "atlases"
+    atlases.mkdir()
+    (atlases / "ct-abdomen-pelvis").symlink_to(SHARED_DATA / "ct-abdomen-pelvis")
+    url = server.new_database()
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+
+    def commits() -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").scalar())
+
+    with Server(studies, {"atlases": atlases, "state_db": url}, root / "server.log") as app:
+        def infer(prompt):
+            reply = requests.post(f"{app.url}/infer/seer", params={"image": "ct_small", "output": "json"},
+                                  data={"params": json.dumps({"prompt": prompt})}, timeout=600)
+            assert reply.status_code == 200, reply.text
+        infer("liver")  # the cold one: registration
+        time.sleep(1.0)  # pg_stat_database is updated when a backend reports (at most every 0.5-1 s)
+        before, started = commits(), time.perf_counter()
+        for k in range(inferences):
+            infer(["liver", "spleen", "left kidney", "right kidney"][k % 4])
+        seconds = time.perf_counter() - started
+        time.sleep(1.5)
+        after = commits()
+    engine.dispose()
+    return {"inferences": inferences, "transactions": after - before - 2, "seconds": seconds,
+            "per inference": (after - before - 2) / inferences}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="trace-log rows, comma-separated (10000,100000)")
     parser.add_argument("--no-postgresql", action="store_true", help="files and SQLite only")
+    parser.add_argument("--no-server", action="store_true", help="skip the per-inference count on a real server")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     root = Path(tempfile.mkdtemp(prefix="bench-state-db-"))
@@ -178,6 +223,10 @@ def main() -> int:
                 url = {"files": None, "sqlite": f"sqlite:///{where / 'state.db'}",
                        "postgresql": server.new_database() if server else None}[kind]
                 results.append(measure(kind, where, url, size, mask))
+        inference = None
+        if server is not None and not args.no_server:
+            print("per inference on a real server ...", flush=True)
+            inference = per_inference(root / "server", server)
     finally:
         if server is not None:
             server.stop()
@@ -192,7 +241,11 @@ def main() -> int:
         print(f"  {r['backend']:>10} {r['rows']:>7} rows: " + ", ".join(
             f"{name} {r[name + ' ms'] / base[name + ' ms']:.2f}x" for name in
             ("append", "reward", "history", "round close", "first read")))
-    save("state_db", {"results": results})
+    if inference:
+        print(f"\nper inference, one server on PostgreSQL: {inference['transactions']} transactions over "
+              f"{inference['inferences']} warm inferences ({inference['per inference']:.1f} each, background scans "
+              f"included), {inference['seconds'] / inference['inferences'] * 1000:.0f} ms per inference")
+    save("state_db", {"results": results, "per_inference": inference})
     return 0
 
 
