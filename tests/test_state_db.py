@@ -292,3 +292,50 @@ def test_finetune_takes_traces_or_a_state_database_with_a_sentence_when_it_canno
     err = capsys.readouterr().err
     assert "No rewarded traces to export" in err
     assert not out.exists()
+
+
+def test_ids_of_a_transaction_that_did_not_commit_are_forgotten(state_url, monkeypatch):
+    """The database goes away between allocating a new name's id and committing it: that id is never handed out
+    by this server later, so no other server's structure can get it too."""
+    import contextlib
+
+    from seer.errors import StateUnavailable
+
+    db = _db(state_url)
+    registry = DatabaseLabelRegistry(db, "label_table")
+    registry.ensure(["liver"])
+    real = db.serialized
+
+    @contextlib.contextmanager
+    def dies_at_commit(name):
+        with real(name) as conn:
+            yield conn
+            raise StateUnavailable("gone")
+
+    monkeypatch.setattr(db, "serialized", dies_at_commit)
+    with pytest.raises(StateUnavailable):
+        registry.ensure(["spleen"])
+    monkeypatch.setattr(db, "serialized", real)
+    assert DatabaseLabelRegistry(_db(state_url), "label_table").ensure(["pancreas"]) == {"pancreas": 2}
+    assert registry.ensure(["spleen", "pancreas"]) == {"spleen": 3, "pancreas": 2}
+
+
+def test_a_datastore_from_before_rounds_seeds_round_zero_with_its_bank(state_url, tmp_path):
+    state = tmp_path / ".seer"
+    state.mkdir()
+    bank = SkillBank.starter()
+    some = dict(list(bank.skills.items())[:3])
+    SkillBank(some.values()).save(state / "skills.jsonl")
+    rounds = DatabaseSkillRounds(_db(state_url), state)
+    assert sorted(rounds.active()[1].skills) == sorted(some)
+
+
+def test_a_folder_is_imported_once_wherever_it_is_mounted(state_url, tmp_path):
+    folder = tmp_path / "one" / ".seer"
+    _file_state(folder)
+    assert import_state_files(_db(state_url), folder)["traces"] == 4
+    moved = tmp_path / "elsewhere" / ".seer"
+    moved.parent.mkdir()
+    folder.rename(moved)
+    assert import_state_files(_db(state_url), moved) is None
+    assert DatabaseTraceLog(_db(state_url)).count("s") == 4

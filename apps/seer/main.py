@@ -128,12 +128,15 @@ class SEERApp(MONAILabelApp):
         wanted = set(names.values())
         newest: dict[str, dict] = {}
         log = self.pipeline.trace_log
-        for row in log.history(image_id) if log is not None and wanted else ():
-            target = (row.get("target") or {}).get("name")
-            if target in wanted and target not in newest:
-                newest[target] = row
-                if len(newest) == len(wanted):
-                    break
+        try:
+            for row in log.history(image_id) if log is not None and wanted else ():
+                target = (row.get("target") or {}).get("name")
+                if target in wanted and target not in newest:
+                    newest[target] = row
+                    if len(newest) == len(wanted):
+                        break
+        except StateUnavailable as exc:  # the SEG goes to the PACS without the requests that proposed it
+            logger.warning("SEG of %s: its SEER requests are left out: %s", image_id, exc.message)
         return [{"id": r.get("id"), "request": r.get("request"), "target": t} for t, r in sorted(newest.items())]
 
     def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
@@ -402,7 +405,11 @@ class SEERApp(MONAILabelApp):
         with self._labels_lock:
             self._labels_seen = self._labels_signature()
         if image_id in self._labels_seen:  # a final label (not a draft)
-            self.active_learning.on_saved(image_id)
+            try:
+                self.active_learning.on_saved(image_id)
+            except StateUnavailable as exc:  # the label is stored; the next scan marks the study labelled
+                logger.warning("saved label of %s: the state database did not take it yet: %s", image_id,
+                               exc.message)
         if self.annotation is not None:
             self.annotation.submit(image_id)
         return {}

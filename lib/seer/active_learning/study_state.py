@@ -32,7 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from seer.errors import BadRequest, SeerError, StateUnavailable
-from seer.state_db.database import display_url, open_engine, short_error
+from seer.state_db.database import create_schema, display_url, open_engine, short_error
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ class StudyState:
         try:
             self.engine = open_engine(url)
             self._reader = self.engine.execution_options(seer_read_only=True)
-            with self.engine.begin() as conn:
-                for statement in SCHEMA:
-                    conn.execute(text(statement))
+            create_schema(self.engine, SCHEMA)
         except (SQLAlchemyError, OSError, ImportError, StateUnavailable) as exc:
             raise SeerError(
                 f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "

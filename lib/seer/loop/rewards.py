@@ -215,8 +215,9 @@ class TraceLedger:
             return {str(self.traces[t].get("proposal")) for t in self.rewards if self.traces.get(t, {}).get("proposal")}
 
     def reward_counts(self) -> dict[str, int]:
-        """study -> rewards earned by its proposals."""
+        """study -> rewards earned by its proposals (by any server, when the log is the shared database's)."""
         with self._lock:
+            self.refresh()
             counts: dict[str, int] = {}
             for row in self.rewards.values():
                 counts[str(row.get("study"))] = counts.get(str(row.get("study")), 0) + 1

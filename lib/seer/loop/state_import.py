@@ -1,7 +1,8 @@
 """Importing a server's state files into the shared state database, once per state folder: the trace log (archives
 and live file, in log order), the skill rounds (only into a database without rounds) and the label-id registries.
-The import is recorded in `seer_imports` under the machine's name and the folder's path, so a second start imports
-nothing; a trace or reward the database holds already is never added twice.
+The import is recorded in `seer_imports` under the folder's own id (`<state>/folder_id`, written once), so a second
+start imports nothing, even from a container with another host name or the folder mounted elsewhere; a trace or
+reward the database holds already is never added twice.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import time
+import uuid
 from pathlib import Path
 
+from filelock import FileLock
+
+from seer.files import write_atomic
 from seer.loop.trace_log import TraceLog
 from seer.reasoning.skills import SkillBank
 from seer.state_db.database import StateDatabase
@@ -26,7 +30,15 @@ _ROUND_FILE = re.compile(r"^round-(\d{4,})\.jsonl$")
 
 
 def import_source(state_dir: Path) -> str:
-    return f"{socket.gethostname()}:{Path(state_dir).resolve()}"
+    """The state folder's id, kept in the folder (`folder_id`, a UUID written atomically the first time)."""
+    path = Path(state_dir) / "folder_id"
+    with FileLock(str(path) + ".lock"):
+        try:
+            return "folder:" + path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            folder_id = uuid.uuid4().hex
+            write_atomic(path, folder_id.encode())
+            return "folder:" + folder_id
 
 
 def import_state_files(db: StateDatabase, state_dir: str | Path) -> dict | None:

@@ -21,6 +21,7 @@ def open_engine(url: str):
 
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _report_unreachable(engine, url)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_connection, _record):
@@ -37,13 +38,38 @@ def open_engine(url: str):
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    # a server that does not answer is given up after 5 s (not the driver's minutes); 4 + 8 connections per engine,
+    # two engines per app server (this one and the study state's): 24 of PostgreSQL's default 100 per server
+    engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8, pool_timeout=30,
+                           connect_args={"connect_timeout": 5})
+    _report_unreachable(engine, url)
+    return engine
+
+
+# SQLSTATE of a server that went away, is starting or stopping, or has no connection left (class 08: connection
+# exceptions; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 53300: too many connections)
+_UNREACHABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+_SQLITE_UNREACHABLE = ("database is locked", "unable to open database file", "disk i/o error", "readonly database")
+
+
+def _report_unreachable(engine, url: str) -> None:
+    """A database that cannot be reached becomes StateUnavailable (503) with one sentence naming it, not a driver
+    traceback: a dropped or refused connection, one that cannot be made, a server starting or stopping or out of
+    connections; for SQLite a lock held past the busy timeout or a file that cannot be opened or written."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
 
     @event.listens_for(engine, "handle_error")
     def _unreachable(context):
-        # a server that is down or went away: one sentence and 503 instead of a driver traceback
         original = context.original_exception
-        if context.is_disconnect or "connection" in str(original).lower() and "refused" in str(original).lower():
+        state = str(getattr(original, "sqlstate", None) or "")
+        text = str(original).lower()
+        if engine.dialect.name == "sqlite":
+            unreachable = any(marker in text for marker in _SQLITE_UNREACHABLE)
+        else:
+            unreachable = (context.is_disconnect or state.startswith("08") or state in _UNREACHABLE_STATES
+                           or (isinstance(context.sqlalchemy_exception, OperationalError) and not state))
+        if unreachable:
             error = StateUnavailable(
                 f"The state database {display_url(url)} cannot be reached ({short_error(original)}); nothing was "
                 "changed: try again when it is back."
@@ -51,7 +77,17 @@ def open_engine(url: str):
             error.reason = short_error(original)
             raise error from None
 
-    return engine
+
+def create_schema(engine, statements: list[str]) -> None:
+    """Run `CREATE ... IF NOT EXISTS` statements in one transaction. On PostgreSQL two servers starting at once
+    would race on them (one fails with "duplicate key" on the catalog); an advisory lock makes them take turns."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(715000)"))
+        for statement in statements:
+            conn.execute(text(statement))
 
 
 def display_url(url: str) -> str:
@@ -135,9 +171,7 @@ class StateDatabase:
         try:
             self.engine = open_engine(url)
             self.reader = self.engine.execution_options(seer_read_only=True)
-            with self.engine.begin() as conn:
-                for statement in _schema(self.engine.dialect.name):
-                    conn.execute(text(statement))
+            create_schema(self.engine, _schema(self.engine.dialect.name))
         except (SQLAlchemyError, OSError, ImportError, StateUnavailable) as exc:
             raise SeerError(
                 f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "

@@ -6,6 +6,7 @@ names two structures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from seer.segmentation.atlases import LabelRegistry
@@ -23,6 +24,17 @@ class DatabaseLabelRegistry(LabelRegistry):
         self.name = name
         self._merge_rows(db.rows("SELECT name, id FROM seer_label_ids WHERE registry = :r", {"r": name}))
 
+    @contextlib.contextmanager
+    def _kept_on_failure(self):
+        """Ids allocated in memory are forgotten when their transaction does not commit (the database went away):
+        an id this server never stored is never handed out later (caller holds _lock)."""
+        ids, keys = dict(self._ids), dict(self._keys)
+        try:
+            yield
+        except BaseException:
+            self._ids, self._keys = ids, keys
+            raise
+
     def _merge_rows(self, rows: list[dict]) -> None:
         for row in rows:
             if row["name"] not in self._ids:
@@ -33,7 +45,7 @@ class DatabaseLabelRegistry(LabelRegistry):
         inside one serialized transaction."""
         with self._lock:
             if any(self._known(name) is None for name in names):
-                with self.db.serialized("label_ids") as conn:
+                with self._kept_on_failure(), self.db.serialized("label_ids") as conn:
                     self._merge_rows([dict(r) for r in conn.execute(self.db.text(
                         "SELECT name, id FROM seer_label_ids WHERE registry = :r"), {"r": self.name}).mappings()])
                     before = set(self._ids)
@@ -48,7 +60,7 @@ class DatabaseLabelRegistry(LabelRegistry):
         """Take in a registry file's ids (name -> id): (names added, names whose id differs from the database's,
         which keep the database's). A name whose id another structure holds here gets a new id."""
         conflicts: list[str] = []
-        with self._lock, self.db.serialized("label_ids") as conn:
+        with self._lock, self._kept_on_failure(), self.db.serialized("label_ids") as conn:
             self._merge_rows([dict(r) for r in conn.execute(self.db.text(
                 "SELECT name, id FROM seer_label_ids WHERE registry = :r"), {"r": self.name}).mappings()])
             taken = set(self._ids.values())

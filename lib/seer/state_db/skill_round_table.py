@@ -141,6 +141,8 @@ class DatabaseSkillRounds:
         if seed is not None:
             bank = seed()
             origin = str(bank.path) if bank.path else "the given bank"
+        elif self.latest_path is not None and self.latest_path.exists():  # a datastore from before rounds
+            bank, origin = SkillBank.load(self.latest_path), str(self.latest_path)
         else:
             bank, origin = SkillBank.starter(), "starter skills"
         self.seed_round(bank, origin)
