@@ -173,6 +173,8 @@ def test_a_new_structure_gets_one_id_on_every_server(state_url):
     two = DatabaseLabelRegistry(_db(state_url), "label_table")
     assert one.ensure(["liver"]) == {"liver": 1}
     assert two.ensure(["Liver", "spleen"]) == {"Liver": 1, "spleen": 2}  # the same structure, another spelling
+    one._read_at = 0  # past the time it trusts what it read: its table shows the id server two gave
+    assert one.table() == {1: "liver", 2: "spleen"}
     assert one.ensure(["spleen"]) == {"spleen": 2}
     names = [f"structure {chr(97 + i)}" for i in range(12)]
     got: dict = {}

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
+from seer.errors import StateUnavailable
 from seer.segmentation.atlases import LabelRegistry
 from seer.state_db.database import StateDatabase
 
 logger = logging.getLogger(__name__)
+
+READ_EVERY_S = 1.0  # how often `table()` reads the ids other servers gave
 
 
 class DatabaseLabelRegistry(LabelRegistry):
@@ -22,7 +26,26 @@ class DatabaseLabelRegistry(LabelRegistry):
         super().__init__(None)
         self.db = db
         self.name = name
-        self._merge_rows(db.rows("SELECT name, id FROM seer_label_ids WHERE registry = :r", {"r": name}))
+        self._read_at = 0.0
+        self._read_others()
+
+    def _read_others(self) -> None:
+        """Take in the ids other servers gave since the last read (at most once per READ_EVERY_S; the ids known
+        stay in use while the database does not answer)."""
+        if time.monotonic() - self._read_at < READ_EVERY_S:
+            return
+        try:
+            rows = self.db.rows("SELECT name, id FROM seer_label_ids WHERE registry = :r", {"r": self.name})
+        except StateUnavailable:
+            return
+        with self._lock:
+            self._merge_rows(rows)
+            self._read_at = time.monotonic()
+
+    def table(self) -> dict[int, str]:
+        """id -> display name, with the ids every server gave."""
+        self._read_others()
+        return super().table()
 
     @contextlib.contextmanager
     def _kept_on_failure(self):
