@@ -354,58 +354,12 @@ def test_a_seg_stored_by_another_tool_rewards_the_proposal_on_its_study(own_pacs
     assert rewards and rewards[0]["dice"] > 0.99  # the SEG holds exactly the liver proposal
 
 
-def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one(own_pacs, fresh_postgres, tmp_path):
-    """Two servers, each with its own cache folder, on one Orthanc and one PostgreSQL database: a proposal made on
-    A is rewarded after its label is saved through B, both serve the same skill round and label ids, and B shows
-    A's reasoning."""
-    pacs, uid = own_pacs
-    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "state_db": fresh_postgres, "skill_round": 1}
-    with running_server(pacs.dicomweb, tmp_path / "a.log", conf,
-                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-a")}) as a, \
-            running_server(pacs.dicomweb, tmp_path / "b.log", conf,
-                           env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-b")}) as b:
-        labels = [requests.get(f"{url}/info/", timeout=30).json()["models"]["seer"]["labels"] for url in (a, b)]
-        assert labels[0] == labels[1] and len(set(labels[0].values())) == len(labels[0])  # one id per structure
-        reply = _infer(a, uid, {"prompt": "liver"})
-        assert reply.status_code == 200, reply.text
-        trace_id = requests.get(f"{a}/seer/trace/{uid}", timeout=30).json()["traces"][0]["id"]
-        on_b = requests.get(f"{b}/seer/trace/{uid}", timeout=30).json()
-        assert on_b["count"] == 1 and on_b["traces"][0]["id"] == trace_id  # A's reasoning, read on B
-        mask = tmp_path / "liver.nii.gz"
-        mask.write_bytes(reply.content)
-        proposals = [p for p in (tmp_path / "cache-a").rglob("proposals/*") if p.is_file()]
-        assert len(proposals) == 1
-        proposals[0].unlink()  # B stands on another machine: A's proposal file is not there to read
-        with mask.open("rb") as f:
-            saved = requests.put(f"{b}/datastore/label", params={"image": uid, "tag": "final"},
-                                 files={"label": f}, timeout=120)
-        assert saved.status_code == 200, saved.text
-        deadline = time.time() + 180
-        while requests.get(f"{b}/info/", timeout=30).json()["seer"]["rewards"] < 1:
-            assert time.time() < deadline, (tmp_path / "b.log").read_text()[-3000:]
-            time.sleep(1)
-        time.sleep(1.5)  # past the time a server trusts its round before asking the database again
-        infos = [requests.get(f"{url}/info/", timeout=30).json()["seer"] for url in (a, b)]
-        assert [i["rewards"] for i in infos] == [1, 1]
-        assert [i["round"] for i in infos] == [1, 1]  # one reward closes a round of one, once
-        # the second server's own folder holds no trace log: everything went to the database
-        assert not list((tmp_path / "cache-b").rglob("traces.jsonl"))
+def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one_behind_nginx(own_pacs, fresh_postgres, tmp_path):
+    """docs/deployment.md as written: two servers, each with its own cache folder, on one Orthanc and one PostgreSQL,
+    behind nginx with deploy/nginx-seer-label.conf (only its marked lines replaced). Both use the same label ids; A's
+    reasoning shows on B; the viewer, the PACS proxy and inference go through nginx to both servers; a label saved
+    through B rewards the proposals A made, from the masks in the database, once; both serve the same round."""
     import sqlalchemy
-
-    engine = sqlalchemy.create_engine(fresh_postgres)
-    with engine.connect() as conn:
-        rewards = conn.exec_driver_sql("SELECT body FROM seer_trace_rows WHERE kind = 'reward'").fetchall()
-        rounds = conn.exec_driver_sql("SELECT round FROM seer_skill_rounds ORDER BY round").fetchall()
-    engine.dispose()
-    assert len(rewards) == 1 and json.loads(rewards[0][0])["trace_id"] == trace_id
-    assert json.loads(rewards[0][0])["dice"] > 0.99  # A's proposal, read from the database: no file held it
-    assert [r[0] for r in rounds] == [0, 1]
-
-
-def test_the_deployment_recipe_two_servers_behind_nginx(own_pacs, fresh_postgres, tmp_path):
-    """docs/deployment.md as written: two servers on one Orthanc and one PostgreSQL behind nginx with
-    deploy/nginx-seer-label.conf (only its marked lines replaced). The viewer, the PACS proxy, inference, saves and
-    rewards all go through the one address, and both servers do the work."""
     from load_balancer import Nginx, nginx_binary
 
     if nginx_binary() is None:
@@ -417,23 +371,48 @@ def test_the_deployment_recipe_two_servers_behind_nginx(own_pacs, fresh_postgres
             running_server(pacs.dicomweb, tmp_path / "b.log", conf,
                            env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-b")}) as b, \
             Nginx(tmp_path / "nginx", [a, b]) as balancer:
-        url = balancer.url
+        labels = [requests.get(f"{url}/info/", timeout=30).json()["models"]["seer"]["labels"] for url in (a, b)]
+        assert labels[0] == labels[1] and len(set(labels[0].values())) == len(labels[0])  # one id per structure
+        reply = _infer(a, uid, {"prompt": "liver"})
+        assert reply.status_code == 200, reply.text
+        trace_id = requests.get(f"{a}/seer/trace/{uid}", timeout=30).json()["traces"][0]["id"]
+        on_b = requests.get(f"{b}/seer/trace/{uid}", timeout=30).json()
+        assert on_b["count"] == 1 and on_b["traces"][0]["id"] == trace_id  # A's reasoning, read on B
+
+        url = balancer.url  # the one address of the recipe
         viewer = requests.get(f"{url}/ohif/", timeout=30)
         assert viewer.status_code == 200 and "<html" in viewer.text.lower()
         found = requests.get(f"{url}/proxy/dicom/qido/studies", timeout=30)
         assert found.status_code == 200 and len(found.json()) == 1
-        replies = [_infer(url, uid, {"prompt": p}) for p in ("liver", "spleen", "liver", "spleen")]
+        replies = [_infer(url, uid, {"prompt": p}) for p in ("spleen", "liver", "spleen", "liver")]
         assert [r.status_code for r in replies] == [200] * 4
         assert set(balancer.upstreams("/infer/")) == {a.split("//")[1], b.split("//")[1]}  # both did work
+
+        for proposal in [p for p in (tmp_path / "cache-a").rglob("proposals/*") if p.is_file()]:
+            proposal.unlink()  # B stands on another machine: A's proposal files are not there to read
         mask = tmp_path / "liver.nii.gz"
-        mask.write_bytes(replies[0].content)
+        mask.write_bytes(reply.content)
         with mask.open("rb") as f:
-            saved = requests.put(f"{url}/datastore/label", params={"image": uid, "tag": "final"},
+            saved = requests.put(f"{b}/datastore/label", params={"image": uid, "tag": "final"},
                                  files={"label": f}, timeout=120)
         assert saved.status_code == 200, saved.text
         deadline = time.time() + 180
-        while requests.get(f"{url}/info/", timeout=30).json()["seer"]["rewards"] < 2:  # both liver proposals
-            assert time.time() < deadline, (tmp_path / "a.log").read_text()[-2000:]
+        while requests.get(f"{b}/info/", timeout=30).json()["seer"]["rewards"] < 3:  # the three liver proposals
+            assert time.time() < deadline, (tmp_path / "b.log").read_text()[-3000:]
             time.sleep(1)
-        traces = requests.get(f"{url}/seer/trace/{uid}", timeout=30).json()
-        assert traces["count"] == 4
+        time.sleep(1.5)  # past the time a server trusts its round before asking the database again
+        infos = [requests.get(f"{server}/info/", timeout=30).json()["seer"] for server in (a, b, url)]
+        assert [i["rewards"] for i in infos] == [3, 3, 3]
+        assert [i["round"] for i in infos] == [3, 3, 3]  # rounds of one reward, each closed once
+        assert requests.get(f"{url}/seer/trace/{uid}", timeout=30).json()["count"] == 5
+        assert not list((tmp_path / "cache-b").rglob("traces.jsonl"))  # everything went to the database
+    engine = sqlalchemy.create_engine(fresh_postgres)
+    with engine.connect() as conn:
+        rewards = [json.loads(r[0]) for r in conn.exec_driver_sql(
+            "SELECT body FROM seer_trace_rows WHERE kind = 'reward'")]
+        rounds = [r[0] for r in conn.exec_driver_sql("SELECT round FROM seer_skill_rounds ORDER BY round")]
+    engine.dispose()
+    assert len(rewards) == 3 and len({r["trace_id"] for r in rewards}) == 3
+    mine = next(r for r in rewards if r["trace_id"] == trace_id)
+    assert mine["dice"] > 0.99  # A's proposal, read from the database: no file held it
+    assert rounds == [0, 1, 2, 3]
