@@ -9,6 +9,7 @@ seer.active_learning.commands), imported only when that command runs.
   python main.py sample-data [--dest DIR] [--force]
   python main.py skills list|show ID|diff A B (--studies DIR | --state-db URL) [--json]
   python main.py traces (--studies DIR | --state-db URL) [--study ID] [--json]
+  python main.py review list|show STUDY (--studies DIR | --state-db URL) [--json]
   python main.py export-traces (--studies DIR | --state-db URL) --output DIR
   python main.py evaluate MANIFEST.jsonl --output DIR [--reasoner NAME] [--backbone NAME] [--atlases DIR ...]
   python main.py finetune (--traces DIR_OR_JSONL | --state-db URL) --model BASE --output ADAPTER_DIR
@@ -116,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     skills.add_argument("--state-db", help=STATE_DB_HELP)
     skills.set_defaults(command_body="seer.loop.commands:cmd_skills")
 
+    review = sub.add_parser("review", help="each annotator's label per study and its review state: list | show STUDY")
+    review.add_argument("action", choices=["list", "show"])
+    review.add_argument("study", nargs="?", help="show: the study id")
+    review.add_argument("--studies", default=str(DEFAULT_STUDIES), help="studies folder the server runs on")
+    review.add_argument("--state-db", help=STATE_DB_HELP)
+    review.add_argument("--json", action="store_true", help="one JSON object (stable field names)")
+    review.set_defaults(command_body="seer.review.commands:cmd_review")
+
     traces = sub.add_parser("traces", help="the trace log with rewards (dice, raw_dice, gain)")
     traces.add_argument("--studies", default=str(DEFAULT_STUDIES))
     traces.add_argument("--study", help="only this study")
@@ -207,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "skills", "traces",
-                "export-traces", "evaluate", "finetune", "simulate-al", "labels", "-h", "--help"}
+    commands = {"serve", "reason", "segment", "sample-data", "download-weights", "merge-adapter", "skills", "review",
+                "traces", "export-traces", "evaluate", "finetune", "simulate-al", "labels", "-h", "--help"}
     if not any(a in commands for a in argv):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)

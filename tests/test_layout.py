@@ -26,7 +26,7 @@ LAYERS = [
     {"seer.state_db"},
     {"seer.loop"},
     {"seer.pipeline"},
-    {"seer.active_learning", "seer.pacs", "seer.training"},
+    {"seer.active_learning", "seer.pacs", "seer.training", "seer.review"},
     {"seer.commands"},
 ]
 

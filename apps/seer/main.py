@@ -34,7 +34,7 @@ from monailabel.tasks.activelearning.random import Random  # noqa: E402
 import seer  # noqa: E402
 from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E402
 from seer.active_learning.strategy import ActiveLearning, recent_traces  # noqa: E402
-from seer.active_learning.study_state import StudyState  # noqa: E402
+from seer.active_learning.study_state import StudyState, split_holder  # noqa: E402
 from seer.devices import share_cpu_threads  # noqa: E402
 from seer.errors import SeerError, StateUnavailable  # noqa: E402
 from seer.files import datastore_state_dir  # noqa: E402
@@ -46,6 +46,7 @@ from seer.loop.saved_labels import name_label_values  # noqa: E402
 from seer.memory import limit_heap_growth  # noqa: E402
 from seer.pacs.dicomweb_paths import is_uid  # noqa: E402
 from seer.pipeline import build_pipeline, label_registry, open_state_db  # noqa: E402
+from seer.review.label_reads import LabelReads  # noqa: E402
 from seer.segmentation.atlases import AtlasSource  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 
@@ -151,6 +152,7 @@ class SEERApp(MONAILabelApp):
         self.state_dir = datastore_state_dir(self.studies, root)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.reads = LabelReads.for_datastore(self.seer_settings.state_db, self.state_dir)
             self.state_db = open_state_db(self.seer_settings, self.state_dir)  # imports this folder's files once
             self.registry = label_registry("label_table", self.state_dir, self.state_db)
             self.pipeline = build_pipeline(
@@ -220,7 +222,7 @@ class SEERApp(MONAILabelApp):
             Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, rounds.skill_tag, self.seer_settings.dataset,
                      proposal_file=pipeline.trace_log.proposal_file),
             final_label=self._final_label,
-            labelled=lambda: list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL)),
+            labelled=lambda: [s for s in self.datastore().get_labeled_images(DefaultLabelTag.FINAL) if self.teaches(s)],
             on_round=on_round,
             after_job=after_job,
             queue_size=self.seer_settings.reward_queue,
@@ -324,6 +326,7 @@ class SEERApp(MONAILabelApp):
                 "active_learning": active_learning,
                 "state_db": state_db,
                 "labels_not_atlases": dict(self.not_atlases),
+                "review": self._review_status(),
                 "label_aliases": self.pipeline.backbone.label_table().aliases_by_name(),
                 "housekeeping": self.housekeeper.last,
                 "caches": {"volumes": self.volumes.stats(), **self.pipeline.cache_stats()},
@@ -349,6 +352,16 @@ class SEERApp(MONAILabelApp):
             rewards = len(loop.ledger.reward_order) if loop else 0
             active_learning = {"error": exc.message}
         return state, rewards, active_learning
+
+    def _review_status(self) -> dict:
+        """For /info: whether review is on and how many labels wait for a reviewer."""
+        status = {"on": self.seer_settings.review}
+        if self.seer_settings.review:
+            try:
+                status["waiting"] = len(self.reads.queue())
+            except StateUnavailable as exc:
+                status["error"] = exc.message
+        return status
 
     def check_state_db(self) -> None:
         """StateUnavailable (503) when the shared state database does not answer: a save is refused before
@@ -410,9 +423,39 @@ class SEERApp(MONAILabelApp):
             except StateUnavailable as exc:  # the label is stored; the next scan marks the study labelled
                 logger.warning("saved label of %s: the state database did not take it yet: %s", image_id,
                                exc.message)
-        if self.annotation is not None:
+        if self.annotation is not None and self.teaches(image_id):
             self.annotation.submit(image_id)
         return {}
+
+    # -- review ----------------------------------------------------------------------------------------------------
+    def teaches(self, image_id: str) -> bool:
+        """Whether a study's final label may teach (rewards, skill rounds, atlas): always with review off, else
+        once a reviewer approved a read of it."""
+        return not self.seer_settings.review or self.reads.approved(image_id)
+
+    def record_read(self, image_id: str, annotator: str, tag: str) -> dict:
+        """A save by `annotator` (a lease_holder key): its read becomes a draft, submitted, or (review off) approved
+        (seer.review.label_reads)."""
+        final = tag == DefaultLabelTag.FINAL.value
+        return self.reads.saved(image_id, annotator, tag, final, approve=not self.seer_settings.review)
+
+    def review(self, image_id: str, annotator: str, decision: str, reviewer: str, comment: str = "") -> dict:
+        """A reviewer's decision (SeerError with its status for bad input); an approval lets the study teach now:
+        it becomes an atlas and its proposals are rewarded."""
+        # one's own label: the same user (auth on: the user, whatever the client); with auth off the same client
+        own = (split_holder(reviewer)[0] == split_holder(annotator)[0] if monailabel_settings.MONAI_LABEL_AUTH_ENABLE
+               else reviewer == annotator)
+        read = self.reads.decide(image_id, annotator, decision, reviewer, comment, own=own,
+                                 allow_own=self.seer_settings.review_self)
+        if read["state"] == "approved" and read["was"] != "approved":
+            try:
+                self.pipeline.backbone.refresh()
+            except Exception:  # noqa: BLE001 - the decision stands even if an atlas is unreadable
+                logger.exception("atlas refresh after approving %s failed", image_id)
+            if self.annotation is not None:
+                self.annotation.submit(image_id)
+        logger.info("review: %s's label on %s %s by %s", annotator, image_id, read["state"], reviewer)
+        return read
 
     # -- datastore atlases and rewards ---------------------------------------------------------------------------
     def _labels_signature(self) -> dict[str, int]:
@@ -446,7 +489,8 @@ class SEERApp(MONAILabelApp):
         self._labels_seen = signature
         if self.annotation is not None:
             for study in changed:
-                self.annotation.submit(study)
+                if self.teaches(study):
+                    self.annotation.submit(study)
 
     def _datastore_atlases(self) -> list[AtlasSource]:
         """Every datastore study with a final label whose values are named (`label_names`, or Slicer's
@@ -457,7 +501,11 @@ class SEERApp(MONAILabelApp):
         datastore = self.datastore()
         sources = []
         before, not_atlases = self.not_atlases, {}  # rebuilt, then swapped: /info never reads it half-built
+        approved = self.reads.approved_studies() if self.seer_settings.review else None
         for image_id in datastore.get_labeled_images(DefaultLabelTag.FINAL):
+            if approved is not None and image_id not in approved:
+                not_atlases[image_id] = "its label waits for a reviewer's approval (setting review)"
+                continue
             image_path = datastore.get_image_uri(image_id)
             label_path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
             if not (image_path and label_path and os.path.isfile(image_path) and os.path.isfile(label_path)):

@@ -29,6 +29,18 @@ class StudyNotFound(SeerError):
     status = 404
 
 
+class Forbidden(SeerError):
+    """The user may not do this (a reviewer's own label, an annotator reviewing)."""
+
+    status = 403
+
+
+class Conflict(SeerError):
+    """The request does not fit the current state (approving a draft)."""
+
+    status = 409
+
+
 class StateUnavailable(SeerError):
     """The shared state database (the `state_db` setting) cannot be reached; nothing was changed."""
 

@@ -121,6 +121,9 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "lease_one_per_client": (bool, True, "strategy seer: a client (user and client_id) asking for the next study "
                              "gives back the study it holds unsaved, in the same transaction, so a skipped study "
                              "goes back to the team; false = a client may hold several studies at once"),
+    "review": (bool, False, "a final label is `submitted` and teaches (rewards, skill rounds, atlases) only once a "
+               "reviewer approves it (POST /seer/review/{image}); false = a final label is approved on save"),
+    "review_self": (bool, False, "review: a reviewer may approve or reject their own label"),
     "al_phrasings": (int, 4, "scoring seer: phrasings reasoned per campaign request (the request, its skill-bank "
                      "aliases, requests from the trace log that resolved to the same target)"),
     "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
@@ -222,6 +225,8 @@ class SeerSettings:
     state_db: str
     lease_s: float
     lease_one_per_client: bool
+    review: bool
+    review_self: bool
     al_phrasings: int
     al_backbone: bool
     scan_s: float

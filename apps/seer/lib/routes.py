@@ -259,9 +259,12 @@ def install(app) -> None:
                          label: UploadFile = File(...),
                          user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
         save_params = parsed_params(params)
-        return await run_in_threadpool(save_label_now, image, save_params, tag or DefaultLabelTag.FINAL.value, label)
+        client_id = checked(checked_client_id, save_params.get("client_id"))
+        annotator, _ = lease_identity(user.username, user.roles, client_id)
+        return await run_in_threadpool(save_label_now, image, save_params, tag or DefaultLabelTag.FINAL.value, label,
+                                       annotator)
 
-    def save_label_now(image: str, params: dict, tag: str, label: UploadFile) -> dict:
+    def save_label_now(image: str, params: dict, tag: str, label: UploadFile, annotator: str) -> dict:
         """Check the upload (format, size, grid, values, names: seer.imaging.label_file, seer.loop.saved_labels),
         then store it with the stock datastore; anything refused leaves the study as it was."""
         datastore = app.datastore()
@@ -295,9 +298,39 @@ def install(app) -> None:
             label_id = datastore.save_label(image, checked.path, tag, params)
         finally:
             remove_file(folder)
+        try:
+            read = app.record_read(image, annotator, tag)
+        except StateUnavailable as exc:  # the label is stored; its read is recorded by its next save
+            logger.warning("the read of %s on %s is not recorded: %s", annotator, image, exc.message)
+            read = {"state": "unrecorded"}
         reply = app.on_save_label(image, label_id) or {}
         return {**reply, "image": image, "label": label_id, "label_names": named.as_label_names(),
-                "named_by_server": list(named.from_table)}
+                "named_by_server": list(named.from_table), "annotator": annotator, "review": read["state"]}
+
+    @router.get(prefix + "/seer/review/queue", summary="Final labels waiting for a reviewer, oldest first")
+    @answered
+    def review_queue(limit: int = 100, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        waiting = app.reads.queue(max(1, min(int(limit), 1000)))
+        log = app.pipeline.trace_log
+        for read in waiting:
+            read["traces"] = [{k: t.get(k) for k in ("id", "request", "target", "refused")}
+                              for t in (log.history(read["study"], 3) if log is not None else [])]
+        return {"review": app.seer_settings.review, "waiting": waiting}
+
+    @router.post(prefix + "/seer/review/{image:path}", summary="Approve or reject an annotator's final label")
+    @answered
+    def review_label(image: str, body: dict, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_REVIEWER))):
+        """body: {"annotator": the read's annotator (as a save's reply names it), "decision": "approve" | "reject",
+        "comment": why (a rejection needs one), "client_id": the reviewer's own client (optional)}."""
+        if image not in app.datastore().list_images():
+            raise HTTPException(404, f"No study with id '{image[:80]}' in the datastore (GET /datastore/?output=all "
+                                "lists them).")
+        annotator = body.get("annotator")
+        if not isinstance(annotator, str) or not annotator:
+            raise HTTPException(422, "Name the label to review: \"annotator\" as the save's reply gave it (GET "
+                                "/seer/review/queue lists them).")
+        reviewer, _ = lease_identity(user.username, user.roles, checked(checked_client_id, body.get("client_id")))
+        return app.review(image, annotator, body.get("decision"), reviewer, body.get("comment") or "")
 
     forwarded = ("accept", "range", "if-none-match", "if-modified-since", "content-type")
     pacs_session = requests.Session()  # kept-alive connections to the PACS, shared by the proxy's threads

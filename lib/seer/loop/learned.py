@@ -52,13 +52,18 @@ def open_ledger(studies: str, state_db: str | None = None) -> TraceLedger:
 _DATABASES: dict = {}
 
 
+def check_state_db_url(url: str) -> None:
+    """BadRequest unless `url` is a postgresql:// or sqlite:/// URL."""
+    if not url.startswith(("postgresql", "sqlite")):
+        raise BadRequest(f"--state-db must be a postgresql://user:password@host/database or sqlite:///path URL, got "
+                         f"{url.split('@')[-1]!r}.")
+
+
 def _database(url: str):
     """One StateDatabase per URL for a command (skills list opens rounds and ledger on the same database)."""
     from seer.state_db.database import StateDatabase
 
-    if not url.startswith(("postgresql", "sqlite")):
-        raise BadRequest(f"--state-db must be a postgresql://user:password@host/database or sqlite:///path URL, got "
-                         f"{url.split('@')[-1]!r}.")
+    check_state_db_url(url)
     if url not in _DATABASES:
         _DATABASES[url] = StateDatabase(url)
     return _DATABASES[url]

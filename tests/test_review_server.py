@@ -1,0 +1,68 @@
+"""Review on the real server (`--conf review true`): a final label is submitted and teaches nothing until a reviewer
+approves it through POST /seer/review/{image}; bad decisions are one sentence each; `review list` shows the
+states."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import requests
+from test_annotation_server import cli, infer, save_label, seer_info, wait_for
+
+from conftest import label_map, running_server
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def test_a_final_label_teaches_only_once_a_reviewer_approves_it(tmp_path, shared_data):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(shared_data / "ct-abdomen-small" / "image.nii.gz", studies / "ct_small.nii.gz")
+    atlases = tmp_path / "atlases"
+    atlases.mkdir()
+    (atlases / "ct-abdomen-pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
+    names = {name: int(value) for value, name in label_map(shared_data / "ct-abdomen-small").items()}
+    label = shared_data / "ct-abdomen-small" / "labels.nii.gz"
+    conf = {"atlases": str(atlases), "skill_round": 1, "review": "true"}
+    with running_server(studies, tmp_path / "server.log", conf) as url:
+        def review(body):
+            return requests.post(f"{url}/seer/review/ct_small", json=body, timeout=60)
+
+        assert infer(url, "ct_small", "liver").status_code == 200
+        saved = save_label(url, "ct_small", label, {"label_names": names, "client_id": "alice"})
+        assert saved.status_code == 200, saved.text
+        assert (saved.json()["annotator"], saved.json()["review"]) == ("anonymous/alice", "submitted")
+        draft = requests.put(f"{url}/datastore/label", params={"image": "ct_small", "tag": "bob-draft"},
+                             data={"params": '{"client_id": "bob"}'}, files={"label": label.open("rb")}, timeout=60)
+        assert draft.status_code == 200 and draft.json()["review"] == "draft"
+        time.sleep(2)
+        info = seer_info(url)
+        assert info["rewards"] == 0 and info["review"] == {"on": True, "waiting": 1}
+        assert "review" in info["labels_not_atlases"]["ct_small"]  # not an atlas yet
+        queue = requests.get(f"{url}/seer/review/queue", timeout=30).json()["waiting"]
+        assert [(q["study"], q["annotator"]) for q in queue] == [("ct_small", "anonymous/alice")]
+        assert queue[0]["traces"][0]["request"] == "liver"
+
+        for body, status, words in [
+            ({"annotator": "anonymous/alice", "decision": "maybe"}, 422, "\"approve\" or \"reject\""),
+            ({"decision": "approve"}, 422, "Name the label to review"),
+            ({"annotator": "anonymous/carol", "decision": "approve"}, 404, "has no label on 'ct_small'"),
+            ({"annotator": "anonymous/bob", "decision": "approve"}, 409, "is a draft"),
+            ({"annotator": "anonymous/alice", "decision": "reject"}, 422, "needs a comment"),
+            ({"annotator": "anonymous/alice", "decision": "approve", "client_id": "alice"}, 403, "their own label"),
+        ]:
+            reply = review(body)
+            assert reply.status_code == status and words in reply.json()["detail"], (body, reply.text)
+        assert requests.post(f"{url}/seer/review/elsewhere", json={}, timeout=30).status_code == 404
+        assert seer_info(url)["rewards"] == 0
+
+        approved = review({"annotator": "anonymous/alice", "decision": "approve", "client_id": "rev"})
+        assert approved.status_code == 200 and approved.json()["state"] == "approved", approved.text
+        info = wait_for(lambda: (i := seer_info(url))["rewards"] == 1 and i, what="the reward after approval")
+        assert info["round"] == 1 and info["review"]["waiting"] == 0
+        assert "ct_small" not in info["labels_not_atlases"]
+    listed = cli("review", "list", "--studies", str(studies), "--json")["reads"]
+    assert [(r["annotator"], r["state"], r["reviewer"]) for r in listed] == [
+        ("anonymous/alice", "approved", "anonymous/rev"), ("anonymous/bob", "draft", None)]
