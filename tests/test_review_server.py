@@ -1,6 +1,6 @@
 """Review on the real server (`--conf review true`): a final label is submitted and teaches nothing until a reviewer
-approves it through POST /seer/review/{image}; bad decisions are one sentence each; `review list` shows the
-states."""
+approves it through POST /seer/review/{image}, also after a restart; bad decisions are one sentence each;
+`review list` shows the states."""
 
 from __future__ import annotations
 
@@ -57,7 +57,14 @@ def test_a_final_label_teaches_only_once_a_reviewer_approves_it(tmp_path, shared
             assert reply.status_code == status and words in reply.json()["detail"], (body, reply.text)
         assert requests.post(f"{url}/seer/review/elsewhere", json={}, timeout=30).status_code == 404
         assert seer_info(url)["rewards"] == 0
+    # a restart in the middle of review loses nothing: the read still waits, and its approval teaches
+    with running_server(studies, tmp_path / "server2.log", conf) as url:
+        def review(body):
+            return requests.post(f"{url}/seer/review/ct_small", json=body, timeout=60)
 
+        queue = requests.get(f"{url}/seer/review/queue", timeout=30).json()["waiting"]
+        assert [(q["study"], q["annotator"]) for q in queue] == [("ct_small", "anonymous/alice")]
+        assert seer_info(url)["rewards"] == 0
         approved = review({"annotator": "anonymous/alice", "decision": "approve", "client_id": "rev"})
         assert approved.status_code == 200 and approved.json()["state"] == "approved", approved.text
         info = wait_for(lambda: (i := seer_info(url))["rewards"] == 1 and i, what="the reward after approval")
