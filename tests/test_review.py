@@ -56,3 +56,15 @@ def test_bad_decisions_are_one_sentence_and_change_nothing(reads, decision, anno
 def test_ones_own_label_may_be_reviewed_when_allowed(reads):
     reads.saved("s", "a", "final", final=True, approve=False)
     assert reads.decide("s", "a", "approve", "a", own=True, allow_own=True)["state"] == "approved"
+
+
+def test_an_approved_label_is_not_rejected_and_the_newest_submitted_read_is_the_datastores(reads):
+    reads.saved("s", "a", "final", final=True, approve=False)
+    reads.saved("s", "b", "final", final=True, approve=False)
+    assert reads.newest_submitted("s")["annotator"] == "b"
+    reads.decide("s", "b", "approve", "rev")
+    assert reads.newest_submitted("s")["annotator"] == "a"
+    assert reads.decide("s", "b", "approve", "rev")["was"] == "approved"  # approving again changes nothing
+    with pytest.raises(Conflict, match="has taught"):
+        reads.decide("s", "b", "reject", "rev", "too late")
+    assert reads.read("s", "b")["state"] == "approved"

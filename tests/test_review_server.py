@@ -4,6 +4,7 @@ approves it through POST /seer/review/{image}, also after a restart; bad decisio
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -65,11 +66,36 @@ def test_a_final_label_teaches_only_once_a_reviewer_approves_it(tmp_path, shared
         queue = requests.get(f"{url}/seer/review/queue", timeout=30).json()["waiting"]
         assert [(q["study"], q["annotator"]) for q in queue] == [("ct_small", "anonymous/alice")]
         assert seer_info(url)["rewards"] == 0
-        approved = review({"annotator": "anonymous/alice", "decision": "approve", "client_id": "rev"})
-        assert approved.status_code == 200 and approved.json()["state"] == "approved", approved.text
+        # a rejection through the API is written into the label info as the Slicer Reviewer module reads it
+        rejected = review({"annotator": "anonymous/alice", "decision": "reject", "comment": "liver dome missing",
+                           "client_id": "rev"})
+        assert rejected.status_code == 200 and rejected.json()["state"] == "rejected", rejected.text
+        info = requests.get(f"{url}/datastore/label/info", params={"label": "ct_small", "tag": "final"},
+                            timeout=30).json()
+        assert info["segmentationMeta"]["status"] == "flagged"
+        assert info["segmentationMeta"]["comment"] == "liver dome missing"
+        assert info["segmentationMeta"]["approvedBy"] == "anonymous/rev"
+        assert seer_info(url)["rewards"] == 0
+        resaved = save_label(url, "ct_small", label, {"label_names": names, "client_id": "alice"})
+        assert resaved.json()["review"] == "submitted"
+        # the Slicer MONAI Label Reviewer module approves exactly as it sends it: form field `params`, `label=`
+        meta = {"segmentationMeta": {"status": "approved", "approvedBy": "Dr. Rev", "level": "easy", "comment": "",
+                                     "editTime": 1765000000}}
+        approved = requests.put(f"{url}/datastore/updatelabelinfo", params={"label": "ct_small", "tag": "final"},
+                                data={"params": json.dumps(meta)},
+                                headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=60)
+        assert approved.status_code == 200 and approved.json()["review"] == "approved", approved.text
         info = wait_for(lambda: (i := seer_info(url))["rewards"] == 1 and i, what="the reward after approval")
         assert info["round"] == 1 and info["review"]["waiting"] == 0
         assert "ct_small" not in info["labels_not_atlases"]
+        stored = requests.get(f"{url}/datastore/label/info", params={"label": "ct_small", "tag": "final"},
+                              timeout=30).json()
+        assert stored["segmentationMeta"]["approvedBy"] == "Dr. Rev"  # the module's own record, as it wrote it
+        again = review({"annotator": "anonymous/alice", "decision": "reject", "comment": "late", "client_id": "rev"})
+        assert again.status_code == 409 and "has taught" in again.json()["detail"]
+        nothing = requests.put(f"{url}/datastore/updatelabelinfo", params={"label": "ct_small", "tag": "nope"},
+                               data={"params": json.dumps(meta)}, timeout=30)
+        assert nothing.status_code == 404
     listed = cli("review", "list", "--studies", str(studies), "--json")["reads"]
     assert [(r["annotator"], r["state"], r["reviewer"]) for r in listed] == [
-        ("anonymous/alice", "approved", "anonymous/rev"), ("anonymous/bob", "draft", None)]
+        ("anonymous/bob", "draft", None), ("anonymous/alice", "approved", "anonymous")]

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E
 from seer.active_learning.strategy import ActiveLearning, recent_traces  # noqa: E402
 from seer.active_learning.study_state import StudyState, split_holder  # noqa: E402
 from seer.devices import share_cpu_threads  # noqa: E402
-from seer.errors import SeerError, StateUnavailable  # noqa: E402
+from seer.errors import Conflict, SeerError, StateUnavailable  # noqa: E402
 from seer.files import datastore_state_dir  # noqa: E402
 from seer.housekeeping import Housekeeper  # noqa: E402
 from seer.imaging.volume import VolumeCache  # noqa: E402
@@ -439,9 +440,11 @@ class SEERApp(MONAILabelApp):
         final = tag == DefaultLabelTag.FINAL.value
         return self.reads.saved(image_id, annotator, tag, final, approve=not self.seer_settings.review)
 
-    def review(self, image_id: str, annotator: str, decision: str, reviewer: str, comment: str = "") -> dict:
+    def review(self, image_id: str, annotator: str, decision: str, reviewer: str, comment: str = "",
+               mirror: bool = True) -> dict:
         """A reviewer's decision (SeerError with its status for bad input); an approval lets the study teach now:
-        it becomes an atlas and its proposals are rewarded."""
+        it becomes an atlas and its proposals are rewarded. mirror: write it into the final label's info as the
+        Slicer Reviewer module reads it (not when the decision came from there)."""
         # one's own label: the same user (auth on: the user, whatever the client); with auth off the same client
         own = (split_holder(reviewer)[0] == split_holder(annotator)[0] if monailabel_settings.MONAI_LABEL_AUTH_ENABLE
                else reviewer == annotator)
@@ -455,7 +458,39 @@ class SEERApp(MONAILabelApp):
             if self.annotation is not None:
                 self.annotation.submit(image_id)
         logger.info("review: %s's label on %s %s by %s", annotator, image_id, read["state"], reviewer)
+        if mirror:
+            self._mirror_review(image_id, read)
         return read
+
+    def _mirror_review(self, image_id: str, read: dict) -> None:
+        """Write a decision into the final label's info as the Slicer MONAI Label Reviewer module reads it
+        (`segmentationMeta`: status approved / flagged, approvedBy, comment, editTime)."""
+        status = {"approved": "approved", "rejected": "flagged"}.get(read["state"])
+        if status is None:
+            return
+        meta = {"status": status, "approvedBy": read.get("reviewer") or "", "comment": read.get("comment") or "",
+                "editTime": int(read.get("decided_at") or time.time())}
+        try:
+            self.datastore().update_label_info(image_id, DefaultLabelTag.FINAL.value, {"segmentationMeta": meta})
+        except Exception as exc:  # noqa: BLE001 - the decision stands; the label info is a mirror
+            logger.warning("review of %s not written into its label info: %s", image_id, exc)
+
+    def review_from_label_info(self, image_id: str, tag: str, info: dict, reviewer: str) -> dict | None:
+        """The Slicer Reviewer module's `segmentationMeta` status on a final label, as a decision on the study's
+        newest submitted read: "approved" approves, "flagged" rejects (its comment, else a sentence saying where
+        it came from). None when the info carries no such status or a newer approval is already recorded."""
+        meta = info.get("segmentationMeta") if isinstance(info, dict) else None
+        status = str(meta.get("status") or "").strip().lower() if isinstance(meta, dict) else ""
+        if tag != DefaultLabelTag.FINAL.value or status not in ("approved", "flagged"):
+            return None
+        read = self.reads.newest_submitted(image_id)
+        if read is None:
+            if status == "approved" and self.reads.approved(image_id):
+                return None  # the module saving its own state again
+            raise Conflict(f"No submitted label on '{image_id}' waits for review: nothing to mark {status}.")
+        decision = "approve" if status == "approved" else "reject"
+        comment = str(meta.get("comment") or "").strip() or "flagged in the Slicer MONAI Label Reviewer module"
+        return self.review(image_id, read["annotator"], decision, reviewer, comment, mirror=False)
 
     # -- datastore atlases and rewards ---------------------------------------------------------------------------
     def _labels_signature(self) -> dict[str, int]:

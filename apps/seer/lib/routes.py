@@ -307,6 +307,41 @@ def install(app) -> None:
         return {**reply, "image": image, "label": label_id, "label_names": named.as_label_names(),
                 "named_by_server": list(named.from_table), "annotator": annotator, "review": read["state"]}
 
+    def label_info_now(label: str, tag: str, text: str, user: User) -> dict:
+        """Stock label-info update, then the Slicer Reviewer module's `segmentationMeta` status on a final label as a
+        review decision (the reviewer role when auth is on)."""
+        info = parsed_params(text)
+        if label not in app.datastore().list_images():
+            raise HTTPException(404, f"No study with id '{label[:80]}' in the datastore (GET /datastore/?output=all "
+                                "lists them).")
+        if not LABEL_TAG.fullmatch(tag) or not app.datastore().get_label_uri(label, tag):
+            raise HTTPException(404, f"'{label[:80]}' has no label tagged '{tag[:40]}'.")
+        meta = info.get("segmentationMeta")
+        decides = tag == DefaultLabelTag.FINAL.value and isinstance(meta, dict) and str(
+            meta.get("status") or "").strip().lower() in ("approved", "flagged")
+        if decides and settings.MONAI_LABEL_AUTH_ENABLE and \
+                settings.MONAI_LABEL_AUTH_ROLE_REVIEWER not in (user.roles or ()) and \
+                settings.MONAI_LABEL_AUTH_ROLE_ADMIN not in (user.roles or ()):
+            raise HTTPException(403, f"Marking a label approved or flagged needs the role "
+                                f"{settings.MONAI_LABEL_AUTH_ROLE_REVIEWER}.")
+        reviewer, _ = lease_identity(user.username, user.roles)
+        decision = app.review_from_label_info(label, tag, info, reviewer) if decides else None
+        reply = stock_datastore.update_label_info(label, tag, json.dumps(info), user.username)
+        return {**(reply or {}), "review": decision["state"] if decision else None}
+
+    @router.put(prefix + "/datastore/label/info", summary="Update a label's info (the Slicer Reviewer's "
+                "segmentationMeta status approves or rejects)")
+    @answered
+    def put_label_info(label: str, tag: str, info: str = Form("{}"),
+                       user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+        return label_info_now(label, tag, info, user)
+
+    @router.put(prefix + "/datastore/updatelabelinfo", include_in_schema=False)
+    @answered
+    def update_label_info(label: str, tag: str, params: str = Form("{}"),
+                          user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+        return label_info_now(label, tag, params, user)
+
     @router.get(prefix + "/seer/review/queue", summary="Final labels waiting for a reviewer, oldest first")
     @answered
     def review_queue(limit: int = 100, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):

@@ -114,6 +114,9 @@ class LabelReads:
         if current["state"] == ReadState.DRAFT:
             raise Conflict(f"The label of '{annotator}' on '{study}' is a draft: it can be reviewed once it is "
                            "saved as final.")
+        if current["state"] == ReadState.APPROVED and state is ReadState.REJECTED:
+            raise Conflict(f"The label of '{annotator}' on '{study}' is approved and has taught (rewards, atlas): "
+                           "it cannot be rejected; save a corrected final label, which is reviewed again.")
         if own and not allow_own:
             raise Forbidden(f"'{reviewer}' cannot review their own label (setting review_self allows it).")
         now = time.time()
@@ -133,6 +136,12 @@ class LabelReads:
 
     def reads(self, study: str) -> list[dict]:
         return self._rows("SELECT * FROM seer_label_reads WHERE study = :study ORDER BY saved_at", {"study": study})
+
+    def newest_submitted(self, study: str) -> dict | None:
+        """The study's newest submitted read (the one its datastore's final label holds), or None."""
+        rows = self._rows("SELECT * FROM seer_label_reads WHERE study = :study AND state = 'submitted' ORDER BY "
+                          "submitted_at DESC LIMIT 1", {"study": study})
+        return rows[0] if rows else None
 
     def queue(self, limit: int = 1000) -> list[dict]:
         """Submitted reads waiting for a reviewer, oldest first."""
