@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import requests
 from _util import Server, need_shared_data, save, table
-from bench_save_label import PROMPTS, infer, put, wait_idle
+from bench_save_label import PROMPTS, datastores, infer, put, wait_idle
 
 
 def main() -> int:
@@ -35,15 +34,7 @@ def main() -> int:
     decide: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        atlases = root / "atlases"
-        atlases.mkdir()
-        (atlases / "ct-abdomen-pelvis").symlink_to(shared / "ct-abdomen-pelvis")
-        folders = {}
-        for name in times:
-            folders[name] = root / name
-            folders[name].mkdir()
-            for i in range(args.rounds + 1):
-                shutil.copy(shared / "ct-abdomen-small" / "image.nii.gz", folders[name] / f"ct_{i:02d}.nii.gz")
+        atlases, folders = datastores(root, shared, tuple(times), args.rounds)
         confs = {"review": {"atlases": atlases, "review": "true"}, "off": {"atlases": atlases}}
         with Server(folders["review"], confs["review"], root / "review.log", timeout_s=180) as on, \
                 Server(folders["off"], confs["off"], root / "off.log", timeout_s=180) as off:

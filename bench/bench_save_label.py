@@ -60,6 +60,21 @@ def wait_idle(url: str, expected: int) -> None:
     raise SystemExit("rewards did not arrive")
 
 
+def datastores(root: Path, shared: Path, names: tuple[str, ...], rounds: int) -> tuple[Path, dict[str, Path]]:
+    """(an atlas folder holding the pelvis CT, one studies folder per name with rounds + 1 copies of the abdomen CT
+    slab: ct_00 .. ct_NN)."""
+    atlases = root / "atlases"
+    atlases.mkdir()
+    (atlases / "ct-abdomen-pelvis").symlink_to(shared / "ct-abdomen-pelvis")
+    folders = {}
+    for name in names:
+        folders[name] = root / name
+        folders[name].mkdir()
+        for i in range(rounds + 1):
+            shutil.copy(shared / "ct-abdomen-small" / "image.nii.gz", folders[name] / f"ct_{i:02d}.nii.gz")
+    return atlases, folders
+
+
 def main():
     shared = need_shared_data()
     label = shared / "ct-abdomen-small" / "labels.nii.gz"
@@ -67,15 +82,7 @@ def main():
     params = {"label_names": {name: int(value) for value, name in names.items()}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        atlases = root / "atlases"
-        atlases.mkdir()
-        (atlases / "ct-abdomen-pelvis").symlink_to(shared / "ct-abdomen-pelvis")
-        folders = {}
-        for name in ("hook", "nohook"):
-            folders[name] = root / name
-            folders[name].mkdir()
-            for i in range(ROUNDS + 1):
-                shutil.copy(shared / "ct-abdomen-small" / "image.nii.gz", folders[name] / f"ct_{i:02d}.nii.gz")
+        atlases, folders = datastores(root, shared, ("hook", "nohook"), ROUNDS)
         times = {(name, which): [] for name in ("hook", "nohook") for which in ("idle", "busy")}
         with server(folders["hook"], atlases, True, root / "hook.log") as hook, \
                 server(folders["nohook"], atlases, False, root / "nohook.log") as nohook:

@@ -188,6 +188,23 @@ def flipped_copy(path: Path, target: Path) -> Path:
     return target
 
 
+@pytest.fixture
+def ct_slab_study(tmp_path, shared_data) -> dict:
+    """A studies folder with one study (the upper-abdomen CT slab, `ct_small`), the TotalSegmentator CT as an atlas,
+    and the slab's own label with its names: {"folder", "conf" (atlases, skill rounds of one), "names", "label"}."""
+    import shutil
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    shutil.copy(shared_data / "ct-abdomen-small" / "image.nii.gz", folder / "ct_small.nii.gz")
+    atlases = tmp_path / "atlases"
+    atlases.mkdir()
+    (atlases / "ct-abdomen-pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
+    names = {name: int(value) for value, name in label_map(shared_data / "ct-abdomen-small").items()}
+    return {"folder": folder, "conf": {"atlases": str(atlases), "skill_round": 1}, "names": names,
+            "label": shared_data / "ct-abdomen-small" / "labels.nii.gz"}
+
+
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory):
     """A PostgreSQL server started for this test session (PostgresServer), stopped afterwards.

@@ -99,7 +99,7 @@ def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_dat
         assert saved.status_code == 200, saved.text
         assert (saved.json()["annotator"], saved.json()["review"]) == ("ann", "approved")  # review off: on save
         # reviewing takes the reviewer role, and never one's own label
-        body = {"annotator": "ann", "decision": "reject", "comment": "the cerebellum is missing"}
+        body = {"annotator": "ann", "decision": "approve", "comment": "checked the cerebellum"}
 
         def review(headers):
             return requests.post(f"{server}/seer/review/mni152_t1", json=body, headers=headers, timeout=30)
@@ -109,7 +109,7 @@ def test_auth_on_refuses_anonymous_and_applies_roles(realm, tmp_path, sample_dat
         own = review(sign("monailabel-user", "monailabel-reviewer"))  # the same user "ann"
         assert own.status_code == 403 and "their own label" in own.json()["detail"]
         other = review(sign("monailabel-user", "monailabel-reviewer", user="rev"))
-        assert other.status_code == 200 and (other.json()["state"], other.json()["reviewer"]) == ("rejected", "rev")
+        assert other.status_code == 200 and (other.json()["state"], other.json()["reviewer"]) == ("approved", "rev")
         # STOW-RS through the proxy writes into the PACS: the annotator role, like a save
         stow = requests.post(f"{server}/proxy/dicom/wado/studies", data=b"DICM", headers=user, timeout=30)
         assert stow.status_code == 403 and "monailabel-annotator" in stow.json()["detail"]

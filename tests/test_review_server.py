@@ -5,28 +5,20 @@ approves it through POST /seer/review/{image}, also after a restart; bad decisio
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 import requests
 from test_annotation_server import cli, infer, save_label, seer_info, wait_for
 
-from conftest import label_map, running_server
+from conftest import running_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def test_a_final_label_teaches_only_once_a_reviewer_approves_it(tmp_path, shared_data):
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    shutil.copy(shared_data / "ct-abdomen-small" / "image.nii.gz", studies / "ct_small.nii.gz")
-    atlases = tmp_path / "atlases"
-    atlases.mkdir()
-    (atlases / "ct-abdomen-pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
-    names = {name: int(value) for value, name in label_map(shared_data / "ct-abdomen-small").items()}
-    label = shared_data / "ct-abdomen-small" / "labels.nii.gz"
-    conf = {"atlases": str(atlases), "skill_round": 1, "review": "true"}
+def test_a_final_label_teaches_only_once_a_reviewer_approves_it(tmp_path, ct_slab_study):
+    studies, names, label = ct_slab_study["folder"], ct_slab_study["names"], ct_slab_study["label"]
+    conf = {**ct_slab_study["conf"], "review": "true"}
     with running_server(studies, tmp_path / "server.log", conf) as url:
         def review(body):
             return requests.post(f"{url}/seer/review/ct_small", json=body, timeout=60)

@@ -4,8 +4,6 @@ refused with 503 and nothing is lost)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import requests
 from test_annotation_server import cli, infer, save_label, seer_info, wait_for
@@ -13,26 +11,13 @@ from test_annotation_server import cli, infer, save_label, seer_info, wait_for
 from seer.loop.state_import import import_state_files
 from seer.state_db.database import StateDatabase
 
-from conftest import label_map, running_server
+from conftest import running_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-@pytest.fixture
-def studies(tmp_path, shared_data):
-    """One study (the upper-abdomen CT slab) and the TotalSegmentator CT as an atlas."""
-    folder = tmp_path / "studies"
-    folder.mkdir()
-    shutil.copy(shared_data / "ct-abdomen-small" / "image.nii.gz", folder / "ct_small.nii.gz")
-    atlases = tmp_path / "atlases"
-    atlases.mkdir()
-    (atlases / "ct-abdomen-pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
-    names = {name: int(value) for value, name in label_map(shared_data / "ct-abdomen-small").items()}
-    return {"folder": folder, "conf": {"atlases": str(atlases), "skill_round": 1}, "names": names,
-            "label": shared_data / "ct-abdomen-small" / "labels.nii.gz"}
-
-
-def test_a_server_moving_to_postgresql_imports_its_files_once(studies, fresh_postgres, tmp_path):
+def test_a_server_moving_to_postgresql_imports_its_files_once(ct_slab_study, fresh_postgres, tmp_path):
+    studies = ct_slab_study
     folder, conf = studies["folder"], studies["conf"]
     with running_server(folder, tmp_path / "files.log", conf) as url:
         assert infer(url, "ct_small", "liver").status_code == 200
@@ -51,7 +36,8 @@ def test_a_server_moving_to_postgresql_imports_its_files_once(studies, fresh_pos
     assert traces["rewards"] == 1 and traces["round"] == 1 and len(traces["traces"]) == 1
 
 
-def test_postgresql_down_requests_answer_saves_get_503_and_nothing_is_lost(studies, own_postgres, tmp_path):
+def test_postgresql_down_requests_answer_saves_get_503_and_nothing_is_lost(ct_slab_study, own_postgres, tmp_path):
+    studies = ct_slab_study
     database = own_postgres.new_database()
     conf = {**studies["conf"], "state_db": database}
     with running_server(studies["folder"], tmp_path / "server.log", conf) as url:

@@ -255,7 +255,7 @@ def test_skills_and_traces_read_the_database_without_any_servers_disk(state_url,
 def test_a_round_close_that_dies_midway_leaves_nothing_and_is_redone(state_url, monkeypatch):
     """The close is one transaction: a server killed while evolving round 2 of two leaves neither round; the next
     close (any server's) makes both, once."""
-    import seer.state_db.skill_round_table as table
+    import seer.reasoning.skills as table
 
     rounds = DatabaseSkillRounds(_db(state_url), round_size=2)
     real = table.evolve

@@ -32,7 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from seer.errors import BadRequest, SeerError, StateUnavailable
-from seer.state_db.database import create_schema, display_url, open_engine, short_error
+from seer.state_db.database import create_schema, display_url, open_engine, short_error, state_url
 
 logger = logging.getLogger(__name__)
 
@@ -180,10 +180,7 @@ class StudyState:
     @classmethod
     def for_datastore(cls, url: str | None, state_dir: Path) -> StudyState:
         """`url` (from the `state_db` setting) or SQLite at `<state_dir>/state.db`."""
-        if not url:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{state_dir / 'state.db'}"
-        return cls(url)
+        return cls(state_url(url, state_dir))
 
     @property
     def dialect(self) -> str:

@@ -26,7 +26,7 @@ from filelock import FileLock
 
 from seer.errors import BadRequest
 from seer.files import write_atomic
-from seer.reasoning.skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve
+from seer.reasoning.skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve_due
 
 logger = logging.getLogger(__name__)
 
@@ -159,26 +159,16 @@ class SkillRounds:
         closed: list[RoundReport] = []
         with self._lock:
             numbers = self.rounds()
-            number = numbers[-1] if numbers else 0
-            start = self.consumed(number)
+            last = numbers[-1] if numbers else 0
+            start = self.consumed(last)
             if len(rewards) - start < self.round_size:
                 return closed
-            bank = self._active[1] if self._active and self._active[0] == number else SkillBank.load(self.path(number))
-            while len(rewards) - start >= self.round_size:
-                end = start + self.round_size
-                number += 1
-                bank, report = evolve(bank, rewards[start:end], number, end, self.settings, self.dataset)
-                record = report.to_dict() | {"reward_start": start, "reward_end": end,
-                                             "trace_ids": [r.trace_id for r in rewards[start:end]]}
+            base = self._active[1] if self._active and self._active[0] == last else SkillBank.load(self.path(last))
+            for number, bank, report, record in evolve_due(base, rewards, last, start, self.round_size,
+                                                           self.settings, self.dataset):
                 write_atomic(self.folder / f"round-{number:04d}.json", json.dumps(record, indent=1).encode())
                 write_atomic(self.path(number), bank.payload())
                 closed.append(report)
-                start = end
-                logger.info(
-                    "skill round %d closed: %d rewards, %d credited, %d retired, %d harvested, %d merged, %d capped; "
-                    "%d skills", number, report.rewards, len(report.credited), len(report.retired),
-                    len(report.harvested), len(report.merged), len(report.capped), report.skills_after,
-                )
             write_atomic(self.latest_path, bank.payload())  # built once per bank
             bank.path = self.path(number)
             with self._mutex:

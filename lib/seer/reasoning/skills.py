@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -720,3 +720,25 @@ def _keep_provenance(entries: list[dict], keep: int) -> list[dict]:
     made = [e for e in entries if e.get("how") == "harvested"][:1]
     others = [e for e in entries if e not in made]
     return made + others[-keep:]
+
+
+def evolve_due(
+    bank: SkillBank, rewards: Sequence[RewardedTrace], number: int, start: int, round_size: int,
+    settings: EvolutionSettings | None = None, dataset: str = "",
+) -> Iterator[tuple[int, SkillBank, RoundReport, dict]]:
+    """The rounds that `rewards` (all so far, in log order) complete after round `number`, whose close used rewards
+    up to `start`: (round number, its bank, its report, the record stored with it) for each, in order."""
+    import logging
+
+    while len(rewards) - start >= round_size:
+        end = start + round_size
+        number += 1
+        bank, report = evolve(bank, rewards[start:end], number, end, settings, dataset)
+        record = report.to_dict() | {"reward_start": start, "reward_end": end,
+                                     "trace_ids": [r.trace_id for r in rewards[start:end]]}
+        logging.getLogger(__name__).info(
+            "skill round %d closed: %d rewards, %d credited, %d retired, %d harvested, %d merged, %d capped; "
+            "%d skills", number, report.rewards, len(report.credited), len(report.retired), len(report.harvested),
+            len(report.merged), len(report.capped), report.skills_after)
+        yield number, bank, report, record
+        start = end

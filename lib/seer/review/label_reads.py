@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from seer.errors import BadRequest, Conflict, Forbidden, StudyNotFound
-from seer.state_db.database import create_schema, open_engine
+from seer.state_db.database import create_schema, open_engine, state_url
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS seer_label_reads (
@@ -59,10 +59,7 @@ class LabelReads:
     @classmethod
     def for_datastore(cls, url: str | None, state_dir: Path) -> LabelReads:
         """`url` (the `state_db` setting) or SQLite at `<state_dir>/state.db`, beside the study state."""
-        if not url:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{state_dir / 'state.db'}"
-        return cls(url)
+        return cls(state_url(url, state_dir))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -111,14 +108,14 @@ class LabelReads:
         if current is None:
             known = ", ".join(r["annotator"] for r in self.reads(study)) or "none"
             raise StudyNotFound(f"'{annotator}' has no label on '{study}' (annotators with one: {known}).")
+        if own and not allow_own:
+            raise Forbidden(f"'{reviewer}' cannot review their own label (setting review_self allows it).")
         if current["state"] == ReadState.DRAFT:
             raise Conflict(f"The label of '{annotator}' on '{study}' is a draft: it can be reviewed once it is "
                            "saved as final.")
         if current["state"] == ReadState.APPROVED and state is ReadState.REJECTED:
             raise Conflict(f"The label of '{annotator}' on '{study}' is approved and has taught (rewards, atlas): "
                            "it cannot be rejected; save a corrected final label, which is reviewed again.")
-        if own and not allow_own:
-            raise Forbidden(f"'{reviewer}' cannot review their own label (setting review_self allows it).")
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(self.text(

@@ -78,6 +78,14 @@ def _report_unreachable(engine, url: str) -> None:
             raise error from None
 
 
+def state_url(url: str | None, state_dir) -> str:
+    """`url` (the `state_db` setting), else SQLite at `<state_dir>/state.db` (the folder is made)."""
+    if url:
+        return url
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state_dir / 'state.db'}"
+
+
 def create_schema(engine, statements: list[str]) -> None:
     """Run `CREATE ... IF NOT EXISTS` statements in one transaction. On PostgreSQL two servers starting at once
     would race on them (one fails with "duplicate key" on the catalog); an advisory lock makes them take turns."""

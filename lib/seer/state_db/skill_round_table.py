@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seer.errors import BadRequest, StateUnavailable
 from seer.files import write_atomic
-from seer.reasoning.skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve
+from seer.reasoning.skills import EvolutionSettings, RewardedTrace, RoundReport, SkillBank, evolve_due
 from seer.state_db.database import StateDatabase
 
 logger = logging.getLogger(__name__)
@@ -152,30 +152,22 @@ class DatabaseSkillRounds:
         transaction: a round another server closed meanwhile is read, never closed twice."""
         closed: list[RoundReport] = []
         with self.db.serialized("skill_rounds") as conn:
-            number = int(conn.execute(self.db.text("SELECT MAX(round) FROM seer_skill_rounds")).scalar() or 0)
-            report = conn.execute(self.db.text("SELECT report FROM seer_skill_rounds WHERE round = :n"),
-                                  {"n": number}).scalar()
-            start = int(json.loads(report or "{}").get("reward_end", 0))
+            last = int(conn.execute(self.db.text("SELECT MAX(round) FROM seer_skill_rounds")).scalar() or 0)
+            stored = conn.execute(self.db.text("SELECT report FROM seer_skill_rounds WHERE round = :n"),
+                                  {"n": last}).scalar()
+            start = int(json.loads(stored or "{}").get("reward_end", 0))
             if len(rewards) - start < self.round_size:
                 return closed
             with self._mutex:
                 active = self._active
-            bank = active[1] if active and active[0] == number else self.bank(number)
-            while len(rewards) - start >= self.round_size:
-                end = start + self.round_size
-                number += 1
-                bank, report = evolve(bank, rewards[start:end], number, end, self.settings, self.dataset)
-                record = report.to_dict() | {"reward_start": start, "reward_end": end,
-                                             "trace_ids": [r.trace_id for r in rewards[start:end]]}
+            base = active[1] if active and active[0] == last else self.bank(last)
+            for number, bank, report, record in evolve_due(base, rewards, last, start, self.round_size,
+                                                           self.settings, self.dataset):
                 conn.execute(self.db.text(
                     "INSERT INTO seer_skill_rounds (round, bank, report, closed_at) VALUES (:n, :bank, :report, :now)"),
                     {"n": number, "bank": bank.payload().decode("utf-8"), "report": json.dumps(record),
                      "now": time.time()})
                 closed.append(report)
-                start = end
-                logger.info("skill round %d closed: %d rewards, %d credited, %d retired, %d harvested, %d merged; "
-                            "%d skills", number, report.rewards, len(report.credited), len(report.retired),
-                            len(report.harvested), len(report.merged), report.skills_after)
         bank.path = None
         self._write_latest(bank)
         with self._mutex:
