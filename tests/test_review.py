@@ -68,3 +68,27 @@ def test_an_approved_label_is_not_rejected_and_the_newest_submitted_read_is_the_
     with pytest.raises(Conflict, match="has taught"):
         reads.decide("s", "b", "reject", "rev", "too late")
     assert reads.read("s", "b")["state"] == "approved"
+
+
+def test_only_the_newest_final_read_decides_whether_a_study_teaches(reads):
+    reads.saved("s", "a", "final", final=True, approve=False)
+    reads.decide("s", "a", "approve", "rev")
+    assert reads.approved("s") and reads.approved_studies() == {"s"}
+    reads.saved("s", "b", "final", final=True, approve=False)  # b's label replaces a's in the datastore
+    assert not reads.approved("s") and reads.approved_studies() == set()
+    reads.decide("s", "b", "reject", "rev", "wrong side")
+    assert not reads.approved("s")
+    reads.saved("s", "b", "final", final=True, approve=False)
+    reads.decide("s", "b", "approve", "rev")
+    assert reads.approved("s") and reads.approved_studies() == {"s"}
+
+
+def test_a_read_saved_again_while_it_was_reviewed_is_not_decided(reads, monkeypatch):
+    reads.saved("s", "a", "final", final=True, approve=False)
+    seen = reads.read("s", "a")
+    reads.saved("s", "a", "final", final=True, approve=False)  # a new version arrives
+    monkeypatch.setattr(reads, "read", lambda study, annotator: seen)  # the reviewer looked at the old one
+    with pytest.raises(Conflict, match="changed while it was reviewed"):
+        reads.decide("s", "a", "approve", "rev")
+    monkeypatch.undo()
+    assert reads.read("s", "a")["state"] == "submitted"

@@ -223,7 +223,7 @@ class SEERApp(MONAILabelApp):
             Rewarder(pipeline.backbone, pipeline.context, self.volumes.get, rounds.skill_tag, self.seer_settings.dataset,
                      proposal_file=pipeline.trace_log.proposal_file),
             final_label=self._final_label,
-            labelled=lambda: [s for s in self.datastore().get_labeled_images(DefaultLabelTag.FINAL) if self.teaches(s)],
+            labelled=self._teaching_studies,
             on_round=on_round,
             after_job=after_job,
             queue_size=self.seer_settings.reward_queue,
@@ -424,11 +424,23 @@ class SEERApp(MONAILabelApp):
             except StateUnavailable as exc:  # the label is stored; the next scan marks the study labelled
                 logger.warning("saved label of %s: the state database did not take it yet: %s", image_id,
                                exc.message)
-        if self.annotation is not None and self.teaches(image_id):
-            self.annotation.submit(image_id)
+        try:
+            if self.annotation is not None and self.teaches(image_id):
+                self.annotation.submit(image_id)
+        except StateUnavailable as exc:  # the label is stored; the next scan rewards it once it may teach
+            logger.warning("saved label of %s: rewards wait for the state database: %s", image_id, exc.message)
         return {}
 
     # -- review ----------------------------------------------------------------------------------------------------
+    def _teaching_studies(self) -> list[str]:
+        """The studies with a final label that may teach (the annotation loop's scan): all of them with review
+        off, else those whose newest final read is approved (one query)."""
+        labelled = list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL))
+        if not self.seer_settings.review:
+            return labelled
+        approved = self.reads.approved_studies()
+        return [s for s in labelled if s in approved]
+
     def teaches(self, image_id: str) -> bool:
         """Whether a study's final label may teach (rewards, skill rounds, atlas): always with review off, else
         once a reviewer approved a read of it."""
@@ -524,8 +536,11 @@ class SEERApp(MONAILabelApp):
         self._labels_seen = signature
         if self.annotation is not None:
             for study in changed:
-                if self.teaches(study):
-                    self.annotation.submit(study)
+                try:
+                    if self.teaches(study):
+                        self.annotation.submit(study)
+                except StateUnavailable:  # the next scan rewards it once the database answers
+                    break
 
     def _datastore_atlases(self) -> list[AtlasSource]:
         """Every datastore study with a final label whose values are named (`label_names`, or Slicer's

@@ -45,11 +45,11 @@ import re
 import tempfile
 
 import requests
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, Security, UploadFile
 from fastapi.responses import FileResponse, Response
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType
-from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.endpoints.user.auth import RBAC, User, get_current_user
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
@@ -77,6 +77,20 @@ def _copy_bounded(source, path: str, limit: int) -> None:
                 raise RequestTooLarge(f"The label upload is over {limit >> 20} MiB, more than any label of this "
                                       "study can take (8 bytes a voxel plus a header).")
             out.write(chunk)
+
+
+class AnyRole(RBAC):
+    """MONAI Label's role check for several roles, any one of which will do; the 403 names them all (the stock
+    one names only the last)."""
+
+    async def __call__(self, user: User = Security(get_current_user)):
+        try:
+            return await super().__call__(user)
+        except HTTPException as exc:
+            if exc.status_code != 403:
+                raise
+            raise HTTPException(403, f"One of the roles {', '.join(self.roles)} is required to perform this "
+                                "action.") from None
 
 
 def answered(route):
@@ -307,6 +321,10 @@ def install(app) -> None:
         return {**reply, "image": image, "label": label_id, "label_names": named.as_label_names(),
                 "named_by_server": list(named.from_table), "annotator": annotator, "review": read["state"]}
 
+    # annotators edit label info as in stock MONAI Label; reviewers (the Slicer Reviewer module) and admins too
+    INFO_ROLES = [settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR, settings.MONAI_LABEL_AUTH_ROLE_REVIEWER,
+                  settings.MONAI_LABEL_AUTH_ROLE_ADMIN]
+
     def label_info_now(label: str, tag: str, text: str, user: User) -> dict:
         """Stock label-info update, then the Slicer Reviewer module's `segmentationMeta` status on a final label as a
         review decision (the reviewer role when auth is on)."""
@@ -332,14 +350,13 @@ def install(app) -> None:
     @router.put(prefix + "/datastore/label/info", summary="Update a label's info (the Slicer Reviewer's "
                 "segmentationMeta status approves or rejects)")
     @answered
-    def put_label_info(label: str, tag: str, info: str = Form("{}"),
-                       user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+    def put_label_info(label: str, tag: str, info: str = Form("{}"), user: User = Depends(AnyRole(INFO_ROLES))):
         return label_info_now(label, tag, info, user)
 
     @router.put(prefix + "/datastore/updatelabelinfo", include_in_schema=False)
     @answered
     def update_label_info(label: str, tag: str, params: str = Form("{}"),
-                          user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+                          user: User = Depends(AnyRole(INFO_ROLES))):
         return label_info_now(label, tag, params, user)
 
     @router.get(prefix + "/seer/review/queue", summary="Final labels waiting for a reviewer, oldest first")
@@ -354,7 +371,8 @@ def install(app) -> None:
 
     @router.post(prefix + "/seer/review/{image:path}", summary="Approve or reject an annotator's final label")
     @answered
-    def review_label(image: str, body: dict, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_REVIEWER))):
+    def review_label(image: str, body: dict, user: User = Depends(AnyRole([settings.MONAI_LABEL_AUTH_ROLE_REVIEWER,
+                                                                          settings.MONAI_LABEL_AUTH_ROLE_ADMIN]))):
         """body: {"annotator": the read's annotator (as a save's reply names it), "decision": "approve" | "reject",
         "comment": why (a rejection needs one), "client_id": the reviewer's own client (optional)}."""
         if image not in app.datastore().list_images():

@@ -117,12 +117,17 @@ class LabelReads:
             raise Conflict(f"The label of '{annotator}' on '{study}' is approved and has taught (rewards, atlas): "
                            "it cannot be rejected; save a corrected final label, which is reviewed again.")
         now = time.time()
-        with self.engine.begin() as conn:
-            conn.execute(self.text(
+        with self.engine.begin() as conn:  # only the read the reviewer saw: not one saved or decided meanwhile
+            changed = conn.execute(self.text(
                 "UPDATE seer_label_reads SET state = :state, decided_at = :now, reviewer = :reviewer, "
-                "comment = :comment WHERE study = :study AND annotator = :annotator"),
+                "comment = :comment WHERE study = :study AND annotator = :annotator AND state = :was AND "
+                "submitted_at = :submitted"),
                 {"state": state.value, "now": now, "reviewer": reviewer, "comment": comment or None,
-                 "study": study, "annotator": annotator})
+                 "study": study, "annotator": annotator, "was": current["state"],
+                 "submitted": current["submitted_at"]}).rowcount
+        if not changed:
+            raise Conflict(f"The label of '{annotator}' on '{study}' changed while it was reviewed (saved again or "
+                           "decided by another reviewer): look at it again.")
         return {**self.read(study, annotator), "was": current["state"]}
 
     # -- reading -------------------------------------------------------------------------------------------------------
@@ -149,9 +154,14 @@ class LabelReads:
         return self._rows("SELECT * FROM seer_label_reads ORDER BY study, saved_at", {})
 
     def approved(self, study: str) -> bool:
-        return bool(self._rows("SELECT 1 FROM seer_label_reads WHERE study = :study AND state = 'approved'",
-                               {"study": study}))
+        """Whether the study's newest final read (the one its datastore's final label holds) is approved: an
+        approval of an earlier read does not cover a later final save, nor does a rejected newest read teach."""
+        rows = self._rows("SELECT state FROM seer_label_reads WHERE study = :study AND submitted_at IS NOT NULL "
+                          "ORDER BY submitted_at DESC LIMIT 1", {"study": study})
+        return bool(rows) and rows[0]["state"] == ReadState.APPROVED
 
     def approved_studies(self) -> set[str]:
-        return {r["study"] for r in self._rows("SELECT DISTINCT study FROM seer_label_reads WHERE state = 'approved'",
-                                               {})}
+        """The studies whose newest final read is approved (see `approved`)."""
+        rows = self._rows("SELECT r.study FROM seer_label_reads r WHERE r.state = 'approved' AND r.submitted_at = "
+                          "(SELECT MAX(n.submitted_at) FROM seer_label_reads n WHERE n.study = r.study)", {})
+        return {r["study"] for r in rows}
