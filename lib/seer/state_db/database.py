@@ -39,7 +39,7 @@ def open_engine(url: str):
 
         return engine
     # a server that does not answer is given up after 5 s (not the driver's minutes); 4 + 8 connections per engine,
-    # two engines per app server (this one and the study state's): 24 of PostgreSQL's default 100 per server
+    # three engines per app server (shared state, study state, review reads): 36 of PostgreSQL's default 100
     engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8, pool_timeout=30,
                            connect_args={"connect_timeout": 5})
     _report_unreachable(engine, url)
