@@ -264,6 +264,14 @@ def ratio(on: list[float], off: list[float]) -> str:
     return f"{np.percentile(on, 95) / np.percentile(off, 95):.3f}x" if on and off else "-"
 
 
+def paired(runs: list[tuple[str, int, dict]], first: str, second: str):
+    """(run, first mode's result, second mode's result) for each run that measured both modes."""
+    for run in sorted({r for _, r, _ in runs}):
+        mine = {m: s for m, r, s in runs if r == run}
+        if first in mine and second in mine:
+            yield run, mine[first], mine[second]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="load-test duration per mode and run (120)")
@@ -296,18 +304,14 @@ def main() -> int:
                      "infers": s["infers_ok"], "refused": s["refused"], "failures": sum(s["failures"].values()),
                      "traced ok": s["traced_ok"], "saves": s["saves"], "RSS MiB": f"{s['rss_mib']:.0f}"})
     print(table(rows, list(rows[0])))
-    if {"pg-1", "pg-2"} <= set(modes):
-        for run in range(1, args.repeats + 1):
-            one, two = (next(s for m, r, s in runs if m == mode and r == run) for mode in ("pg-1", "pg-2"))
-            print(f"run {run}: two servers behind nginx / one server, both on PostgreSQL: inferences "
-                  f"{two['infers_ok'] / max(1, one['infers_ok']):.2f}x; /info p95 {ratio(two['info'], one['info'])}; "
-                  f"next-sample p95 {ratio(two['next'], one['next'])}; infer p95 {ratio(two['infer'], one['infer'])}")
-    if {"off-loop", "inline"} <= set(modes):
-        for run in range(1, args.repeats + 1):
-            on, off = (next(s for m, r, s in runs if m == mode and r == run) for mode in ("off-loop", "inline"))
-            print(f"run {run}: /info p95 {ratio(on['info'], off['info'])} inline; next-sample p95 "
-                  f"{ratio(on['next'], off['next'])} inline; inferences done "
-                  f"{on['infers_ok'] / max(1, off['infers_ok']):.2f}x inline")
+    for run, two, one in paired(runs, "pg-2", "pg-1"):
+        print(f"run {run}: two servers behind nginx / one server, both on PostgreSQL: inferences "
+              f"{two['infers_ok'] / max(1, one['infers_ok']):.2f}x; /info p95 {ratio(two['info'], one['info'])}; "
+              f"next-sample p95 {ratio(two['next'], one['next'])}; infer p95 {ratio(two['infer'], one['infer'])}")
+    for run, on, off in paired(runs, "off-loop", "inline"):
+        print(f"run {run}: /info p95 {ratio(on['info'], off['info'])} inline; next-sample p95 "
+              f"{ratio(on['next'], off['next'])} inline; inferences done "
+              f"{on['infers_ok'] / max(1, off['infers_ok']):.2f}x inline")
     failed = 0
     for mode, run, s in runs:
         lost = s["infers_ok"] - s["traced_ok"]

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from seer.errors import BadRequest, SeerError, StateUnavailable
-from seer.state_db.database import create_schema, display_url, open_engine, short_error, state_url
+from seer.errors import BadRequest
+from seer.state_db.database import Database, state_url
 
 logger = logging.getLogger(__name__)
 
@@ -154,55 +154,20 @@ def split_holder(holder: str) -> tuple[str, str | None]:
     return user, client or None
 
 
-class StudyState:
+class StudyState(Database):
     """The state database of one datastore (see module docstring). All methods are thread-safe."""
 
     def __init__(self, url: str):
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        self.url = url
-        self._text = text
         # Hand-outs of this process take turns here: threads then queue on a lock instead of on SQLite's busy
         # handler, whose back-off sleeps (up to 100 ms a try) made p95 seconds long with 20 clients. Other
         # processes still meet at the database (SQLite's write lock, PostgreSQL's row locks).
         self._hand_out_lock = threading.Lock()
-        try:
-            self.engine = open_engine(url)
-            self._reader = self.engine.execution_options(seer_read_only=True)
-            create_schema(self.engine, SCHEMA)
-        except (SQLAlchemyError, OSError, ImportError, StateUnavailable) as exc:
-            raise SeerError(
-                f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "
-                "setting (a postgresql:// URL or a writable folder for SQLite)."
-            ) from None
+        super().__init__(url, SCHEMA)
 
     @classmethod
     def for_datastore(cls, url: str | None, state_dir: Path) -> StudyState:
         """`url` (from the `state_db` setting) or SQLite at `<state_dir>/state.db`."""
         return cls(state_url(url, state_dir))
-
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    # Statements run and their results are fetched inside one transaction; none of these returns a live result.
-    def _rows(self, sql: str, params: dict | None = None) -> list[dict]:
-        """A read: every row, as dicts."""
-        with self._reader.begin() as conn:
-            return [dict(row) for row in conn.execute(self._text(sql), params or {}).mappings()]
-
-    def _row(self, sql: str, params: dict | None = None) -> dict | None:
-        rows = self._rows(sql, params)
-        return rows[0] if rows else None
-
-    def _execute(self, sql: str, params: list[dict] | dict | None = None) -> int:
-        """A write (one parameter set, or many): the number of rows it changed."""
-        with self.engine.begin() as conn:
-            return conn.execute(self._text(sql), params or {}).rowcount
 
     # -- studies -----------------------------------------------------------------------------------------------
     def sync_studies(self, studies: dict[str, str], labelled: Iterable[str]) -> dict:
@@ -212,35 +177,35 @@ class StudyState:
         now = time.time()
         with self.engine.begin() as conn:
             known = {r.study: (r.labelled, r.image_stamp) for r in conn.execute(
-                self._text("SELECT study, labelled, image_stamp FROM seer_studies"))}
+                self.text("SELECT study, labelled, image_stamp FROM seer_studies"))}
             added = [
                 {"study": s, "labelled": int(s in labelled), "stamp": stamp, "now": now, "shuffle": random.random()}
                 for s, stamp in studies.items() if s not in known
             ]
             if added:
-                conn.execute(self._text(
+                conn.execute(self.text(
                     "INSERT INTO seer_studies (study, labelled, image_stamp, shuffle, updated_at) "
                     "VALUES (:study, :labelled, :stamp, :shuffle, :now) ON CONFLICT (study) DO NOTHING"), added)
             removed = [{"study": s} for s in known if s not in studies]
             if removed:
-                conn.execute(self._text("DELETE FROM seer_studies WHERE study = :study"), removed)
-                conn.execute(self._text("DELETE FROM seer_scores WHERE study = :study"), removed)
-                conn.execute(self._text("DELETE FROM seer_leases WHERE study = :study"), removed)
+                conn.execute(self.text("DELETE FROM seer_studies WHERE study = :study"), removed)
+                conn.execute(self.text("DELETE FROM seer_scores WHERE study = :study"), removed)
+                conn.execute(self.text("DELETE FROM seer_leases WHERE study = :study"), removed)
             flips = [
                 {"study": s, "labelled": int(s in labelled), "now": now}
                 for s, (was, _) in known.items() if s in studies and bool(was) != (s in labelled)
             ]
             if flips:
-                conn.execute(self._text(
+                conn.execute(self.text(
                     "UPDATE seer_studies SET labelled = :labelled, updated_at = :now WHERE study = :study"), flips)
-                conn.execute(self._text(
+                conn.execute(self.text(
                     "DELETE FROM seer_leases WHERE study = :study AND :labelled = 1"), flips)
             restamped = [
                 {"study": s, "stamp": studies[s], "now": now}
                 for s, (_, stamp) in known.items() if s in studies and stamp != studies[s]
             ]
             if restamped:
-                conn.execute(self._text(
+                conn.execute(self.text(
                     "UPDATE seer_studies SET image_stamp = :stamp, priority = NULL, request = NULL, in_view = NULL, "
                     "updated_at = :now WHERE study = :study"), restamped)
         return {"added": len(added), "removed": len(removed), "labelled": sum(f["labelled"] for f in flips),
@@ -249,40 +214,40 @@ class StudyState:
     def mark_labelled(self, study: str, labelled: bool = True) -> None:
         """A final label was saved (or deleted): the study leaves (or rejoins) the pool; its lease ends."""
         with self.engine.begin() as conn:
-            conn.execute(self._text(
+            conn.execute(self.text(
                 "INSERT INTO seer_studies (study, labelled, shuffle, updated_at) VALUES (:study, :labelled, :shuffle, "
                 ":now) ON CONFLICT (study) DO UPDATE SET labelled = :labelled, updated_at = :now"),
                 {"study": study, "labelled": int(labelled), "now": time.time(), "shuffle": random.random()})
             if labelled:
-                conn.execute(self._text("DELETE FROM seer_leases WHERE study = :study"), {"study": study})
+                conn.execute(self.text("DELETE FROM seer_leases WHERE study = :study"), {"study": study})
 
     def unlabelled(self) -> dict[str, str | None]:
         """Unlabelled study -> image stamp."""
-        rows = self._rows("SELECT study, image_stamp FROM seer_studies WHERE labelled = 0")
+        rows = self.rows("SELECT study, image_stamp FROM seer_studies WHERE labelled = 0")
         return {r["study"]: r["image_stamp"] for r in rows}
 
     def unchecked(self) -> set[str]:
         """Unlabelled studies with neither a score nor an in-view flag yet."""
-        rows = self._rows("SELECT study FROM seer_studies WHERE labelled = 0 AND priority IS NULL AND in_view IS NULL")
+        rows = self.rows("SELECT study FROM seer_studies WHERE labelled = 0 AND priority IS NULL AND in_view IS NULL")
         return {r["study"] for r in rows}
 
     def set_in_view(self, flags: dict[str, bool]) -> None:
         """The cheap evidence pass: whether each study's evidence puts the campaign's targets in view."""
         if flags:
-            self._execute("UPDATE seer_studies SET in_view = :in_view WHERE study = :study",
+            self.execute("UPDATE seer_studies SET in_view = :in_view WHERE study = :study",
                       [{"study": s, "in_view": int(v)} for s, v in flags.items()])
 
     def set_reward_counts(self, counts: dict[str, int]) -> None:
         """study -> rewards earned (from the trace log's reward rows); only changed counts are written."""
         if counts:
-            self._execute("UPDATE seer_studies SET rewards = :count WHERE study = :study AND rewards <> :count",
+            self.execute("UPDATE seer_studies SET rewards = :count WHERE study = :study AND rewards <> :count",
                       [{"study": s, "count": n} for s, n in counts.items()])
 
     def study(self, study: str) -> dict | None:
-        return self._row("SELECT * FROM seer_studies WHERE study = :study", {"study": study})
+        return self.row("SELECT * FROM seer_studies WHERE study = :study", {"study": study})
 
     def counts(self) -> dict:
-        return {k: int(v) for k, v in self._row(
+        return {k: int(v) for k, v in self.row(
             "SELECT COUNT(*) AS studies, "
             "COALESCE(SUM(CASE WHEN labelled = 1 THEN 1 ELSE 0 END), 0) AS labelled, "
             "COALESCE(SUM(CASE WHEN labelled = 0 AND priority IS NOT NULL THEN 1 ELSE 0 END), 0) AS scored, "
@@ -293,26 +258,26 @@ class StudyState:
 
     # -- scores ------------------------------------------------------------------------------------------------
     def scores(self, study: str) -> list[ScoreRow]:
-        rows = self._rows("SELECT * FROM seer_scores WHERE study = :study ORDER BY request", {"study": study})
+        rows = self.rows("SELECT * FROM seer_scores WHERE study = :study ORDER BY request", {"study": study})
         return [_score_row(r) for r in rows]
 
     def all_scores(self) -> dict[tuple[str, str], ScoreRow]:
-        return {(r["study"], r["request"]): _score_row(r) for r in self._rows("SELECT * FROM seer_scores")}
+        return {(r["study"], r["request"]): _score_row(r) for r in self.rows("SELECT * FROM seer_scores")}
 
     def save_scores(self, study: str, rows: list[ScoreRow], priority: float, request: str | None,
                     in_view: bool | None) -> None:
         """Replace a study's score rows and set its priority (the best request's score) in one transaction."""
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(self._text("DELETE FROM seer_scores WHERE study = :study"), {"study": study})
+            conn.execute(self.text("DELETE FROM seer_scores WHERE study = :study"), {"study": study})
             if rows:
-                conn.execute(self._text(
+                conn.execute(self.text(
                     "INSERT INTO seer_scores (study, request, skill_round, reasoning_stamp, backbone_stamp, "
                     "image_stamp, disagreement, skill_gap, out_of_view, uncertainty, score, details, scored_at) "
                     "VALUES (:study, :request, :skill_round, :reasoning_stamp, :backbone_stamp, :image_stamp, "
                     ":disagreement, :skill_gap, :out_of_view, :uncertainty, :score, :details, :now)"),
                     [{**r.__dict__, "details": json.dumps(r.details, sort_keys=True), "now": now} for r in rows])
-            conn.execute(self._text(
+            conn.execute(self.text(
                 "UPDATE seer_studies SET priority = :priority, request = :request, in_view = :in_view, "
                 "updated_at = :now WHERE study = :study"),
                 {"study": study, "priority": priority, "request": request,
@@ -349,7 +314,7 @@ class StudyState:
         ]
         out = []
         for selection, sql in tiers:
-            statement = self._text(sql)
+            statement = self.text(sql)
             if skip:
                 statement = statement.bindparams(bindparam("skip", expanding=True))
             out.append((selection, statement, ":pivot" in sql))
@@ -358,14 +323,14 @@ class StudyState:
     def _hand_out(self, holder, lease_s, now, one_per_client) -> HandOut | None:
         """One transaction: give back the holder's leases (one_per_client), then the tiers in order, each from a
         random pivot and then from the start; the studies given back only when nothing else is free."""
-        take = self._text(
+        take = self.text(
             "INSERT INTO seer_leases (study, client_id, granted_at, expires_at) VALUES (:study, :client, :now, "
             ":expires) ON CONFLICT (study) DO UPDATE SET client_id = :client, granted_at = :now, expires_at = :expires "
             "WHERE seer_leases.expires_at <= :now RETURNING study")
         with self.engine.begin() as conn:
             given_back: tuple[str, ...] = ()
             if one_per_client:
-                given_back = tuple(sorted(row.study for row in conn.execute(self._text(
+                given_back = tuple(sorted(row.study for row in conn.execute(self.text(
                     "DELETE FROM seer_leases WHERE client_id = :client RETURNING study"), {"client": holder})))
             passes = [True, False] if given_back else [False]
             for skip in passes:
@@ -392,11 +357,11 @@ class StudyState:
         name. One transaction."""
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
-            lease = conn.execute(self._text(
+            lease = conn.execute(self.text(
                 "SELECT client_id FROM seer_leases WHERE study = :study AND expires_at > :now"),
                 {"study": study, "now": now}).first()
             if lease is None:
-                known = conn.execute(self._text("SELECT 1 FROM seer_studies WHERE study = :study"),
+                known = conn.execute(self.text("SELECT 1 FROM seer_studies WHERE study = :study"),
                                      {"study": study}).first()
                 return Release.NO_LEASE if known else Release.NO_STUDY
             held = lease.client_id
@@ -405,12 +370,12 @@ class StudyState:
                 if client is None and held_client is not None and held_user == user:
                     return Release.NEEDS_CLIENT_ID
                 return Release.NOT_HOLDER
-            ended = conn.execute(self._text("DELETE FROM seer_leases WHERE study = :study AND client_id = :held"),
+            ended = conn.execute(self.text("DELETE FROM seer_leases WHERE study = :study AND client_id = :held"),
                                  {"study": study, "held": held}).rowcount
         return Release.RELEASED if ended else Release.NO_LEASE
 
     def lease(self, study: str, now: float | None = None) -> dict | None:
-        return self._row("SELECT * FROM seer_leases WHERE study = :study AND expires_at > :now",
+        return self.row("SELECT * FROM seer_leases WHERE study = :study AND expires_at > :now",
                          {"study": study, "now": time.time() if now is None else now})
 
 

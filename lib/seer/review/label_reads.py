@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from seer.errors import BadRequest, Conflict, Forbidden, StudyNotFound
-from seer.state_db.database import create_schema, open_engine, state_url
+from seer.state_db.database import Database, state_url
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS seer_label_reads (
@@ -46,27 +46,16 @@ class ReadState(StrEnum):
 DECISIONS = {"approve": ReadState.APPROVED, "reject": ReadState.REJECTED}
 
 
-class LabelReads:
+class LabelReads(Database):
     """The reads of one datastore. Thread-safe; every method is one transaction."""
 
     def __init__(self, url: str):
-        from sqlalchemy import text
-
-        self.text = text
-        self.engine = open_engine(url)
-        create_schema(self.engine, SCHEMA)
+        super().__init__(url, SCHEMA)
 
     @classmethod
     def for_datastore(cls, url: str | None, state_dir: Path) -> LabelReads:
         """`url` (the `state_db` setting) or SQLite at `<state_dir>/state.db`, beside the study state."""
         return cls(state_url(url, state_dir))
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def _rows(self, sql: str, params: dict) -> list[dict]:
-        with self.engine.begin() as conn:
-            return [dict(r) for r in conn.execute(self.text(sql), params).mappings()]
 
     # -- saves -------------------------------------------------------------------------------------------------------
     def saved(self, study: str, annotator: str, tag: str, final: bool, approve: bool) -> dict:
@@ -132,36 +121,36 @@ class LabelReads:
 
     # -- reading -------------------------------------------------------------------------------------------------------
     def read(self, study: str, annotator: str) -> dict | None:
-        rows = self._rows("SELECT * FROM seer_label_reads WHERE study = :study AND annotator = :annotator",
+        rows = self.rows("SELECT * FROM seer_label_reads WHERE study = :study AND annotator = :annotator",
                           {"study": study, "annotator": annotator})
         return rows[0] if rows else None
 
     def reads(self, study: str) -> list[dict]:
-        return self._rows("SELECT * FROM seer_label_reads WHERE study = :study ORDER BY saved_at", {"study": study})
+        return self.rows("SELECT * FROM seer_label_reads WHERE study = :study ORDER BY saved_at", {"study": study})
 
     def newest_submitted(self, study: str) -> dict | None:
         """The study's newest submitted read (the one its datastore's final label holds), or None."""
-        rows = self._rows("SELECT * FROM seer_label_reads WHERE study = :study AND state = 'submitted' ORDER BY "
+        rows = self.rows("SELECT * FROM seer_label_reads WHERE study = :study AND state = 'submitted' ORDER BY "
                           "submitted_at DESC LIMIT 1", {"study": study})
         return rows[0] if rows else None
 
     def queue(self, limit: int = 1000) -> list[dict]:
         """Submitted reads waiting for a reviewer, oldest first."""
-        return self._rows(f"SELECT * FROM seer_label_reads WHERE state = 'submitted' ORDER BY submitted_at "
+        return self.rows(f"SELECT * FROM seer_label_reads WHERE state = 'submitted' ORDER BY submitted_at "
                           f"LIMIT {int(limit)}", {})
 
     def all_reads(self) -> list[dict]:
-        return self._rows("SELECT * FROM seer_label_reads ORDER BY study, saved_at", {})
+        return self.rows("SELECT * FROM seer_label_reads ORDER BY study, saved_at", {})
 
     def approved(self, study: str) -> bool:
         """Whether the study's newest final read (the one its datastore's final label holds) is approved: an
         approval of an earlier read does not cover a later final save, nor does a rejected newest read teach."""
-        rows = self._rows("SELECT state FROM seer_label_reads WHERE study = :study AND submitted_at IS NOT NULL "
+        rows = self.rows("SELECT state FROM seer_label_reads WHERE study = :study AND submitted_at IS NOT NULL "
                           "ORDER BY submitted_at DESC LIMIT 1", {"study": study})
         return bool(rows) and rows[0]["state"] == ReadState.APPROVED
 
     def approved_studies(self) -> set[str]:
         """The studies whose newest final read is approved (see `approved`)."""
-        rows = self._rows("SELECT r.study FROM seer_label_reads r WHERE r.state = 'approved' AND r.submitted_at = "
+        rows = self.rows("SELECT r.study FROM seer_label_reads r WHERE r.state = 'approved' AND r.submitted_at = "
                           "(SELECT MAX(n.submitted_at) FROM seer_label_reads n WHERE n.study = r.study)", {})
         return {r["study"] for r in rows}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from seer.errors import SeerError, StateUnavailable
 
@@ -33,7 +33,7 @@ def open_engine(url: str):
 
         @event.listens_for(engine, "begin")
         def _begin(connection):
-            # a read (StudyState._reader) reads a WAL snapshot and never waits for the write lock
+            # a read (Database.reader) reads a WAL snapshot and never waits for the write lock
             read_only = connection.get_execution_options().get("seer_read_only")
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
@@ -166,24 +166,26 @@ def _schema(dialect: str) -> list[str]:
 _LOCK_KEYS = {"trace_rows": 715_001, "skill_rounds": 715_002, "label_ids": 715_003}
 
 
-class StateDatabase:
-    """One engine and the schema, for every table of the shared state. Thread-safe (a connection pool)."""
+class Database:
+    """An engine on `url` with the tables of `schema` created (its statements, or a function of the dialect's name
+    giving them): what the shared state, the study state and the review reads each open. Reads run in a read-only
+    transaction (on SQLite a WAL snapshot that never waits for the write lock); a database that cannot be opened is
+    one sentence. Thread-safe (a connection pool)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, schema: list[str] | Callable[[str], list[str]]):
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
         self.url = url
         self.text = text
-        self._local_serial = {name: threading.Lock() for name in _LOCK_KEYS}
         try:
             self.engine = open_engine(url)
             self.reader = self.engine.execution_options(seer_read_only=True)
-            create_schema(self.engine, _schema(self.engine.dialect.name))
+            create_schema(self.engine, schema(self.engine.dialect.name) if callable(schema) else schema)
         except (SQLAlchemyError, OSError, ImportError, StateUnavailable) as exc:
             raise SeerError(
                 f"The state database {display_url(url)} cannot be opened ({short_error(exc)}); check the `state_db` "
-                "setting (a postgresql:// URL or sqlite:///path)."
+                "setting (a postgresql:// URL, or sqlite:///path in a writable folder)."
             ) from None
 
     @property
@@ -202,15 +204,35 @@ class StateDatabase:
         """StateUnavailable unless the database answers."""
         self.value("SELECT 1")
 
+    # Statements run and their results are fetched inside one transaction; none of these returns a live result
+    # (one read after the connection went back to the pool would race the thread that uses it next).
     def rows(self, sql: str, params: dict | None = None) -> list[dict]:
         """A read in its own transaction: every row, as dicts."""
         with self.reader.begin() as conn:
             return [dict(row) for row in conn.execute(self.text(sql), params or {}).mappings()]
 
+    def row(self, sql: str, params: dict | None = None) -> dict | None:
+        """The first row of a read, or None."""
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
     def value(self, sql: str, params: dict | None = None):
         """The first column of the first row of a read, or None."""
-        rows = self.rows(sql, params)
-        return next(iter(rows[0].values())) if rows else None
+        row = self.row(sql, params)
+        return next(iter(row.values())) if row else None
+
+    def execute(self, sql: str, params: list[dict] | dict | None = None) -> int:
+        """A write in its own transaction (one parameter set, or many): the number of rows it changed."""
+        with self.engine.begin() as conn:
+            return conn.execute(self.text(sql), params or {}).rowcount
+
+
+class StateDatabase(Database):
+    """The shared state's tables: trace log, proposals, skill rounds, label ids, imports."""
+
+    def __init__(self, url: str):
+        self._local_serial = {name: threading.Lock() for name in _LOCK_KEYS}
+        super().__init__(url, _schema)
 
     @contextlib.contextmanager
     def serialized(self, name: str) -> Iterator:
