@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     skills.add_argument("--state-db", help=STATE_DB_HELP)
     skills.set_defaults(command_body="seer.loop.commands:cmd_skills")
 
-    review = sub.add_parser("review", help="each annotator's label per study and its review state: list | show STUDY")
-    review.add_argument("action", choices=["list", "show"])
-    review.add_argument("study", nargs="?", help="show: the study id")
+    review = sub.add_parser("review", help="each annotator's label per study: its review state (list), its "
+                            "provenance (show STUDY), the agreement of two reads (agreement [STUDY])")
+    review.add_argument("action", choices=["list", "show", "agreement"])
+    review.add_argument("study", nargs="?", help="show: the study id; agreement: only this study")
     review.add_argument("--studies", default=str(DEFAULT_STUDIES), help="studies folder the server runs on")
     review.add_argument("--state-db", help=STATE_DB_HELP)
     review.add_argument("--json", action="store_true", help="one JSON object (stable field names)")

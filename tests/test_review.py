@@ -58,29 +58,53 @@ def test_ones_own_label_may_be_reviewed_when_allowed(reads):
     assert reads.decide("s", "a", "approve", "a", own=True, allow_own=True)["state"] == "approved"
 
 
-def test_an_approved_label_is_not_rejected_and_the_newest_submitted_read_is_the_datastores(reads):
+def test_the_label_holds_the_newest_approved_read_else_the_newest_submitted(reads):
     reads.saved("s", "a", "final", final=True, approve=False)
     reads.saved("s", "b", "final", final=True, approve=False)
-    assert reads.newest_submitted("s")["annotator"] == "b"
+    assert reads.label_read("s")["annotator"] == "b"
+    assert reads.takes_label("s", "c", approve=False)  # nothing approved yet: a new read takes the label
+    reads.decide("s", "a", "approve", "rev")
+    assert reads.label_read("s")["annotator"] == "a"
+    assert not reads.takes_label("s", "c", approve=False)  # a's approved read holds it: c's is kept beside
+    assert reads.takes_label("s", "a", approve=False)  # a correcting a's own read takes it
+    assert reads.takes_label("s", "c", approve=True)  # review off: every save is approved and takes it
+    assert reads.decide("s", "a", "approve", "rev")["was"] == "approved"  # approving again changes nothing
     reads.decide("s", "b", "approve", "rev")
-    assert reads.newest_submitted("s")["annotator"] == "a"
-    assert reads.decide("s", "b", "approve", "rev")["was"] == "approved"  # approving again changes nothing
-    with pytest.raises(Conflict, match="has taught"):
-        reads.decide("s", "b", "reject", "rev", "too late")
-    assert reads.read("s", "b")["state"] == "approved"
+    assert reads.label_read("s")["annotator"] == "b"  # the newest approval
+    rejected = reads.decide("s", "b", "reject", "rev", "too late")  # an approved read may be rejected
+    assert (rejected["state"], rejected["was"]) == ("rejected", "approved")
+    assert reads.label_read("s")["annotator"] == "a" and reads.approved("s")
 
 
-def test_only_the_newest_final_read_decides_whether_a_study_teaches(reads):
+def test_a_study_teaches_while_it_has_an_approved_read(reads):
     reads.saved("s", "a", "final", final=True, approve=False)
+    assert not reads.approved("s")
     reads.decide("s", "a", "approve", "rev")
     assert reads.approved("s") and reads.approved_studies() == {"s"}
-    reads.saved("s", "b", "final", final=True, approve=False)  # b's label replaces a's in the datastore
+    reads.saved("s", "b", "final", final=True, approve=False)  # kept beside a's approved label: a's still teaches
+    assert reads.approved("s") and reads.approved_studies() == {"s"}
+    reads.decide("s", "a", "reject", "rev", "wrong side")
     assert not reads.approved("s") and reads.approved_studies() == set()
-    reads.decide("s", "b", "reject", "rev", "wrong side")
-    assert not reads.approved("s")
-    reads.saved("s", "b", "final", final=True, approve=False)
     reads.decide("s", "b", "approve", "rev")
     assert reads.approved("s") and reads.approved_studies() == {"s"}
+    assert reads.final_readers() == {"s": 2}
+
+
+def test_a_final_reads_mask_is_kept_and_given_back_as_it_was_saved(reads, tmp_path):
+    saved = tmp_path / "label.nii.gz"
+    saved.write_bytes(b"\x1f\x8b mask bytes")
+    reads.saved("s", "a", "final", final=True, approve=False)
+    reads.keep_mask("s", "a", saved, {"label_names": {"liver": 1}, "client_id": "a"})
+    with reads.mask_file("s", "a") as kept:
+        path, info = kept
+        assert path.read_bytes() == saved.read_bytes() and path.name.endswith(".nii.gz")
+        assert info == {"label_names": {"liver": 1}}
+    assert not path.exists()  # a temporary copy
+    with reads.mask_file("s", "nobody") as kept:
+        assert kept is None
+    assert reads.with_masks("s") == ["a"]
+    with pytest.raises(StudyNotFound, match="no final label"):
+        reads.keep_mask("s", "b", saved, {})
 
 
 def test_a_read_saved_again_while_it_was_reviewed_is_not_decided(reads, monkeypatch):

@@ -37,7 +37,7 @@ from seer.active_learning.scoring import ScoringSettings, StudyScorer  # noqa: E
 from seer.active_learning.strategy import ActiveLearning, recent_traces  # noqa: E402
 from seer.active_learning.study_state import StudyState, split_holder  # noqa: E402
 from seer.devices import share_cpu_threads  # noqa: E402
-from seer.errors import Conflict, SeerError, StateUnavailable  # noqa: E402
+from seer.errors import SeerError, StateUnavailable  # noqa: E402
 from seer.files import datastore_state_dir  # noqa: E402
 from seer.housekeeping import Housekeeper  # noqa: E402
 from seer.imaging.volume import VolumeCache  # noqa: E402
@@ -47,6 +47,7 @@ from seer.loop.saved_labels import name_label_values  # noqa: E402
 from seer.memory import limit_heap_growth  # noqa: E402
 from seer.pacs.dicomweb_paths import is_uid  # noqa: E402
 from seer.pipeline import build_pipeline, label_registry, open_state_db  # noqa: E402
+from seer.review.desk import ReviewDesk, provenance  # noqa: E402
 from seer.review.label_reads import LabelReads  # noqa: E402
 from seer.segmentation.atlases import AtlasSource  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
@@ -121,11 +122,13 @@ class SEERApp(MONAILabelApp):
             client, ms.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, cache, ms.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
             ms.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
             modalities=settings.modalities(), cache_s=settings.dicomweb_cache_s, store_seg=settings.store_seg,
+            seg_after_review=settings.review,
             names_for_label=self._names_for_label, traces_for_label=self._traces_for_label,
         )
 
     def _traces_for_label(self, image_id: str, names: dict[int, str]) -> list[dict]:
-        """The newest SEER trace on the study for each target the label holds (request, id), for the SEG: the
+        """The newest SEER trace on the study for each target the label holds (id, request, target name, reasoner,
+        backbone, skill round, time), for the SEG and the label's provenance: the
         study's history is read from the newest trace back until every target has one (archives included)."""
         wanted = set(names.values())
         newest: dict[str, dict] = {}
@@ -139,7 +142,9 @@ class SEERApp(MONAILabelApp):
                         break
         except StateUnavailable as exc:  # the SEG goes to the PACS without the requests that proposed it
             logger.warning("SEG of %s: its SEER requests are left out: %s", image_id, exc.message)
-        return [{"id": r.get("id"), "request": r.get("request"), "target": t} for t, r in sorted(newest.items())]
+        return [{"id": r.get("id"), "request": r.get("request"), "target": t, "reasoner": r.get("reasoner"),
+                 "backbone": r.get("backbone"), "skill_round": r.get("skill_round"), "ts": r.get("ts")}
+                for t, r in sorted(newest.items())]
 
     def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
         """Segment names of a label saved as DICOM SEG, by the one rule of seer.loop.saved_labels: the client's
@@ -154,6 +159,10 @@ class SEERApp(MONAILabelApp):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.reads = LabelReads.for_datastore(self.seer_settings.state_db, self.state_dir)
+            self.desk = ReviewDesk(
+                self.reads, review=self.seer_settings.review, review_self=self.seer_settings.review_self,
+                min_dice=self.seer_settings.agreement_min_dice, write_label=self._write_final_label,
+                teach=self._teach, withdraw=self._withdraw)
             self.state_db = open_state_db(self.seer_settings, self.state_dir)  # imports this folder's files once
             self.registry = label_registry("label_table", self.state_dir, self.state_db)
             self.pipeline = build_pipeline(
@@ -166,7 +175,8 @@ class SEERApp(MONAILabelApp):
         self._labels_seen = self._labels_signature()
         self.pipeline.warm()
         try:
-            self.study_state = StudyState.for_datastore(self.seer_settings.state_db, self.state_dir)
+            self.study_state = StudyState.for_datastore(self.seer_settings.state_db, self.state_dir,
+                                                        self.seer_settings.reads_per_study)
         except SeerError as exc:
             logger.error("SEER Label cannot start: %s", exc.message)
             raise SystemExit(2) from None
@@ -321,6 +331,7 @@ class SEERApp(MONAILabelApp):
                 "round": number,
                 "skills": len(bank),
                 "rewards": rewards,
+                "rewards_withdrawn": len(loop.ledger.withdrawn) if loop else 0,
                 "round_size": self.seer_settings.skill_round,
                 "rewards_enabled": loop is not None,
                 "rewards_queued": loop.queued() if loop else 0,
@@ -355,14 +366,11 @@ class SEERApp(MONAILabelApp):
         return state, rewards, active_learning
 
     def _review_status(self) -> dict:
-        """For /info: whether review is on and how many labels wait for a reviewer."""
-        status = {"on": self.seer_settings.review}
-        if self.seer_settings.review:
-            try:
-                status["waiting"] = len(self.reads.queue())
-            except StateUnavailable as exc:
-                status["error"] = exc.message
-        return status
+        """For /info: whether review is on, how many labels wait for a reviewer, the reads' agreement."""
+        try:
+            return self.desk.status()
+        except StateUnavailable as exc:
+            return {"on": self.seer_settings.review, "error": exc.message}
 
     def check_state_db(self) -> None:
         """StateUnavailable (503) when the shared state database does not answer: a save is refused before
@@ -408,67 +416,104 @@ class SEERApp(MONAILabelApp):
         except SeerError as exc:
             raise HTTPException(exc.status, exc.message) from None
 
-    def on_save_label(self, image_id, label_id):
+    def on_save_label(self, image_id, label_id, annotator: str | None = None, took_label: bool = True):
         """A saved final label makes its study an atlas (refresh the backbone's atlas list and label table) and
-        queues the rewards of its proposals (computed in the background: the save returns at once)."""
+        queues the rewards of its proposals (computed in the background: the save returns at once). annotator: who
+        saved a final read (a lease_holder key), for active learning's reads per study; took_label: whether the
+        save became the datastore's label (not when it was kept beside an approved one)."""
         super().on_save_label(image_id, label_id)
+        if took_label:
+            self._label_changed(image_id)
+        if annotator is not None or image_id in self._labels_seen:  # a final label (not a draft)
+            try:
+                self.active_learning.on_saved(image_id, annotator)
+            except StateUnavailable as exc:  # the label is stored; the next scan marks the study labelled
+                logger.warning("saved label of %s: the state database did not take it yet: %s", image_id,
+                               exc.message)
+        try:
+            if took_label and self.annotation is not None and self.teaches(image_id):
+                self.annotation.submit(image_id)
+        except StateUnavailable as exc:  # the label is stored; the next scan rewards it once it may teach
+            logger.warning("saved label of %s: rewards wait for the state database: %s", image_id, exc.message)
+        return {}
+
+    def _label_changed(self, image_id: str) -> None:
+        """The study's final label file changed through this server: the atlases and the label signature follow."""
         try:
             self.pipeline.backbone.refresh()
         except Exception:  # noqa: BLE001 - saving must succeed even if an atlas is unreadable
             logger.exception("atlas refresh after saving %s failed", image_id)
         with self._labels_lock:
             self._labels_seen = self._labels_signature()
-        if image_id in self._labels_seen:  # a final label (not a draft)
-            try:
-                self.active_learning.on_saved(image_id)
-            except StateUnavailable as exc:  # the label is stored; the next scan marks the study labelled
-                logger.warning("saved label of %s: the state database did not take it yet: %s", image_id,
-                               exc.message)
-        try:
-            if self.annotation is not None and self.teaches(image_id):
-                self.annotation.submit(image_id)
-        except StateUnavailable as exc:  # the label is stored; the next scan rewards it once it may teach
-            logger.warning("saved label of %s: rewards wait for the state database: %s", image_id, exc.message)
-        return {}
 
-    # -- review ----------------------------------------------------------------------------------------------------
+    # -- review (seer.review.desk) -----------------------------------------------------------------------------------
     def _teaching_studies(self) -> list[str]:
-        """The studies with a final label that may teach (the annotation loop's scan): all of them with review
-        off, else those whose newest final read is approved (one query)."""
-        labelled = list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL))
-        if not self.seer_settings.review:
-            return labelled
-        approved = self.reads.approved_studies()
-        return [s for s in labelled if s in approved]
+        """The studies with a final label that may teach (the annotation loop's scan)."""
+        return self.desk.teaching(list(self.datastore().get_labeled_images(DefaultLabelTag.FINAL)))
 
     def teaches(self, image_id: str) -> bool:
-        """Whether a study's final label may teach (rewards, skill rounds, atlas): always with review off, else
-        once a reviewer approved a read of it."""
-        return not self.seer_settings.review or self.reads.approved(image_id)
+        return self.desk.teaches(image_id)
 
-    def record_read(self, image_id: str, annotator: str, tag: str) -> dict:
-        """A save by `annotator` (a lease_holder key): its read becomes a draft, submitted, or (review off) approved
-        (seer.review.label_reads)."""
-        final = tag == DefaultLabelTag.FINAL.value
-        return self.reads.saved(image_id, annotator, tag, final, approve=not self.seer_settings.review)
+    def record_read(self, image_id: str, annotator: str, tag: str, path: str, label_info: dict,
+                    took_label: bool) -> dict:
+        """A save by `annotator` (a lease_holder key): its read becomes a draft, submitted, or (review off) approved;
+        a final read is kept with its agreement to the study's other reads (seer.review.desk)."""
+        return self.desk.saved(image_id, annotator, tag, path, label_info, took_label)
+
+    def label_provenance(self, image_id: str, annotator: str, names: dict[int, str]) -> dict:
+        """What a label being saved came from (seer.review.desk.provenance), for its label info: who saves it, and
+        the newest SEER request that proposed each of its targets on this study."""
+        try:
+            traces = self._traces_for_label(image_id, names) if names else []
+        except StateUnavailable:
+            traces = []
+        return provenance(annotator, traces, time.time())
+
+    def _write_final_label(self, image_id: str, path, label_info: dict, approved: bool) -> None:
+        """ReviewDesk's write_label: a kept read becomes the study's final label in the datastore (with the PACS,
+        stored as a SEG once approved)."""
+        datastore = self.datastore()
+        info = {k: v for k, v in label_info.items() if k not in ("segmentationMeta", "pending_seg")}
+        if isinstance(datastore, SeerDICOMwebDatastore):
+            datastore.save_label(image_id, str(path), DefaultLabelTag.FINAL.value, info, reviewed=approved)
+        else:
+            datastore.save_label(image_id, str(path), DefaultLabelTag.FINAL.value, info)
+        self._label_changed(image_id)
+
+    def _teach(self, image_id: str) -> None:
+        """ReviewDesk's teach: an approved study becomes an atlas and its proposals are rewarded."""
+        datastore = self.datastore()
+        if isinstance(datastore, SeerDICOMwebDatastore):
+            try:
+                datastore.store_reviewed_seg(image_id)
+            except HTTPException as exc:  # the approval stands; the label stays here, awaiting its SEG
+                logger.warning("approved label of %s not stored in the PACS: %s", image_id, exc.detail)
+        try:
+            self.pipeline.backbone.refresh()
+        except Exception:  # noqa: BLE001 - the decision stands even if an atlas is unreadable
+            logger.exception("atlas refresh after approving %s failed", image_id)
+        if self.annotation is not None:
+            self.annotation.submit(image_id)
+
+    def _withdraw(self, image_id: str, reason: str, by: str) -> list[str]:
+        """ReviewDesk's withdraw: the study's rewards are taken back (trace log) and it leaves the atlases."""
+        withdrawn = self.annotation.ledger.withdraw(image_id, reason, by) if self.annotation is not None else []
+        try:
+            self.pipeline.backbone.refresh()
+        except Exception:  # noqa: BLE001 - the decision stands even if an atlas is unreadable
+            logger.exception("atlas refresh after rejecting %s failed", image_id)
+        logger.info("review: %d rewards of %s withdrawn (%s)", len(withdrawn), image_id, reason)
+        return withdrawn
 
     def review(self, image_id: str, annotator: str, decision: str, reviewer: str, comment: str = "",
                mirror: bool = True) -> dict:
-        """A reviewer's decision (SeerError with its status for bad input); an approval lets the study teach now:
-        it becomes an atlas and its proposals are rewarded. mirror: write it into the final label's info as the
-        Slicer Reviewer module reads it (not when the decision came from there)."""
+        """A reviewer's decision (SeerError with its status for bad input); what it changes is ReviewDesk.decide.
+        mirror: write it into the final label's info as the Slicer Reviewer module reads it (not when the decision
+        came from there)."""
         # one's own label: the same user (auth on: the user, whatever the client); with auth off the same client
         own = (split_holder(reviewer)[0] == split_holder(annotator)[0] if monailabel_settings.MONAI_LABEL_AUTH_ENABLE
                else reviewer == annotator)
-        read = self.reads.decide(image_id, annotator, decision, reviewer, comment, own=own,
-                                 allow_own=self.seer_settings.review_self)
-        if read["state"] == "approved" and read["was"] != "approved":
-            try:
-                self.pipeline.backbone.refresh()
-            except Exception:  # noqa: BLE001 - the decision stands even if an atlas is unreadable
-                logger.exception("atlas refresh after approving %s failed", image_id)
-            if self.annotation is not None:
-                self.annotation.submit(image_id)
+        read = self.desk.decide(image_id, annotator, decision, reviewer, comment, own=own)
         logger.info("review: %s's label on %s %s by %s", annotator, image_id, read["state"], reviewer)
         if mirror:
             self._mirror_review(image_id, read)
@@ -480,6 +525,9 @@ class SEERApp(MONAILabelApp):
         status = {"approved": "approved", "rejected": "flagged"}.get(read["state"])
         if status is None:
             return
+        holder = self.reads.holder(image_id)
+        if status == "flagged" and holder is not None and holder["annotator"] != read["annotator"]:
+            return  # the label now holds another read: its info is that read's
         meta = {"status": status, "approvedBy": read.get("reviewer") or "", "comment": read.get("comment") or "",
                 "editTime": int(read.get("decided_at") or time.time())}
         try:
@@ -488,21 +536,18 @@ class SEERApp(MONAILabelApp):
             logger.warning("review of %s not written into its label info: %s", image_id, exc)
 
     def review_from_label_info(self, image_id: str, tag: str, info: dict, reviewer: str) -> dict | None:
-        """The Slicer Reviewer module's `segmentationMeta` status on a final label, as a decision on the study's
-        newest submitted read: "approved" approves, "flagged" rejects (its comment, else a sentence saying where
-        it came from). None when the info carries no such status or a newer approval is already recorded."""
+        """The Slicer Reviewer module's `segmentationMeta` status on a final label, as a decision on the read the
+        label holds: "approved" approves, "flagged" rejects (its comment, else a sentence saying where it came
+        from). None when the info carries no such status or it changes nothing."""
         meta = info.get("segmentationMeta") if isinstance(info, dict) else None
         status = str(meta.get("status") or "").strip().lower() if isinstance(meta, dict) else ""
         if tag != DefaultLabelTag.FINAL.value or status not in ("approved", "flagged"):
             return None
-        read = self.reads.newest_submitted(image_id)
-        if read is None:
-            if status == "approved" and self.reads.approved(image_id):
-                return None  # the module saving its own state again
-            raise Conflict(f"No submitted label on '{image_id}' waits for review: nothing to mark {status}.")
-        decision = "approve" if status == "approved" else "reject"
-        comment = str(meta.get("comment") or "").strip() or "flagged in the Slicer MONAI Label Reviewer module"
-        return self.review(image_id, read["annotator"], decision, reviewer, comment, mirror=False)
+        decision = self.desk.from_label_info(image_id, status, str(meta.get("comment") or "").strip())
+        if decision is None:
+            return None
+        annotator, decision, comment = decision
+        return self.review(image_id, annotator, decision, reviewer, comment, mirror=False)
 
     # -- datastore atlases and rewards ---------------------------------------------------------------------------
     def _labels_signature(self) -> dict[str, int]:

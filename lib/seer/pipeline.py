@@ -213,6 +213,15 @@ class SeerPipeline:
         return Outcome(reasoning, segmentation.mask, reasoning.entry, segmentation.details, latencies)
 
     # -- durable record ------------------------------------------------------------------------------------------
+    def _skill_round(self) -> int | None:
+        """The skill round in use (None without skill rounds or while their store cannot be read)."""
+        if self.skill_rounds is None:
+            return None
+        try:
+            return self.skill_rounds.active()[0]
+        except Exception:  # noqa: BLE001 - a trace is written even when the rounds' store does not answer
+            return None
+
     def record(
         self,
         reasoning: Reasoning | None,
@@ -225,7 +234,8 @@ class SeerPipeline:
         details: dict | None = None,
         latencies: dict | None = None,
     ) -> dict | None:
-        """Append one SEER-Trace row to the trace log (when there is one) and return it."""
+        """Append one SEER-Trace row to the trace log (when there is one) and return it; the row names the reasoner,
+        backbone and skill round that made it."""
         if self.trace_log is None:
             return None
         row: dict = {"type": "trace", "id": uuid.uuid4().hex, "study": study}
@@ -256,6 +266,7 @@ class SeerPipeline:
             row["refused"] = {"kind": getattr(refusal, "kind", type(refusal).__name__), "reason": str(refusal)}
         row.update(
             backbone=getattr(self.backbone, "name", None),
+            skill_round=self._skill_round(),
             proposal=str(proposal) if proposal else None,
             voxels=voxels,
             details=details or {},

@@ -124,6 +124,11 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "review": (bool, False, "a final label is `submitted` and teaches (rewards, skill rounds, atlases) only once a "
                "reviewer approves it (POST /seer/review/{image}); false = a final label is approved on save"),
     "review_self": (bool, False, "review: a reviewer may approve or reject their own label"),
+    "reads_per_study": (int, 1, "strategy seer hands a study to this many distinct annotators (never twice to one) "
+                        "before it counts as labelled; each final read is kept beside the others, and the agreement "
+                        "of every two reads (Dice, mean surface distance per structure) is in the save's reply"),
+    "agreement_min_dice": (float, 0.8, "two reads whose Dice on any structure is below this go to the front of the "
+                           "review queue (GET /seer/review/queue) and are counted in /info"),
     "al_phrasings": (int, 4, "scoring seer: phrasings reasoned per campaign request (the request, its skill-bank "
                      "aliases, requests from the trace log that resolved to the same target)"),
     "al_backbone": (bool, True, "scoring seer: also run the backbone on each unlabelled study for uncertainty "
@@ -227,6 +232,8 @@ class SeerSettings:
     lease_one_per_client: bool
     review: bool
     review_self: bool
+    reads_per_study: int
+    agreement_min_dice: float
     al_phrasings: int
     al_backbone: bool
     scan_s: float
@@ -276,7 +283,7 @@ class SeerSettings:
             raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
         for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",
                     "reasoner_cache", "reward_queue", "skill_round", "skill_merge_keep", "skill_cap_min", "al_phrasings",
-                    "dicomweb_retries"):
+                    "dicomweb_retries", "reads_per_study"):
             if getattr(self, key) < 1:
                 raise BadRequest(f"Setting '{key}' must be at least 1.")
         if self.backbone in ("voxtell", "bundle") and not self.backbone_model:
@@ -286,7 +293,7 @@ class SeerSettings:
             )
         if self.skill_penalty < 0:
             raise BadRequest("Setting 'skill_penalty' must be 0 or more.")
-        for key in ("skill_harvest_dice", "skill_cap_fraction"):
+        for key in ("skill_harvest_dice", "skill_cap_fraction", "agreement_min_dice"):
             if not 0 <= getattr(self, key) <= 1:
                 raise BadRequest(f"Setting '{key}' must be between 0 and 1.")
         if not -1 <= self.skill_harvest_gain <= 1:

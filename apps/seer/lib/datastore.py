@@ -78,6 +78,7 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         modalities: tuple[str, ...] = IMAGE_MODALITIES_DEFAULT,
         cache_s: float = 60.0,
         store_seg: bool = False,
+        seg_after_review: bool = False,
         names_for_label: Callable[[dict, list[int]], dict[int, str]] | None = None,
         traces_for_label: Callable[[str, dict[int, str]], list[dict]] | None = None,
     ):
@@ -85,6 +86,8 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         self._url = str(client.base_url)
         self._modalities = tuple(m.upper() for m in modalities)
         self.store_seg = store_seg
+        # review on: a final label is stored as a SEG only once a reviewer approves it (`reviewed`)
+        self.seg_after_review = seg_after_review
         self._names_for_label = names_for_label
         self._traces_for_label = traces_for_label
         self._lock = threading.RLock()
@@ -255,8 +258,11 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
             return local
         seg, study, when = segs[-1]
         info = LocalDatastore.get_label_info(self, image_id, label_tag) if local else {}
-        if local and (info.get("SeriesInstanceUID") == seg or info.get("pending_seg")):
-            return local  # this SEG is the label already here, or a newer local save waits to be stored
+        if local and (info.get("SeriesInstanceUID") == seg or info.get("pending_seg") or (
+                info.get("awaiting_review") and info.get("over_seg", "") == seg)):
+            # this SEG is the label already here, or a newer local save waits to be stored (or, review on, to be
+            # approved: until a newer SEG arrives from a server where a reviewer approved a read)
+            return local
         try:
             path = self._import_seg(image_id, seg, study)
             self._unreadable.pop(image_id, None)
@@ -289,24 +295,31 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
 
     # -- saving ------------------------------------------------------------------------------------------------------
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
-                   label_id: str = "") -> str:
+                   label_id: str = "", reviewed: bool = False) -> str:
         """Keep the label here first (nothing is lost if the PACS fails), then, for a final label with
-        `store_seg`, store it as a coded DICOM SEG over STOW-RS."""
+        `store_seg`, store it as a coded DICOM SEG over STOW-RS; with `seg_after_review` only when `reviewed` (an
+        approved read), else it waits here, marked `awaiting_review`, for `store_reviewed_seg`."""
         image = self.get_image_uri(image_id)
         converted = ""
         if "".join(pathlib.Path(label_filename).suffixes) == ".bin":
             converted = binary_to_image(image, label_filename)
             label_filename = converted
         try:
-            store = label_tag == DefaultLabelTag.FINAL and self.store_seg
+            final = label_tag == DefaultLabelTag.FINAL
+            store = final and self.store_seg and (reviewed or not self.seg_after_review)
             label_info = dict(label_info or {})
+            for key in ("pending_seg", "awaiting_review", "over_seg", "SeriesInstanceUID", "segments"):
+                label_info.pop(key, None)  # what a kept read carried from an earlier life in the datastore
             names: dict[int, str] = {}
-            if label_tag == DefaultLabelTag.FINAL:
+            if final:
                 names = self._segment_names(label_filename, label_info, required=store)
                 if names:  # what the label's values mean, table first: atlases and rewards read this
                     label_info["label_names"] = {name: value for value, name in sorted(names.items())}
             if store:
                 label_info["pending_seg"] = True
+            elif final and self.store_seg:  # waits for a reviewer; a SEG stored later elsewhere replaces it
+                segs = self._pacs_segs().get(image_id)
+                label_info.update(awaiting_review=True, over_seg=segs[-1][0] if segs else "")
             saved = LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
             if store:
                 self._store_seg(image_id, label_filename, names, label_info)
@@ -315,6 +328,24 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
         finally:
             if converted and os.path.exists(converted):
                 os.unlink(converted)
+
+    def store_reviewed_seg(self, image_id: str) -> bool:
+        """Store the final label kept here while it awaited review as its SEG (a reviewer approved it); False when
+        none waits."""
+        if not self.store_seg:
+            return False
+        info = LocalDatastore.get_label_info(self, image_id, DefaultLabelTag.FINAL)
+        path = LocalDatastore.get_label_uri(self, image_id, DefaultLabelTag.FINAL)
+        if not (info.get("awaiting_review") and path):
+            return False
+        names = self._segment_names(path, info, required=True)
+        info.pop("awaiting_review", None)
+        info.pop("over_seg", None)
+        info["pending_seg"] = True
+        LocalDatastore.update_label_info(self, image_id, DefaultLabelTag.FINAL, info)
+        self._store_seg(image_id, path, names, info)
+        self._forget()
+        return True
 
     def _segment_names(self, label_file: str, label_info: dict, required: bool) -> dict[int, str]:
         """value -> name for every value of the label (`names_for_label`); with `required` (the label becomes a

@@ -305,21 +305,27 @@ def install(app) -> None:
                 params["label_names"] = named.as_label_names()
             if named.from_table:
                 params["named_by_server"] = list(named.from_table)
+            params["seer_provenance"] = app.label_provenance(
+                image, annotator, {value: name for name, value in named.as_label_names().items()})
             try:
                 app.check_state_db()
+                took_label = app.desk.takes_label(image, annotator, tag)
             except StateUnavailable as exc:
                 raise HTTPException(503, f"The label was not saved: {exc.message}") from None
-            label_id = datastore.save_label(image, checked.path, tag, params)
+            # a final read kept beside another annotator's approved label leaves the datastore's label as it is
+            label_id = datastore.save_label(image, checked.path, tag, params) if took_label else image
+            try:
+                read = app.record_read(image, annotator, tag, checked.path, params, took_label)
+            except StateUnavailable as exc:  # the label is stored; its read is recorded by its next save
+                logger.warning("the read of %s on %s is not recorded: %s", annotator, image, exc.message)
+                read = {"state": "unrecorded"}
         finally:
             remove_file(folder)
-        try:
-            read = app.record_read(image, annotator, tag)
-        except StateUnavailable as exc:  # the label is stored; its read is recorded by its next save
-            logger.warning("the read of %s on %s is not recorded: %s", annotator, image, exc.message)
-            read = {"state": "unrecorded"}
-        reply = app.on_save_label(image, label_id) or {}
-        return {**reply, "image": image, "label": label_id, "label_names": named.as_label_names(),
-                "named_by_server": list(named.from_table), "annotator": annotator, "review": read["state"]}
+        final = tag == DefaultLabelTag.FINAL.value
+        reply = app.on_save_label(image, label_id, annotator=annotator if final else None, took_label=took_label)
+        extra = {k: read[k] for k in ("agreement", "note") if k in read}
+        return {**(reply or {}), "image": image, "label": label_id, "label_names": named.as_label_names(),
+                "named_by_server": list(named.from_table), "annotator": annotator, "review": read["state"], **extra}
 
     # annotators edit label info as in stock MONAI Label; reviewers (the Slicer Reviewer module) and admins too
     INFO_ROLES = [settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR, settings.MONAI_LABEL_AUTH_ROLE_REVIEWER,
@@ -362,12 +368,20 @@ def install(app) -> None:
     @router.get(prefix + "/seer/review/queue", summary="Final labels waiting for a reviewer, oldest first")
     @answered
     def review_queue(limit: int = 100, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
-        waiting = app.reads.queue(max(1, min(int(limit), 1000)))
+        waiting = app.reads.queue(max(1, min(int(limit), 1000)), app.seer_settings.agreement_min_dice)
         log = app.pipeline.trace_log
         for read in waiting:
             read["traces"] = [{k: t.get(k) for k in ("id", "request", "target", "refused")}
                               for t in (log.history(read["study"], 3) if log is not None else [])]
         return {"review": app.seer_settings.review, "waiting": waiting}
+
+    @router.get(prefix + "/seer/review/{image:path}", summary="A study's reads: states, provenance, agreement")
+    @answered
+    def study_review(image: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+        if image not in app.datastore().list_images():
+            raise HTTPException(404, f"No study with id '{image[:80]}' in the datastore (GET /datastore/?output=all "
+                                "lists them).")
+        return app.desk.study_review(image)
 
     @router.post(prefix + "/seer/review/{image:path}", summary="Approve or reject an annotator's final label")
     @answered

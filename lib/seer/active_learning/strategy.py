@@ -119,9 +119,17 @@ class ActiveLearning:
         found = campaign_from_traces(self.trace_rows())
         return found, "most frequent targets in the trace log" if found else "none"
 
-    def on_saved(self, study: str) -> None:
-        """A final label was saved: the study leaves the pool and its lease ends."""
-        self.state.mark_labelled(study)
+    def on_saved(self, study: str, holder: str | None = None) -> bool:
+        """A final label was saved (by `holder`, a `lease_holder` key, when the save names one): the study leaves the
+        pool and its lease ends, or with reads_per_study N it stays in the pool for other readers until N read it.
+        A label that came without a reader (copied into the datastore) counts as one read only when N is 1.
+        Whether the study is labelled now."""
+        if holder is not None:
+            return self.state.record_reader(study, holder)
+        if self.state.reads_per_study == 1:
+            self.state.mark_labelled(study)
+            return True
+        return False
 
     # -- scoring -------------------------------------------------------------------------------------------------
     def run_scoring(self, say: Callable[[str], None] | None = None) -> dict:
@@ -208,6 +216,11 @@ class ActiveLearning:
             free = counts["studies"] - counts["labelled"]
             if free <= 0:
                 message = f"Every study in the datastore is labelled ({counts['studies']} studies); nothing to hand out."
+            elif self.state.reads_per_study > 1:
+                message = (f"Each of the {free} studies still short of {self.state.reads_per_study} reads is held by "
+                           "another annotator or was read by you already (reads_per_study: a study is never handed "
+                           f"twice to one annotator); a lease ends when its study is saved or released, or after "
+                           f"{self.lease_s:.0f} s.")
             else:
                 message = (f"All {free} unlabelled studies are held by other annotators; a lease ends when its "
                            f"study is saved or released, or after {self.lease_s:.0f} s.")

@@ -73,6 +73,14 @@ SCHEMA = [
         granted_at DOUBLE PRECISION NOT NULL,
         expires_at DOUBLE PRECISION NOT NULL
     )""",
+    # who saved a final read of a study (a `lease_holder` key): with reads_per_study N, a study counts as labelled
+    # once N distinct holders read it, and is never handed to one of them again
+    """CREATE TABLE IF NOT EXISTS seer_study_readers (
+        study TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        read_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (study, holder)
+    )""",
 ]
 
 CANDIDATES = 16  # candidates tried per hand-out before giving up on a tier (others may be taking them meanwhile)
@@ -157,7 +165,9 @@ def split_holder(holder: str) -> tuple[str, str | None]:
 class StudyState(Database):
     """The state database of one datastore (see module docstring). All methods are thread-safe."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, reads_per_study: int = 1):
+        """reads_per_study: distinct annotators whose final reads make a study labelled (the setting)."""
+        self.reads_per_study = max(1, int(reads_per_study))
         # Hand-outs of this process take turns here: threads then queue on a lock instead of on SQLite's busy
         # handler, whose back-off sleeps (up to 100 ms a try) made p95 seconds long with 20 clients. Other
         # processes still meet at the database (SQLite's write lock, PostgreSQL's row locks).
@@ -165,17 +175,23 @@ class StudyState(Database):
         super().__init__(url, SCHEMA)
 
     @classmethod
-    def for_datastore(cls, url: str | None, state_dir: Path) -> StudyState:
+    def for_datastore(cls, url: str | None, state_dir: Path, reads_per_study: int = 1) -> StudyState:
         """`url` (from the `state_db` setting) or SQLite at `<state_dir>/state.db`."""
-        return cls(state_url(url, state_dir))
+        return cls(state_url(url, state_dir), reads_per_study)
 
     # -- studies -----------------------------------------------------------------------------------------------
     def sync_studies(self, studies: dict[str, str], labelled: Iterable[str]) -> dict:
         """Make the table match the datastore: `studies` maps every study id to its image stamp; `labelled` lists
-        those with a final label. Returns counts: added, removed, labelled (newly), restamped."""
+        those with a final label (with reads_per_study N > 1, only those read by N annotators count). Returns counts:
+        added, removed, labelled (newly), restamped."""
         labelled = set(labelled)
         now = time.time()
         with self.engine.begin() as conn:
+            if self.reads_per_study > 1:
+                read_enough = {r.study for r in conn.execute(self.text(
+                    "SELECT study FROM seer_study_readers GROUP BY study HAVING COUNT(*) >= :n"),
+                    {"n": self.reads_per_study})}
+                labelled &= read_enough
             known = {r.study: (r.labelled, r.image_stamp) for r in conn.execute(
                 self.text("SELECT study, labelled, image_stamp FROM seer_studies"))}
             added = [
@@ -220,6 +236,34 @@ class StudyState(Database):
                 {"study": study, "labelled": int(labelled), "now": time.time(), "shuffle": random.random()})
             if labelled:
                 conn.execute(self.text("DELETE FROM seer_leases WHERE study = :study"), {"study": study})
+
+    def record_reader(self, study: str, holder: str) -> bool:
+        """`holder` saved a final read of `study`: with reads_per_study N, the study is labelled (and its lease
+        ends) once N distinct holders read it; before that only the holder's own lease ends and the study goes back
+        to the pool for the next reader. One transaction; whether the study is labelled now."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(self.text(
+                "INSERT INTO seer_study_readers (study, holder, read_at) VALUES (:study, :holder, :now) "
+                "ON CONFLICT (study, holder) DO NOTHING"), {"study": study, "holder": holder, "now": now})
+            readers = conn.execute(self.text("SELECT COUNT(*) FROM seer_study_readers WHERE study = :study"),
+                                   {"study": study}).scalar()
+            labelled = readers >= self.reads_per_study
+            conn.execute(self.text(
+                "INSERT INTO seer_studies (study, labelled, shuffle, updated_at) VALUES (:study, :labelled, :shuffle, "
+                ":now) ON CONFLICT (study) DO UPDATE SET labelled = :labelled, updated_at = :now"),
+                {"study": study, "labelled": int(labelled), "now": now, "shuffle": random.random()})
+            if labelled:
+                conn.execute(self.text("DELETE FROM seer_leases WHERE study = :study"), {"study": study})
+            else:
+                conn.execute(self.text("DELETE FROM seer_leases WHERE study = :study AND client_id = :holder"),
+                             {"study": study, "holder": holder})
+        return labelled
+
+    def readers(self, study: str) -> list[str]:
+        """The holders who saved a final read of `study`, first first."""
+        return [r["holder"] for r in self.rows(
+            "SELECT holder FROM seer_study_readers WHERE study = :study ORDER BY read_at", {"study": study})]
 
     def unlabelled(self) -> dict[str, str | None]:
         """Unlabelled study -> image stamp."""
@@ -300,6 +344,8 @@ class StudyState(Database):
 
         free = "s.labelled = 0 AND NOT EXISTS (SELECT 1 FROM seer_leases l WHERE l.study = s.study AND " \
                "l.expires_at > :now)" + (" AND s.study NOT IN :skip" if skip else "")
+        if self.reads_per_study > 1:  # never a study the holder has read
+            free += " AND NOT EXISTS (SELECT 1 FROM seer_study_readers r WHERE r.study = s.study AND r.holder = :holder)"
         pick = "SELECT s.study, s.priority, s.request, s.in_view FROM seer_studies s WHERE " + free
         # Random tiers walk the studies' random keys (`shuffle`, drawn once per study) from a random pivot, through
         # an index: no full scan per call (ORDER BY random() took 10 ms at 10,000 studies).
@@ -336,7 +382,7 @@ class StudyState(Database):
             for skip in passes:
                 for selection, statement, pivoted in self._tiers(skip):
                     pivots = [random.random(), 0.0] if pivoted else [0.0]
-                    params = {"now": now, **({"skip": list(given_back)} if skip else {})}
+                    params = {"now": now, "holder": holder, **({"skip": list(given_back)} if skip else {})}
                     for pivot in pivots:
                         for _attempt in range(4):  # candidates taken by another server meanwhile: look again
                             candidates = conn.execute(statement, {**params, "pivot": pivot}).fetchall()

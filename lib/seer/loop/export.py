@@ -40,6 +40,8 @@ def export_traces(
     out.mkdir(parents=True, exist_ok=True)
     rows, skipped, slices_of = [], [], {}
     for trace_id in ledger.reward_order:
+        if trace_id in ledger.withdrawn:  # its label was rejected after it taught
+            continue
         reward = ledger.rewards[trace_id]
         trace = ledger.traces.get(trace_id)
         if trace is None:

@@ -180,7 +180,7 @@ def trace_rows(ledger: TraceLedger, study: str | None = None) -> list[dict]:
         elif not row.get("proposal"):
             status = "no proposal"
         elif reward is not None:
-            status = "rewarded"
+            status = "withdrawn" if trace_id in ledger.withdrawn else "rewarded"
         elif skip is not None:
             status = "skipped: " + str(skip.get("reason"))
         else:

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,6 +128,7 @@ class TraceLedger:
         self.rewards: dict[str, dict] = {}
         self.reward_order: list[str] = []
         self.skipped: dict[str, dict] = {}
+        self.withdrawn: dict[str, dict] = {}  # rewarded trace id -> the withdrawal row that took its reward back
 
     def refresh(self) -> None:
         """Read what was appended since the last refresh; after a rotation (or on the first read), the archives
@@ -145,6 +147,10 @@ class TraceLedger:
 
     def _take(self, row: dict) -> None:
         kind = row.get("type", "trace")
+        if kind == "withdrawal":
+            for withdrawn in row.get("trace_ids") or ():
+                self.withdrawn.setdefault(str(withdrawn), row)
+            return
         trace_id = str(row.get("trace_id") or row.get("id") or "")
         if not trace_id:
             return
@@ -197,10 +203,30 @@ class TraceLedger:
             return {t for ids in self.proposals_by_study.values() for t in ids if t not in self.rewards}
 
     def rewarded_traces(self) -> list[RewardedTrace]:
-        """Every reward in log order, as skill evolution reads it."""
+        """Every reward in log order, as skill evolution reads it (a withdrawn one keeps its place, marked, so the
+        rounds' reward positions stay as they were; evolution leaves it out)."""
         with self._lock:
             self.refresh()
-            return [rewarded_trace(self.rewards[i]) for i in self.reward_order]
+            return [rewarded_trace(self.rewards[i], withdrawn=i in self.withdrawn) for i in self.reward_order]
+
+    def withdraw(self, study: str, reason: str, by: str) -> list[str]:
+        """Take back the rewards `study` earned so far (its label was rejected after it taught): one `withdrawal`
+        row in the trace log names them, with why and who, so a round that used them can be recomputed; the next
+        rounds and exported datasets leave them out. Returns the trace ids withdrawn (none: no row)."""
+        with self._lock, self.log.lock:
+            self.refresh()
+            ids = [t for t in self.reward_order if str(self.rewards[t].get("study")) == study and
+                   t not in self.withdrawn]
+            if ids:
+                self.log.append({"type": "withdrawal", "id": f"withdrawal-{uuid.uuid4().hex[:12]}", "study": study,
+                                 "trace_ids": ids, "reason": reason, "by": by})
+                self.refresh()
+            return ids
+
+    def withdrawn_count(self) -> int:
+        with self._lock:
+            self.refresh()
+            return len(self.withdrawn)
 
     def reward_count(self) -> int:
         """Rewards recorded so far (by any server, when the log is the shared state database's)."""
@@ -219,12 +245,14 @@ class TraceLedger:
         with self._lock:
             self.refresh()
             counts: dict[str, int] = {}
-            for row in self.rewards.values():
+            for trace_id, row in self.rewards.items():
+                if trace_id in self.withdrawn:
+                    continue
                 counts[str(row.get("study"))] = counts.get(str(row.get("study")), 0) + 1
             return counts
 
 
-def rewarded_trace(row: dict) -> RewardedTrace:
+def rewarded_trace(row: dict, withdrawn: bool = False) -> RewardedTrace:
     return RewardedTrace(
         trace_id=str(row["trace_id"]),
         study=str(row.get("study") or ""),
@@ -238,6 +266,7 @@ def rewarded_trace(row: dict) -> RewardedTrace:
         dice=float(row.get("dice") or 0.0),
         raw_dice=float(row.get("raw_dice") or 0.0),
         dataset=str(row.get("dataset") or ""),
+        withdrawn=withdrawn,
     )
 
 

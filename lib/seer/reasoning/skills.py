@@ -523,6 +523,7 @@ class RewardedTrace:
     dice: float
     raw_dice: float
     dataset: str = ""
+    withdrawn: bool = False  # its label was rejected after it taught: evolution leaves it out
 
     @property
     def gain(self) -> float:
@@ -733,9 +734,11 @@ def evolve_due(
     while len(rewards) - start >= round_size:
         end = start + round_size
         number += 1
-        bank, report = evolve(bank, rewards[start:end], number, end, settings, dataset)
+        taken = [r for r in rewards[start:end] if not r.withdrawn]
+        bank, report = evolve(bank, taken, number, end, settings, dataset)
         record = report.to_dict() | {"reward_start": start, "reward_end": end,
-                                     "trace_ids": [r.trace_id for r in rewards[start:end]]}
+                                     "trace_ids": [r.trace_id for r in taken],
+                                     "withdrawn": [r.trace_id for r in rewards[start:end] if r.withdrawn]}
         logging.getLogger(__name__).info(
             "skill round %d closed: %d rewards, %d credited, %d retired, %d harvested, %d merged, %d capped; "
             "%d skills", number, report.rewards, len(report.credited), len(report.retired), len(report.harvested),
