@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--reasoner", default="offline")
     simulate.add_argument("--no-backbone", dest="no_backbone", action="store_true",
                           help="score with the reasoning parts only (setting al_backbone false)")
+    simulate.add_argument("--reads", type=int, default=1, help="simulated annotators per case (default 1); with 2 or "
+                          "more each strategy runs without and with review")
+    simulate.add_argument("--careless", type=float, default=0.2, help="with --reads 2 or more: the fraction of reads "
+                          "that are careless (label eroded or shifted; default 0.2)")
     simulate.add_argument("--no-progress", dest="no_progress", action="store_true")
     simulate.set_defaults(command_body="seer.active_learning.commands:cmd_simulate_al")
 

@@ -8,7 +8,12 @@ last two show the spleen), the held-out case is the upper-abdomen slab (same pat
 backbone, offline reasoner. `seer` and `first` are deterministic; random and foreground-aware random run with
 seeds 0, 1, 2 and their AUBC is averaged.
 
-Run: python bench/bench_simulate_al.py
+With --reads 2: each picked crop is read by two simulated annotators, 20 % of reads careless (label eroded by two
+voxels or shifted by three), drawn per seed; strategy `seer` runs without review (the newest read is the label) and
+with review (a reviewer approves the first careful read), seeds 0-3, same seeds for both. Goal: no careless read
+teaches with review, and the curve with review is at least as high.
+
+Run: python bench/bench_simulate_al.py [--reads 2]
 """
 
 from __future__ import annotations
@@ -51,15 +56,52 @@ def build(root: Path, data: Path) -> tuple[Path, Path]:
     return cases, seed_atlases
 
 
-def simulate(cases: Path, atlases: Path, out: Path, strategies: str, seed: int) -> dict:
+READ_SEEDS = (0, 1, 2, 3)
+
+
+def simulate(cases: Path, atlases: Path, out: Path, strategies: str, seed: int, extra: tuple = ()) -> dict:
     args = [sys.executable, str(REPO / "main.py"), "simulate-al", "--studies", str(cases), "--campaign", "spleen",
             "--steps", "3", "--held-out", HELD_OUT, "--atlases", str(atlases), "--strategies", strategies,
-            "--seed", str(seed), "--output", str(out)]
+            "--seed", str(seed), "--output", str(out), "--no-progress", *extra]
     subprocess.run(args, check=True)
     return json.loads((out / "aubc.json").read_text())
 
 
+def with_reads(reads: int) -> None:
+    """`seer` without and with review, several reads per crop, 20 % careless, seeds READ_SEEDS."""
+    data = need_shared_data()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cases, atlases = build(root, data)
+        runs = [simulate(cases, atlases, root / f"reads{seed}", "seer", seed,
+                         ("--reads", str(reads), "--careless", "0.2")) for seed in READ_SEEDS]
+    rows = []
+    for variant in ("seer", "seer+review"):
+        found = [r["strategies"][variant] for r in runs]
+        picks = [p for f in found for p in f["picks"]]
+        careless = sum(how != "careful" for p in picks for how in p["reads"])
+        taught_careless = sum(p["taught"] is not None and p["reads"][p["taught"]] != "careful" for p in picks)
+        rows.append({"variant": variant, "seeds": len(found), "aubc_mean": float(np.mean([f["aubc"] for f in found])),
+                     "final_dice_mean": float(np.mean([f["final_dice"] for f in found])),
+                     "careless_reads": careless, "careless_taught": taught_careless,
+                     "cases_not_taught": sum(p["taught"] is None for p in picks),
+                     "aubc_per_seed": [f["aubc"] for f in found]})
+    print(table(rows, ["variant", "seeds", "aubc_mean", "final_dice_mean", "careless_reads", "careless_taught",
+                       "cases_not_taught", "aubc_per_seed"]))
+    ahead = all(b >= a for a, b in zip(rows[0]["aubc_per_seed"], rows[1]["aubc_per_seed"], strict=True))
+    print(f"review: careless reads that taught {rows[1]['careless_taught']} (without: {rows[0]['careless_taught']}); "
+          f"AUBC with review at least as high on every seed: {'yes' if ahead else 'NO'}")
+    save("simulate_al_reads", {"rows": rows, "runs": runs})
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reads", type=int, default=1, help="reads per crop; 2 or more compares review (see above)")
+    if (reads := parser.parse_args().reads) > 1:
+        with_reads(reads)
+        return
     data = need_shared_data()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

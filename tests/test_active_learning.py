@@ -133,7 +133,33 @@ def test_simulate_al_writes_curves_per_strategy(spleen_cases, tmp_path):
     assert "AUBC" in proc.stdout
 
 
+@pytest.mark.slow
+def test_simulate_al_with_two_reads_runs_each_strategy_without_and_with_review(spleen_cases, tmp_path):
+    """Every read careless: without review the newest (damaged) read teaches; with review none is approved, so the
+    case teaches nothing and the curve stays at its start."""
+    from seer.active_learning.simulate import careless_read, read_cases, write_careless
+
+    out = tmp_path / "out"
+    run("simulate-al", "--studies", str(spleen_cases), "--campaign", "spleen", "--steps", "1", "--held-out",
+        "a_full", "--strategies", "first", "--reads", "2", "--careless", "1", "--output", str(out))
+    result = json.loads((out / "aubc.json").read_text())
+    plain, reviewed = result["strategies"]["first"], result["strategies"]["first+review"]
+    assert plain["picks"][0]["case"] == reviewed["picks"][0]["case"] == "b_top"
+    assert plain["picks"][0]["reads"] == reviewed["picks"][0]["reads"]  # the same careless reads in both
+    assert all(how in ("eroded", "shifted") for how in plain["picks"][0]["reads"])
+    assert plain["picks"][0]["taught"] == 1 and reviewed["picks"][0]["taught"] is None
+    assert reviewed["curve"] == [0.0, 0.0] and plain["curve"][1] > 0.0
+    case = next(c for c in read_cases(spleen_cases) if c.name == "b_top")
+    assert careless_read(case, 0, 5, 0.0) is None and careless_read(case, 0, 5, 1.0) in ("eroded", "shifted")
+    assert careless_read(case, 1, 7, 0.5) == careless_read(case, 1, 7, 0.5)
+    truth = np.asarray(nib.load(str(case.labels)).dataobj) > 0
+    eroded = np.asarray(nib.load(str(write_careless(case, "eroded", 0, tmp_path / "e").labels)).dataobj) > 0
+    assert 0 < eroded.sum() < truth.sum() and not (eroded & ~truth).any()
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--campaign", "spleen", "--steps", "1", "--reads", "9"], "--reads must be between 1 and 5"),
+    (["--campaign", "spleen", "--steps", "1", "--reads", "2", "--careless", "2"], "--careless must be a fraction"),
     (["--campaign", "spleen", "--steps", "1", "--strategies", "best"], "Unknown strategy best"),
     (["--campaign", "spleen", "--steps", "5", "--held-out", "a_full"], "--steps must be between 1 and the pool size"),
     (["--campaign", "spleen", "--steps", "1", "--held-out", "zz"], "No case named zz"),

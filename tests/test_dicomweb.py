@@ -416,3 +416,37 @@ def test_two_servers_on_one_pacs_and_one_postgresql_learn_as_one_behind_nginx(ow
     mine = next(r for r in rewards if r["trace_id"] == trace_id)
     assert mine["dice"] > 0.99  # A's proposal, read from the database: no file held it
     assert rounds == [0, 1, 2, 3]
+
+
+def test_with_review_a_seg_reaches_the_pacs_only_once_a_read_is_approved(own_pacs, fresh_postgres, tmp_path):
+    """review on with store_seg: a submitted read stays on the server that took it (awaiting review), no SEG in the
+    PACS; a reviewer on a second server (same PostgreSQL) approves it from the mask kept in the database, which
+    stores the SEG; the first server then reads that SEG as the study's label."""
+    pacs, uid = own_pacs
+    conf = {"atlases": _ct_atlas(tmp_path / "atlases"), "state_db": fresh_postgres, "store_seg": "true",
+            "review": "true", "dicomweb_cache_s": "0"}
+    with running_server(pacs.dicomweb, tmp_path / "a.log", conf,
+                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-a")}) as a, \
+            running_server(pacs.dicomweb, tmp_path / "b.log", conf,
+                           env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache-b")}) as b:
+        reply = _infer(a, uid, {"prompt": "liver"})
+        assert reply.status_code == 200, reply.text
+        mask = tmp_path / "liver.nii.gz"
+        mask.write_bytes(reply.content)
+        saved = requests.put(f"{a}/datastore/label", params={"image": uid, "tag": "final"},
+                             files={"label": mask.open("rb"), "params": (None, json.dumps({"client_id": "alice"}))},
+                             timeout=120)
+        assert saved.status_code == 200 and saved.json()["review"] == "submitted", saved.text
+        assert pacs.series_uids("SEG") == []  # not before a reviewer approves it
+        info = requests.get(f"{a}/datastore/label/info", params={"label": uid, "tag": "final"}, timeout=30).json()
+        assert info["awaiting_review"] is True
+        approved = requests.post(f"{b}/seer/review/{uid}", timeout=120, json={
+            "annotator": "anonymous/alice", "decision": "approve", "client_id": "rev"})
+        assert approved.status_code == 200 and approved.json()["state"] == "approved", approved.text
+        (seg,) = pacs.series_uids("SEG")
+        # the label as A serves it now (what Slicer downloads): the approved SEG, read from the PACS
+        assert requests.get(f"{a}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60).ok
+        on_a = requests.get(f"{a}/datastore/?output=all", timeout=30).json()["objects"][uid]["labels"]["final"]
+        assert on_a["info"]["SeriesInstanceUID"] == seg and "awaiting_review" not in on_a["info"]
+        shown = requests.get(f"{a}/seer/review/{uid}", timeout=30).json()
+        assert shown["teaches"] and shown["label_holds"] == "anonymous/alice"

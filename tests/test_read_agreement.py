@@ -77,7 +77,7 @@ class Datastore:
     def write_label(self, study, path, info, approved):
         self.labels[study] = (path.read_bytes(), info, approved)
 
-    def teach(self, study):
+    def teach(self, study, written):
         self.taught.append(study)
 
     def withdraw(self, study, reason, by):

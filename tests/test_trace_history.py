@@ -126,7 +126,8 @@ def test_the_servers_readers_see_the_archives(tmp_path, app_class):
     rows, count = app_class.trace_rows(app, "s0", 2)
     assert count == 10 and [r["id"] for r in rows] == ["t36", "t32"]
     # the SEG's content description: the newest trace of each target on the study, however old
-    assert app_class._traces_for_label(app, "s0", {5: "liver", 7: "pancreas", 9: "never asked"}) == [
+    found = app_class._traces_for_label(app, "s0", {5: "liver", 7: "pancreas", 9: "never asked"})
+    assert [{k: t[k] for k in ("id", "request", "target")} for t in found] == [
         {"id": "t36", "request": "request 36", "target": "liver"},
         {"id": "t4", "request": "request 4", "target": "pancreas"},
     ]

@@ -480,12 +480,15 @@ class SEERApp(MONAILabelApp):
             datastore.save_label(image_id, str(path), DefaultLabelTag.FINAL.value, info)
         self._label_changed(image_id)
 
-    def _teach(self, image_id: str) -> None:
-        """ReviewDesk's teach: an approved study becomes an atlas and its proposals are rewarded."""
+    def _teach(self, image_id: str, written: bool) -> None:
+        """ReviewDesk's teach: an approved study becomes an atlas and its proposals are rewarded. With the PACS and
+        store_seg, the approved read goes to the PACS as a SEG: the copy awaiting review here, or (another server
+        took the save) its mask kept in the state database."""
         datastore = self.datastore()
-        if isinstance(datastore, SeerDICOMwebDatastore):
+        if isinstance(datastore, SeerDICOMwebDatastore) and datastore.store_seg and not written:
             try:
-                datastore.store_reviewed_seg(image_id)
+                if not datastore.store_reviewed_seg(image_id):
+                    self.desk.write_approved(image_id)
             except HTTPException as exc:  # the approval stands; the label stays here, awaiting its SEG
                 logger.warning("approved label of %s not stored in the PACS: %s", image_id, exc.detail)
         try:

@@ -25,6 +25,7 @@ def cmd_simulate_al(args) -> int:
         result = simulate_al.simulate(
             cases, campaign, args.steps, strategies, Path(work), conf=conf, held_out=held_out, seed=args.seed,
             progress=None if args.no_progress else (lambda message: print(message, file=sys.stderr, flush=True)),
+            reads=args.reads, careless=args.careless,
         )
     paths = simulate_al.write_outputs(result, args.output)
     print(simulate_al.table(result))

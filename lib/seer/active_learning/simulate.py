@@ -13,6 +13,13 @@ cases whose image evidence puts a campaign target in view; random when none does
 Registrations are cached in one folder shared by the strategies (keyed by content), so every strategy pays each
 (atlas, study) registration at most once.
 
+Several reads per study (`reads` > 1): each picked case is read by that many simulated annotators; a read is
+careless with probability `careless` (drawn per case and reader from the seed, so every variant meets the same
+careless reads): its label map eroded by two voxels per structure, or shifted by three voxels along one axis. Each
+strategy then runs twice: without review the case's label is its newest read, careless or not (what the datastore
+keeps); with review (`<strategy>+review`) a reviewer who can tell a careless read approves the first careful one and
+rejects the others, and a case with no careful read teaches nothing (it still costs its budget).
+
 Cases: `<folder>/<case>/image.nii.gz`, `labels.nii.gz`, `labels.json` (value -> name), as ../shared/data holds them.
 """
 
@@ -92,11 +99,42 @@ def aubc(curve: list[float]) -> float:
     return float(area / (len(curve) - 1))
 
 
+def careless_read(case: SimCase, reader: int, seed: int, careless: float) -> str | None:
+    """How reader `reader`'s read of `case` is careless ("eroded" or "shifted"), or None for a careful read: drawn
+    from (seed, case, reader) alone, so every strategy and variant meets the same careless reads."""
+    draw = random.Random(f"{seed}/{case.name}/{reader}")
+    if draw.random() >= careless:
+        return None
+    return draw.choice(["eroded", "shifted"])
+
+
+def write_careless(case: SimCase, how: str, reader: int, folder: Path) -> SimCase:
+    """A copy of `case` whose label map is damaged as `how` says (each structure eroded by two voxels, or the map
+    shifted by three voxels along the axis the reader's number picks)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = nib.load(str(case.labels))
+    data = np.asarray(image.dataobj).astype(np.int32)
+    if how == "eroded":
+        damaged = np.zeros_like(data)
+        for value in np.unique(data[data > 0]):
+            damaged[ndimage.binary_erosion(data == value, iterations=2)] = value
+    else:
+        damaged = np.roll(data, 3, axis=reader % 3)
+    nib.save(nib.Nifti1Image(damaged.astype(np.uint16), image.affine), str(folder / "labels.nii.gz"))
+    (folder / "image.nii.gz").symlink_to(case.image.resolve())
+    (folder / "labels.json").write_text(json.dumps({str(k): v for k, v in case.names.items()}))
+    return SimCase(case.name, folder, case.names)
+
+
 class _Run:
     """One strategy's loop over its own state folder."""
 
     def __init__(self, strategy: str, pool: list[SimCase], test: list[SimCase], campaign: list[str], conf: dict,
-                 workdir: Path, shared_registrations: Path, seed: int):
+                 workdir: Path, shared_registrations: Path, seed: int, reads: int = 1, careless: float = 0.0,
+                 review: bool = False):
         from seer.active_learning.scoring import ScoringSettings, StudyScorer
         from seer.active_learning.strategy import ActiveLearning, recent_traces
         from seer.active_learning.study_state import StudyState
@@ -108,6 +146,8 @@ class _Run:
 
         self.strategy, self.pool, self.test, self.campaign = strategy, pool, test, campaign
         self.rng = random.Random(seed)
+        self.seed, self.reads, self.careless, self.review = seed, reads, careless, review
+        self.labels_of: dict[str, SimCase] = {}  # case -> the read its label holds (the case itself when careful)
         self.workdir = workdir
         self.atlas_dir = workdir / "atlases"
         self.atlas_dir.mkdir(parents=True)
@@ -145,7 +185,7 @@ class _Run:
     def _final_label(self, name: str):
         from seer.loop.rewards import FinalLabel
 
-        case = self.by_name.get(name)
+        case = self.labels_of.get(name)
         return FinalLabel.of(name, str(case.image), str(case.labels), case.names) if case else None
 
     def pick(self) -> tuple[str, str]:
@@ -180,14 +220,25 @@ class _Run:
             write_mask(outcome.mask, volume, path, value=outcome.entry.id)
             self.pipeline.record(outcome.reasoning, name, proposal=path, voxels=int(outcome.mask.sum()))
 
-    def reveal(self, name: str) -> None:
-        """The annotator saves the true label: the case becomes an atlas, its proposals are rewarded."""
-        (self.atlas_dir / name).symlink_to(self.by_name[name].folder.resolve(), target_is_directory=True)
-        self.revealed.append(name)
-        self.pipeline.backbone.refresh()
+    def reveal(self, name: str) -> dict:
+        """The annotators save their reads: the case's label (the newest read, or with review the first careful
+        one) makes it an atlas and rewards its proposals. Returns what the reads were and which one taught."""
+        case = self.by_name[name]
+        kinds = [careless_read(case, reader, self.seed, self.careless) for reader in range(self.reads)]
+        reads = [case if how is None else write_careless(case, how, reader, self.workdir / "reads" / f"{name}-{reader}")
+                 for reader, how in enumerate(kinds)]
+        # with review: the first careful read is approved; without: the newest read is the label
+        careful = next((i for i, how in enumerate(kinds) if how is None), None)
+        taught = careful if self.review else len(reads) - 1
         self.state.mark_labelled(name)
-        self.loop.process(name)
-        self.loop.close_rounds()
+        if taught is not None:
+            self.labels_of[name] = reads[taught]
+            (self.atlas_dir / name).symlink_to(reads[taught].folder.resolve(), target_is_directory=True)
+            self.revealed.append(name)
+            self.pipeline.backbone.refresh()
+            self.loop.process(name)
+            self.loop.close_rounds()
+        return {"reads": [how or "careful" for how in kinds], "taught": taught}
 
     def held_out_dice(self) -> float:
         """Mean Dice over held-out cases x campaign requests (a refusal, or a target the case lacks, counts 0)."""
@@ -214,8 +265,9 @@ class _Run:
 
 def simulate(cases: list[SimCase], campaign: list[str], steps: int, strategies: list[str], workdir: Path,
              conf: dict | None = None, held_out: list[str] | None = None, seed: int = 0,
-             progress: Callable[[str], None] | None = None) -> dict:
-    """Run every strategy; returns {"strategies": {name: {"curve", "aubc", "picks"}}, "pool", "held_out", ...}."""
+             progress: Callable[[str], None] | None = None, reads: int = 1, careless: float = 0.0) -> dict:
+    """Run every strategy (with reads > 1, each without and with review); returns {"strategies": {name: {"curve",
+    "aubc", "picks"}}, "pool", "held_out", ...}."""
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise BadRequest(f"Unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}.")
@@ -224,25 +276,32 @@ def simulate(cases: list[SimCase], campaign: list[str], steps: int, strategies: 
     pool, test = split(cases, held_out, seed)
     if not 1 <= steps <= len(pool):
         raise BadRequest(f"--steps must be between 1 and the pool size ({len(pool)} cases), got {steps}.")
+    if not 1 <= reads <= 5:
+        raise BadRequest(f"--reads must be between 1 and 5, got {reads}.")
+    if not 0 <= careless <= 1:
+        raise BadRequest(f"--careless must be a fraction between 0 and 1, got {careless:g}.")
     say = progress or (lambda message: None)
     shared = workdir / "registrations"
     shared.mkdir(parents=True, exist_ok=True)
     result: dict = {"campaign": campaign, "steps": steps, "seed": seed, "pool": [c.name for c in pool],
-                    "held_out": [c.name for c in test], "strategies": {}}
-    for strategy in strategies:
-        run = _Run(strategy, pool, test, campaign, dict(conf or {}), workdir / strategy, shared, seed)
+                    "held_out": [c.name for c in test], "reads": reads, "careless": careless, "strategies": {}}
+    variants = [(s, review) for s in strategies for review in ((False, True) if reads > 1 else (False,))]
+    for strategy, review in variants:
+        name_of = strategy + ("+review" if review else "")
+        run = _Run(strategy, pool, test, campaign, dict(conf or {}), workdir / name_of, shared, seed, reads,
+                   careless, review)
         curve = [run.held_out_dice()]
         picks = []
-        say(f"{strategy}: budget 0, held-out Dice {curve[0]:.3f}")
+        say(f"{name_of}: budget 0, held-out Dice {curve[0]:.3f}")
         for step in range(1, steps + 1):
             name, how = run.pick()
             run.propose(name)
-            run.reveal(name)
+            revealed = run.reveal(name)
             curve.append(run.held_out_dice())
-            picks.append({"case": name, "how": how})
-            say(f"{strategy}: step {step}/{steps} labelled {name} ({how}); held-out Dice {curve[-1]:.3f}")
+            picks.append({"case": name, "how": how, **(revealed if reads > 1 else {})})
+            say(f"{name_of}: step {step}/{steps} labelled {name} ({how}); held-out Dice {curve[-1]:.3f}")
         run.state.close()
-        result["strategies"][strategy] = {"curve": [round(v, 4) for v in curve], "aubc": round(aubc(curve), 4),
+        result["strategies"][name_of] = {"curve": [round(v, 4) for v in curve], "aubc": round(aubc(curve), 4),
                                           "final_dice": round(curve[-1], 4), "picks": picks}
     return result
 

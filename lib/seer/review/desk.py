@@ -4,7 +4,10 @@ MONAI Label's datastore and the annotation loop.
 
     write_label(study, path, label_info, approved)  make a read's file the study's final label in the datastore
                                                    (approved: it may be stored in the PACS as a SEG)
-    teach(study)                                   the study may teach now: atlases refreshed, rewards queued
+    teach(study, written)                          the study may teach now: atlases refreshed, rewards queued;
+                                                   written: whether the approved read was just written by
+                                                   write_label (else the datastore already holds it, or holds
+                                                   another server's copy: `write_approved` writes it)
     withdraw(study, reason, by) -> [trace ids]     take back the rewards the study earned; atlases refreshed
 
 With `review` off every final save is approved on save and becomes the label, as without review. With it on:
@@ -73,7 +76,7 @@ def label_names(info: dict | None) -> dict[str, int]:
 
 class ReviewDesk:
     def __init__(self, reads: LabelReads, *, review: bool, review_self: bool, min_dice: float,
-                 write_label: Callable[[str, Path, dict, bool], None], teach: Callable[[str], None],
+                 write_label: Callable[[str, Path, dict, bool], None], teach: Callable[[str, bool], None],
                  withdraw: Callable[[str, str, str], list[str]]):
         self.reads = reads
         self.review = review
@@ -139,35 +142,47 @@ class ReviewDesk:
         if read["state"] == read["was"]:
             return read
         if read["state"] == ReadState.APPROVED:
-            self.promote(study)
-            self.teach(study)
+            _, written = self.promote(study)
+            self.teach(study, written)
         elif read["was"] == ReadState.APPROVED:
             holder = self.reads.holder(study)
             if holder is not None and holder["annotator"] == annotator:
                 read["withdrawn"] = self.withdraw(
                     study, f"the label of {annotator} was rejected after it was approved: {read['comment']}",
                     reviewer)
-            self.promote(study)
+            _, written = self.promote(study)
             if self.reads.approved(study):
-                self.teach(study)
+                self.teach(study, written)
         return read
 
-    def promote(self, study: str) -> dict | None:
+    def promote(self, study: str) -> tuple[dict | None, bool]:
         """Make the read that should hold the study's label (`LabelReads.label_read`) hold it, writing its kept
-        mask into the datastore when another read holds it now. The read, or None."""
+        mask into the datastore when another read holds it now. (The read or None, whether it was written.)"""
         target = self.reads.label_read(study)
         if target is None:
-            return None
+            return None, False
         holder = self.reads.holder(study)
         if holder is not None and holder["annotator"] == target["annotator"] and \
                 holder["held_at"] == target["submitted_at"]:
-            return target
-        with self.reads.mask_file(study, target["annotator"]) as kept:
-            if kept is None:  # a read from before masks were kept: the datastore keeps what it has
-                return None
-            self.write_label(study, kept[0], kept[1], target["state"] == ReadState.APPROVED)
+            return target, False
+        if not self.write_read(study, target):
+            return None, False  # a read from before masks were kept: the datastore keeps what it has
         self.reads.set_holder(study, target["annotator"])
-        return target
+        return target, True
+
+    def write_read(self, study: str, read: dict) -> bool:
+        """Write `read`'s kept mask as the study's label (write_label); False when no mask is kept for it."""
+        with self.reads.mask_file(study, read["annotator"]) as kept:
+            if kept is None:
+                return False
+            self.write_label(study, kept[0], kept[1], read["state"] == ReadState.APPROVED)
+        return True
+
+    def write_approved(self, study: str) -> bool:
+        """Write the read the study's label holds, when approved, from its kept mask (a server whose own datastore
+        copy is another read's, or none: with a PACS, the SEG of the approved read is stored from there)."""
+        read = self.reads.label_read(study)
+        return read is not None and read["state"] == ReadState.APPROVED and self.write_read(study, read)
 
     def from_label_info(self, study: str, status: str, comment: str) -> tuple[str, str, str] | None:
         """The Slicer MONAI Label Reviewer module's status on the final label it shows (the read the datastore's

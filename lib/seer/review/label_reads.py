@@ -218,8 +218,6 @@ class LabelReads(Database):
         if current["state"] == ReadState.DRAFT:
             raise Conflict(f"The label of '{annotator}' on '{study}' is a draft: it can be reviewed once it is "
                            "saved as final.")
-        if current["state"] == state:
-            return {**current, "was": current["state"]}  # the same decision again changes nothing
         now = time.time()
         with self.engine.begin() as conn:  # only the read the reviewer saw: not one saved or decided meanwhile
             changed = conn.execute(self.text(
