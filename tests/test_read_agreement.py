@@ -258,3 +258,13 @@ def test_an_export_leaves_withdrawn_rewards_out(tmp_path, sample_data):
     assert written["rows"] == 1
     rows = [json.loads(line) for line in (tmp_path / "out" / "seer_traces.jsonl").read_text().splitlines()]
     assert [r["trace_id"] for r in rows] == ["t1"]
+
+
+def test_a_label_no_save_made_is_adopted_as_the_datastores_read(desk, tmp_path):
+    desk, store = desk
+    plain = write_read(tmp_path / "a.nii.gz")
+    read = desk.adopt("s", plain, {"label_names": NAMES})
+    assert (read["annotator"], read["state"]) == ("datastore", "submitted")
+    assert desk.from_label_info("s", "approved", "") == ("datastore", "approve", "")
+    with desk.reads.mask_file("s", "datastore") as kept:
+        assert kept[0].read_bytes() == plain.read_bytes()

@@ -198,3 +198,26 @@ def test_two_reads_of_one_study_their_agreement_and_only_the_approved_read_teach
     assert cli("review", "agreement", *args, "--json")["agreement"] == []  # bob's rejected read is out of it
     shown = cli("review", "show", "ct_small", *args, "--json")
     assert shown["label_holds"] == "anonymous/alice" and shown["reads"][0]["provenance"]["user"] == "anonymous"
+
+
+def test_a_final_label_copied_in_by_hand_is_reviewed_as_the_datastores_read(tmp_path, ct_slab_study):
+    """review on: a final label no save made (copied into labels/final) has no annotator; the Slicer Reviewer
+    module's approval adopts it as the read of "datastore" and approves it; the API names it the same way."""
+    import shutil
+
+    studies, label = ct_slab_study["folder"], ct_slab_study["label"]
+    (studies / "labels" / "final").mkdir(parents=True)
+    shutil.copy(label, studies / "labels" / "final" / "ct_small.nii.gz")
+    conf = {**ct_slab_study["conf"], "review": "true"}
+    with running_server(studies, tmp_path / "server.log", conf) as url:
+        meta = {"segmentationMeta": {"status": "approved", "approvedBy": "Dr. Rev", "comment": ""}}
+        approved = requests.put(f"{url}/datastore/updatelabelinfo", params={"label": "ct_small", "tag": "final"},
+                                data={"params": json.dumps(meta)}, timeout=60)
+        assert approved.status_code == 200 and approved.json()["review"] == "approved", approved.text
+        shown = requests.get(f"{url}/seer/review/ct_small", timeout=30).json()
+        assert shown["label_holds"] == "datastore" and shown["teaches"]
+        assert [(r["annotator"], r["state"]) for r in shown["reads"]] == [("datastore", "approved")]
+        rejected = requests.post(f"{url}/seer/review/ct_small", timeout=60, json={
+            "annotator": "datastore", "decision": "reject", "comment": "not ours"})
+        assert rejected.status_code == 200 and rejected.json()["state"] == "rejected", rejected.text
+        assert not requests.get(f"{url}/seer/review/ct_small", timeout=30).json()["teaches"]

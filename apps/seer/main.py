@@ -47,7 +47,7 @@ from seer.loop.saved_labels import name_label_values  # noqa: E402
 from seer.memory import limit_heap_growth  # noqa: E402
 from seer.pacs.dicomweb_paths import is_uid  # noqa: E402
 from seer.pipeline import build_pipeline, label_registry, open_state_db  # noqa: E402
-from seer.review.desk import ReviewDesk, provenance  # noqa: E402
+from seer.review.desk import DATASTORE_READER, ReviewDesk, provenance  # noqa: E402
 from seer.review.label_reads import LabelReads  # noqa: E402
 from seer.segmentation.atlases import AtlasSource  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
@@ -516,11 +516,23 @@ class SEERApp(MONAILabelApp):
         # one's own label: the same user (auth on: the user, whatever the client); with auth off the same client
         own = (split_holder(reviewer)[0] == split_holder(annotator)[0] if monailabel_settings.MONAI_LABEL_AUTH_ENABLE
                else reviewer == annotator)
+        if annotator == DATASTORE_READER:
+            self._adopt_label(image_id)
         read = self.desk.decide(image_id, annotator, decision, reviewer, comment, own=own)
         logger.info("review: %s's label on %s %s by %s", annotator, image_id, read["state"], reviewer)
         if mirror:
             self._mirror_review(image_id, read)
         return read
+
+    def _adopt_label(self, image_id: str) -> None:
+        """A final label in the datastore that no read holds (copied in by hand, a SEG from another tool, saved
+        before review was on) becomes the read of DATASTORE_READER ("datastore"), so a reviewer can decide on it."""
+        if self.reads.holder(image_id) is not None or any(r["submitted_at"] for r in self.reads.reads(image_id)):
+            return
+        datastore = self.datastore()
+        path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
+        if path and os.path.isfile(path):
+            self.desk.adopt(image_id, path, datastore.get_label_info(image_id, DefaultLabelTag.FINAL) or {})
 
     def _mirror_review(self, image_id: str, read: dict) -> None:
         """Write a decision into the final label's info as the Slicer MONAI Label Reviewer module reads it
@@ -546,6 +558,7 @@ class SEERApp(MONAILabelApp):
         status = str(meta.get("status") or "").strip().lower() if isinstance(meta, dict) else ""
         if tag != DefaultLabelTag.FINAL.value or status not in ("approved", "flagged"):
             return None
+        self._adopt_label(image_id)
         decision = self.desk.from_label_info(image_id, status, str(meta.get("comment") or "").strip())
         if decision is None:
             return None

@@ -30,6 +30,9 @@ from seer.review.agreement import read_agreement
 from seer.review.label_reads import LabelReads, ReadState
 
 FINAL = "final"
+# the reader of a final label that came without a save through this server (copied into the datastore, a SEG stored
+# by another tool, saved before review was on): a reviewer decides on it under this name
+DATASTORE_READER = "datastore"
 
 
 def provenance(annotator: str, traces: list[dict], now: float) -> dict:
@@ -183,6 +186,14 @@ class ReviewDesk:
         copy is another read's, or none: with a PACS, the SEG of the approved read is stored from there)."""
         read = self.reads.label_read(study)
         return read is not None and read["state"] == ReadState.APPROVED and self.write_read(study, read)
+
+    def adopt(self, study: str, path: str | Path, label_info: dict) -> dict:
+        """A final label nobody saved through this server (no read of the study holds it) becomes a submitted read
+        of DATASTORE_READER, its file kept, so a reviewer can decide on it."""
+        self.reads.saved(study, DATASTORE_READER, FINAL, final=True, approve=False)
+        self.reads.keep_mask(study, DATASTORE_READER, path, label_info)
+        self.reads.set_holder(study, DATASTORE_READER)
+        return self.reads.read(study, DATASTORE_READER)
 
     def from_label_info(self, study: str, status: str, comment: str) -> tuple[str, str, str] | None:
         """The Slicer MONAI Label Reviewer module's status on the final label it shows (the read the datastore's
