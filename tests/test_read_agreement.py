@@ -268,3 +268,38 @@ def test_a_label_no_save_made_is_adopted_as_the_datastores_read(desk, tmp_path):
     assert desk.from_label_info("s", "approved", "") == ("datastore", "approve", "")
     with desk.reads.mask_file("s", "datastore") as kept:
         assert kept[0].read_bytes() == plain.read_bytes()
+
+
+def test_rejecting_the_submitted_read_the_label_holds_hands_the_label_to_the_other(desk, tmp_path):
+    desk, store = desk
+    plain, moved = write_read(tmp_path / "a.nii.gz"), write_read(tmp_path / "b.nii.gz", shifted=2)
+    save(desk, "s", "anonymous/alice", plain)
+    save(desk, "s", "anonymous/bob", moved)  # bob's holds the label
+    read = desk.decide("s", "anonymous/bob", "reject", "anonymous/rev", "shifted")
+    assert "withdrawn" not in read and store.withdrawals == []  # it never taught
+    assert desk.reads.holder("s")["annotator"] == "anonymous/alice"
+    assert store.labels["s"] == (plain.read_bytes(), {"label_names": NAMES}, False)
+    # the Slicer module now sees alice's read
+    assert desk.from_label_info("s", "approved", "") == ("anonymous/alice", "approve", "")
+
+
+def test_the_same_decision_sent_again_redoes_its_effects(desk, tmp_path):
+    desk, store = desk
+    plain = write_read(tmp_path / "a.nii.gz")
+    save(desk, "s", "anonymous/alice", plain)
+    desk.decide("s", "anonymous/alice", "approve", "anonymous/rev")
+    desk.decide("s", "anonymous/alice", "approve", "anonymous/rev")  # e.g. the first time the PACS was down
+    assert store.taught == ["s", "s"]
+
+
+def test_without_review_or_double_reads_no_file_is_kept_and_nothing_compared(tmp_path):
+    store = Datastore(tmp_path)
+    desk = ReviewDesk(LabelReads(f"sqlite:///{tmp_path / 'state.db'}"), review=False, review_self=False,
+                      min_dice=0.8, write_label=store.write_label, teach=store.teach, withdraw=store.withdraw,
+                      keep_reads=False)
+    plain = write_read(tmp_path / "a.nii.gz")
+    first, _ = save(desk, "s", "anonymous/alice", plain)
+    second, _ = save(desk, "s", "anonymous/bob", plain)
+    assert (first["state"], second["state"], second["agreement"]) == ("approved", "approved", [])
+    assert desk.reads.with_masks("s") == [] and desk.reads.holder("s")["annotator"] == "anonymous/bob"
+    assert desk.teaches("s")

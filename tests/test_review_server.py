@@ -161,7 +161,8 @@ def test_two_reads_of_one_study_their_agreement_and_only_the_approved_read_teach
         shown = requests.get(f"{url}/seer/review/ct_small", timeout=30).json()
         assert shown["label_holds"] == "anonymous/bob" and len(shown["agreement"]) == 1
         (proposed,) = shown["reads"][0]["provenance"]["proposed_by"]
-        assert proposed["request"] == "liver" and proposed["skill_round"] == 0 and proposed["backbone"]
+        assert proposed["request"] == "liver" and proposed["skill_round"] == 0 and proposed["backbone"] == "atlas"
+        assert proposed["atlases"]  # the atlases the proposal was registered from
         # the Slicer MONAI Label Reviewer module approves the label it shows: bob's, the newest submitted read
         meta = {"segmentationMeta": {"status": "approved", "approvedBy": "Dr. Rev", "level": "hard", "comment": "",
                                      "editTime": 1765000000}}

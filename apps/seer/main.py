@@ -48,7 +48,7 @@ from seer.memory import limit_heap_growth  # noqa: E402
 from seer.pacs.dicomweb_paths import is_uid  # noqa: E402
 from seer.pipeline import build_pipeline, label_registry, open_state_db  # noqa: E402
 from seer.review.desk import DATASTORE_READER, ReviewDesk, provenance  # noqa: E402
-from seer.review.label_reads import LabelReads  # noqa: E402
+from seer.review.label_reads import DECISIONS, LabelReads  # noqa: E402
 from seer.segmentation.atlases import AtlasSource  # noqa: E402
 from seer.settings import SeerSettings  # noqa: E402
 
@@ -128,7 +128,7 @@ class SEERApp(MONAILabelApp):
 
     def _traces_for_label(self, image_id: str, names: dict[int, str]) -> list[dict]:
         """The newest SEER trace on the study for each target the label holds (id, request, target name, reasoner,
-        backbone, skill round, time), for the SEG and the label's provenance: the
+        backbone, skill round, time, model weights, atlases used), for the SEG and the label's provenance: the
         study's history is read from the newest trace back until every target has one (archives included)."""
         wanted = set(names.values())
         newest: dict[str, dict] = {}
@@ -143,7 +143,8 @@ class SEERApp(MONAILabelApp):
         except StateUnavailable as exc:  # the SEG goes to the PACS without the requests that proposed it
             logger.warning("SEG of %s: its SEER requests are left out: %s", image_id, exc.message)
         return [{"id": r.get("id"), "request": r.get("request"), "target": t, "reasoner": r.get("reasoner"),
-                 "backbone": r.get("backbone"), "skill_round": r.get("skill_round"), "ts": r.get("ts")}
+                 "backbone": r.get("backbone"), "skill_round": r.get("skill_round"), "ts": r.get("ts"),
+                 "models": r.get("models") or {}, "atlases": (r.get("details") or {}).get("atlases")}
                 for t, r in sorted(newest.items())]
 
     def _names_for_label(self, info: dict, values: list[int]) -> dict[int, str]:
@@ -162,7 +163,8 @@ class SEERApp(MONAILabelApp):
             self.desk = ReviewDesk(
                 self.reads, review=self.seer_settings.review, review_self=self.seer_settings.review_self,
                 min_dice=self.seer_settings.agreement_min_dice, write_label=self._write_final_label,
-                teach=self._teach, withdraw=self._withdraw)
+                teach=self._teach, withdraw=self._withdraw,
+                keep_reads=self.seer_settings.review or self.seer_settings.reads_per_study > 1)
             self.state_db = open_state_db(self.seer_settings, self.state_dir)  # imports this folder's files once
             self.registry = label_registry("label_table", self.state_dir, self.state_db)
             self.pipeline = build_pipeline(
@@ -238,6 +240,7 @@ class SEERApp(MONAILabelApp):
             after_job=after_job,
             queue_size=self.seer_settings.reward_queue,
             scan_every_s=self.seer_settings.scan_s,
+            teaches=self.teaches if self.seer_settings.review else None,
         )
         loop.start()
         return loop
@@ -485,12 +488,16 @@ class SEERApp(MONAILabelApp):
         store_seg, the approved read goes to the PACS as a SEG: the copy awaiting review here, or (another server
         took the save) its mask kept in the state database."""
         datastore = self.datastore()
-        if isinstance(datastore, SeerDICOMwebDatastore) and datastore.store_seg and not written:
+        holder = self.reads.holder(image_id)
+        adopted = holder is not None and holder["annotator"] == DATASTORE_READER  # it came from there already
+        if isinstance(datastore, SeerDICOMwebDatastore) and datastore.store_seg and not written and not adopted:
             try:
-                if not datastore.store_reviewed_seg(image_id):
+                read_id = self.desk.approved_read_id(image_id)
+                if not datastore.store_reviewed_seg(image_id, read_id):
                     self.desk.write_approved(image_id)
-            except HTTPException as exc:  # the approval stands; the label stays here, awaiting its SEG
-                logger.warning("approved label of %s not stored in the PACS: %s", image_id, exc.detail)
+            except HTTPException as exc:  # the approval stands; sending it again stores the SEG
+                logger.warning("approved label of %s not stored in the PACS (approve it again to retry): %s",
+                               image_id, exc.detail)
         try:
             self.pipeline.backbone.refresh()
         except Exception:  # noqa: BLE001 - the decision stands even if an atlas is unreadable
@@ -516,7 +523,7 @@ class SEERApp(MONAILabelApp):
         # one's own label: the same user (auth on: the user, whatever the client); with auth off the same client
         own = (split_holder(reviewer)[0] == split_holder(annotator)[0] if monailabel_settings.MONAI_LABEL_AUTH_ENABLE
                else reviewer == annotator)
-        if annotator == DATASTORE_READER:
+        if annotator == DATASTORE_READER and isinstance(decision, str) and decision.strip().lower() in DECISIONS:
             self._adopt_label(image_id)
         read = self.desk.decide(image_id, annotator, decision, reviewer, comment, own=own)
         logger.info("review: %s's label on %s %s by %s", annotator, image_id, read["state"], reviewer)

@@ -94,6 +94,7 @@ class SeerPipeline:
         self.skills_min_score = skills_min_score
         self.dataset = dataset
         self.skill_rounds = None  # seer.loop.skill_rounds.SkillRounds when the pipeline serves a datastore
+        self.models: dict[str, str] = {}  # the weights behind the reasoner and backbone, named in each trace row
         self._contexts = BoundedCache("study context", max_items=16)  # 8 slice views + evidence per study
         self._resolver: Resolver | None = None  # for the last label table asked about
         self._lock = threading.Lock()
@@ -267,6 +268,7 @@ class SeerPipeline:
         row.update(
             backbone=getattr(self.backbone, "name", None),
             skill_round=self._skill_round(),
+            **({"models": self.models} if self.models else {}),
             proposal=str(proposal) if proposal else None,
             voxels=voxels,
             details=details or {},
@@ -339,6 +341,11 @@ def build_pipeline(
         dataset=settings.dataset,
     )
     pipeline.skill_rounds = rounds
+    pipeline.models = {k: v for k, v in {
+        "reasoner_model": settings.model if name == "qwen-vl" else (settings.endpoint_model if name == "openai"
+                                                                   else ""),
+        "adapter": settings.adapter if name == "qwen-vl" else "",
+        "backbone_model": settings.backbone_model}.items() if v}
     return pipeline
 
 

@@ -311,8 +311,8 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
             for key in ("pending_seg", "awaiting_review", "over_seg", "SeriesInstanceUID", "segments"):
                 label_info.pop(key, None)  # what a kept read carried from an earlier life in the datastore
             names: dict[int, str] = {}
-            if final:
-                names = self._segment_names(label_filename, label_info, required=store)
+            if final:  # named for its SEG now, also when the SEG waits for a review
+                names = self._segment_names(label_filename, label_info, required=final and self.store_seg)
                 if names:  # what the label's values mean, table first: atlases and rewards read this
                     label_info["label_names"] = {name: value for value, name in sorted(names.items())}
             if store:
@@ -329,21 +329,23 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
             if converted and os.path.exists(converted):
                 os.unlink(converted)
 
-    def store_reviewed_seg(self, image_id: str) -> bool:
-        """Store the final label kept here while it awaited review as its SEG (a reviewer approved it); False when
-        none waits."""
-        if not self.store_seg:
+    def store_reviewed_seg(self, image_id: str, read_id: str | None) -> bool:
+        """Store the final label kept here while it awaited review as its SEG, once a reviewer approved it: only when
+        it is that read (`read_id`, the id in its `seer_provenance`; this server may hold another read's copy).
+        False when no such copy waits here (or its SEG is stored already)."""
+        if not self.store_seg or not read_id:
             return False
         info = LocalDatastore.get_label_info(self, image_id, DefaultLabelTag.FINAL)
         path = LocalDatastore.get_label_uri(self, image_id, DefaultLabelTag.FINAL)
-        if not (info.get("awaiting_review") and path):
+        waiting = info.get("awaiting_review") or info.get("pending_seg")  # pending: an earlier try failed
+        if not (waiting and path) or (info.get("seer_provenance") or {}).get("read_id") != read_id:
             return False
         names = self._segment_names(path, info, required=True)
-        info.pop("awaiting_review", None)
-        info.pop("over_seg", None)
-        info["pending_seg"] = True
-        LocalDatastore.update_label_info(self, image_id, DefaultLabelTag.FINAL, info)
         self._store_seg(image_id, path, names, info)
+        stored = LocalDatastore.get_label_info(self, image_id, DefaultLabelTag.FINAL)
+        stored.pop("awaiting_review", None)
+        stored.pop("over_seg", None)
+        LocalDatastore.update_label_info(self, image_id, DefaultLabelTag.FINAL, stored)
         self._forget()
         return True
 

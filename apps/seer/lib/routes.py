@@ -350,6 +350,12 @@ def install(app) -> None:
                                 f"{settings.MONAI_LABEL_AUTH_ROLE_REVIEWER}.")
         reviewer, _ = lease_identity(user.username, user.roles)
         decision = app.review_from_label_info(label, tag, info, reviewer) if decides else None
+        holder = app.reads.holder(label) if decision is not None else None
+        if holder is not None and holder["annotator"] != decision["annotator"]:
+            # the rejection handed the label to another read: the module's record is not that read's
+            info = {k: v for k, v in info.items() if k != "segmentationMeta"}
+            if not info:
+                return {"review": decision["state"], "label_holds": holder["annotator"]}
         reply = stock_datastore.update_label_info(label, tag, json.dumps(info), user.username)
         return {**(reply or {}), "review": decision["state"] if decision else None}
 

@@ -280,6 +280,7 @@ def simulate(cases: list[SimCase], campaign: list[str], steps: int, strategies: 
         raise BadRequest(f"--reads must be between 1 and 5, got {reads}.")
     if not 0 <= careless <= 1:
         raise BadRequest(f"--careless must be a fraction between 0 and 1, got {careless:g}.")
+    careless = careless if reads > 1 else 0.0  # one read per case: the case's own label, as without --reads
     say = progress or (lambda message: None)
     shared = workdir / "registrations"
     shared.mkdir(parents=True, exist_ok=True)

@@ -240,9 +240,15 @@ class StudyState(Database):
     def record_reader(self, study: str, holder: str) -> bool:
         """`holder` saved a final read of `study`: with reads_per_study N, the study is labelled (and its lease
         ends) once N distinct holders read it; before that only the holder's own lease ends and the study goes back
-        to the pool for the next reader. One transaction; whether the study is labelled now."""
+        to the pool for the next reader. A read counts once saved final, whatever a reviewer decides later. One
+        transaction; whether the study is labelled now."""
         now = time.time()
         with self.engine.begin() as conn:
+            # the study's row first: two readers saving at once take turns here, so the second counts the first
+            conn.execute(self.text(
+                "INSERT INTO seer_studies (study, labelled, shuffle, updated_at) VALUES (:study, 0, :shuffle, :now) "
+                "ON CONFLICT (study) DO UPDATE SET updated_at = :now"),
+                {"study": study, "now": now, "shuffle": random.random()})
             conn.execute(self.text(
                 "INSERT INTO seer_study_readers (study, holder, read_at) VALUES (:study, :holder, :now) "
                 "ON CONFLICT (study, holder) DO NOTHING"), {"study": study, "holder": holder, "now": now})

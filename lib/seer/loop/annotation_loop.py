@@ -29,7 +29,9 @@ _SCAN = "\x00scan"
 class AnnotationLoop:
     """final_label(study) -> FinalLabel | None and labelled() -> study ids: the datastore, as the app sees it;
     on_round(number, bank): called after rounds close (the app hands the new bank to the pipeline);
-    after_job(): called after each job, off the request path (the app warms the skill index there)."""
+    after_job(): called after each job, off the request path (the app warms the skill index there);
+    teaches(study): whether the study's label may teach now (review): asked before its rewards are computed and
+    again before they are recorded, so a label rejected meanwhile earns nothing."""
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class AnnotationLoop:
         after_job: Callable[[], None] | None = None,
         queue_size: int = 256,
         scan_every_s: float = 30.0,
+        teaches: Callable[[str], bool] | None = None,
     ):
         self.ledger = ledger
         self.rounds = rounds
@@ -50,6 +53,7 @@ class AnnotationLoop:
         self.labelled = labelled
         self.on_round = on_round
         self.after_job = after_job
+        self.teaches = teaches
         self.scan_every_s = scan_every_s
         self._queue: queue.Queue[str] = queue.Queue(maxsize=queue_size)
         self._queued: set[str] = set()
@@ -162,6 +166,8 @@ class AnnotationLoop:
 
     def process(self, study: str) -> int:
         """Reward the study's pending proposals against its final label; returns how many rewards were added."""
+        if self.teaches is not None and not self.teaches(study):
+            return 0
         final = self.final_label(study)
         if final is None:
             return 0
@@ -170,6 +176,9 @@ class AnnotationLoop:
             return 0
         started = time.perf_counter()
         rows, why = self.rewarder.rows(final, pending)
+        if self.teaches is not None and not self.teaches(study):
+            logger.info("[%s] its label was rejected while its rewards were computed: none recorded", study)
+            return 0
         if why:
             logger.warning("no reward for %d proposal(s): %s", len(pending), why)
         added = 0

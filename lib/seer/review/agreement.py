@@ -19,16 +19,17 @@ import numpy as np
 
 
 def load_read(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """A read's label file -> (integer array (X, Y, Z), voxel spacing in mm)."""
-    import nibabel as nib
+    """A read's label file (any format a save accepts: NIfTI, NRRD, MHA) -> (integer array (Z, Y, X), voxel
+    spacing in mm in the same axis order)."""
+    import SimpleITK as sitk
 
-    image = nib.load(str(path))
-    data = np.asarray(image.dataobj)
+    image = sitk.ReadImage(str(path))
+    data = sitk.GetArrayFromImage(image)
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if not np.issubdtype(data.dtype, np.unsignedinteger):  # label files are unsigned; anything else is made so
         data = np.clip(np.rint(data), 0, None).astype(np.int32)
-    return data, tuple(float(s) for s in image.header.get_zooms()[:3])
+    return data, tuple(float(s) for s in reversed(image.GetSpacing()[:3]))
 
 
 def structure_agreement(first: np.ndarray, second: np.ndarray, spacing: tuple[float, float, float],

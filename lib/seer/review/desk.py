@@ -22,12 +22,16 @@ With `review` off every final save is approved on save and becomes the label, as
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from seer.errors import Conflict
 from seer.review.agreement import read_agreement
 from seer.review.label_reads import LabelReads, ReadState
+
+logger = logging.getLogger(__name__)
 
 FINAL = "final"
 # the reader of a final label that came without a save through this server (copied into the datastore, a SEG stored
@@ -36,14 +40,17 @@ DATASTORE_READER = "datastore"
 
 
 def provenance(annotator: str, traces: list[dict], now: float) -> dict:
-    """What a saved label came from, kept in its label info (`seer_provenance`): who saved it and when, and for each
-    target the SEER request that proposed it (trace id, request, target, reasoner, backbone, skill round). traces:
-    trace rows, or their summaries with the target's name."""
+    """What a saved label came from, kept in its label info (`seer_provenance`): an id of this save (`read_id`), who
+    saved it and when, and for each
+    target the SEER request that proposed it (trace id, request, target, reasoner, backbone, skill round, and where
+    known the model weights and the atlases used). traces: trace rows, or their summaries with the target's name."""
     user, _, client = annotator.partition("/")
-    return {"annotator": annotator, "user": user, "client_id": client or None, "saved_at": round(now, 3),
+    return {"read_id": uuid.uuid4().hex, "annotator": annotator, "user": user, "client_id": client or None,
+            "saved_at": round(now, 3),
             "proposed_by": [{"trace_id": t.get("id"), "request": t.get("request"),
                              "target": _target_name(t.get("target")), "reasoner": t.get("reasoner"),
-                             "backbone": t.get("backbone"), "skill_round": t.get("skill_round"), "ts": t.get("ts")}
+                             "backbone": t.get("backbone"), "skill_round": t.get("skill_round"), "ts": t.get("ts"),
+                             **{k: t[k] for k in ("models", "atlases") if t.get(k)}}
                             for t in traces]}
 
 
@@ -80,8 +87,11 @@ def label_names(info: dict | None) -> dict[str, int]:
 class ReviewDesk:
     def __init__(self, reads: LabelReads, *, review: bool, review_self: bool, min_dice: float,
                  write_label: Callable[[str, Path, dict, bool], None], teach: Callable[[str, bool], None],
-                 withdraw: Callable[[str, str, str], list[str]]):
+                 withdraw: Callable[[str, str, str], list[str]], keep_reads: bool = True):
+        """keep_reads: keep each final read's file (and compare reads); the app keeps them when review is on or a
+        study has several reads, which is when a read may have to be written back or compared."""
         self.reads = reads
+        self.keep_reads = keep_reads
         self.review = review
         self.review_self = review_self
         self.min_dice = min_dice
@@ -104,13 +114,13 @@ class ReviewDesk:
         read = self.reads.saved(study, annotator, tag, final, approve=not self.review)
         if not final:
             return read
-        self.reads.keep_mask(study, annotator, path, label_info)
+        kept = self.keep_reads and self.reads.keep_mask(study, annotator, path, label_info)
         if took_label:
             self.reads.set_holder(study, annotator)
         else:
             read["note"] = ("Kept beside the approved label of this study: it becomes the study's label if a "
                             "reviewer approves it.")
-        read["agreement"] = self.compare(study, annotator, Path(path), label_names(label_info))
+        read["agreement"] = self.compare(study, annotator, Path(path), label_names(label_info)) if kept else []
         return read
 
     def compare(self, study: str, annotator: str, path: Path, names: dict[str, int]) -> list[dict]:
@@ -125,8 +135,11 @@ class ReviewDesk:
                     continue
                 try:
                     figures = read_agreement(path, names, kept[0], label_names(kept[1]))
-                except ValueError as exc:
-                    figures = {"structures": {}, "mean_dice": None, "min_dice": None, "error": str(exc)}
+                except Exception as exc:  # noqa: BLE001 - the save stands; the pair says why it has no figures
+                    logger.warning("agreement of %s and %s on %s not computed: %s", annotator, other["annotator"],
+                                   study, exc)
+                    figures = {"structures": {}, "mean_dice": None, "min_dice": None,
+                               "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             self.reads.save_agreement(study, annotator, other["annotator"], figures)
             out.append({"with": other["annotator"], **figures, "disagrees": self.disagrees(figures["min_dice"])})
         return out
@@ -142,20 +155,16 @@ class ReviewDesk:
         label withdraws what the study taught (`withdrawn`: the reward trace ids) and gives the label to the next
         read."""
         read = self.reads.decide(study, annotator, decision, reviewer, comment, own=own, allow_own=self.review_self)
-        if read["state"] == read["was"]:
-            return read
-        if read["state"] == ReadState.APPROVED:
-            _, written = self.promote(study)
-            self.teach(study, written)
-        elif read["was"] == ReadState.APPROVED:
+        # the effects follow from the state, so the same decision sent again redoes what a failure left undone
+        if read["state"] == ReadState.REJECTED and read["was"] == ReadState.APPROVED:
             holder = self.reads.holder(study)
             if holder is not None and holder["annotator"] == annotator:
                 read["withdrawn"] = self.withdraw(
                     study, f"the label of {annotator} was rejected after it was approved: {read['comment']}",
                     reviewer)
-            _, written = self.promote(study)
-            if self.reads.approved(study):
-                self.teach(study, written)
+        _, written = self.promote(study)
+        if self.teaches(study):
+            self.teach(study, written)
         return read
 
     def promote(self, study: str) -> tuple[dict | None, bool]:
@@ -181,6 +190,14 @@ class ReviewDesk:
             self.write_label(study, kept[0], kept[1], read["state"] == ReadState.APPROVED)
         return True
 
+    def approved_read_id(self, study: str) -> str | None:
+        """The `read_id` of the provenance kept with the approved read the study's label holds (None: none)."""
+        read = self.reads.label_read(study)
+        if read is None or read["state"] != ReadState.APPROVED:
+            return None
+        info = self.reads.kept_info(study).get(read["annotator"]) or {}
+        return (info.get("seer_provenance") or {}).get("read_id")
+
     def write_approved(self, study: str) -> bool:
         """Write the read the study's label holds, when approved, from its kept mask (a server whose own datastore
         copy is another read's, or none: with a PACS, the SEG of the approved read is stored from there)."""
@@ -200,8 +217,10 @@ class ReviewDesk:
         label holds) as (annotator, decision, comment): "approved" approves it, "flagged" rejects it. None when it
         changes nothing (approving the approved read again); Conflict when no final read is there to decide."""
         holder = self.reads.holder(study)
-        read = self.reads.read(study, holder["annotator"]) if holder else self.reads.label_read(study)
+        read = self.reads.read(study, holder["annotator"]) if holder else None
         if read is None or read["state"] not in (ReadState.SUBMITTED, ReadState.APPROVED):
+            read = self.reads.label_read(study)
+        if read is None:
             raise Conflict(f"No submitted label on '{study}' waits for review: nothing to mark {status}.")
         if status == "approved" and read["state"] == ReadState.APPROVED:
             return None
@@ -218,8 +237,8 @@ class ReviewDesk:
 
     # -- what teaches --------------------------------------------------------------------------------------------------
     def teaches(self, study: str) -> bool:
-        """Whether a study's final label may teach (rewards, skill rounds, atlas): always with review off, else once
-        a read of it is approved (the label then holds the newest approved read)."""
+        """Whether a study's final label may teach (rewards, skill rounds, atlas): always with review off, else while
+        the read its label holds is approved (LabelReads.approved)."""
         return not self.review or self.reads.approved(study)
 
     def teaching(self, labelled: list[str]) -> list[str]:

@@ -7,7 +7,8 @@
     rejected   a reviewer sent it back, with a comment; the annotator's next final save submits it again
 
 An annotator is the authenticated user narrowed by the save's `client_id` (with auth off: `anonymous/<client_id>`),
-the same key leases are held under. Only a study with an approved read teaches: rewards, skill rounds and atlases.
+the same key leases are held under. Only a study whose label holds an approved read teaches: rewards, skill rounds
+and atlases.
 
 Every final read keeps its own mask (`seer_read_masks`, the file's bytes), so several reads of one study live side by
 side and any server can show, compare or promote one. The datastore's final label holds one of them
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -29,6 +31,10 @@ from pathlib import Path
 
 from seer.errors import BadRequest, Conflict, Forbidden, StudyNotFound
 from seer.state_db.database import Database, state_url
+
+logger = logging.getLogger(__name__)
+
+MAX_KEPT_BYTES = 256 * 2**20  # a read's file larger than this (an uncompressed float label) is not kept
 
 
 def _schema(dialect: str) -> list[str]:
@@ -122,11 +128,17 @@ class LabelReads(Database):
             conn.execute(self.text(sql), {"study": study, "annotator": annotator, "tag": tag, "now": now, **params})
         return self.read(study, annotator)
 
-    def keep_mask(self, study: str, annotator: str, path: str | Path, label_info: dict) -> None:
-        """Keep a final read's label file (its bytes, as saved) and label info beside its review state."""
+    def keep_mask(self, study: str, annotator: str, path: str | Path, label_info: dict) -> bool:
+        """Keep a final read's label file (its bytes, as saved) and label info beside its review state; False (and a
+        warning) for a file over MAX_KEPT_BYTES, which is then neither compared nor written back."""
         read = self.read(study, annotator)
         if read is None or read["submitted_at"] is None:
             raise StudyNotFound(f"'{annotator}' has no final label on '{study}' to keep.")
+        size = Path(path).stat().st_size
+        if size > MAX_KEPT_BYTES:
+            logger.warning("the read of %s on %s is %d MB: its file is not kept in the state database (at most %d "
+                           "MB; save it compressed)", annotator, study, size >> 20, MAX_KEPT_BYTES >> 20)
+            return False
         data = Path(path).read_bytes()
         info = json.dumps({k: v for k, v in (label_info or {}).items() if k != "client_id"}, default=str)
         with self.engine.begin() as conn:
@@ -136,6 +148,7 @@ class LabelReads(Database):
                 "submitted_at = :submitted, file_name = :name, label_info = :info, mask = :mask"),
                 {"study": study, "annotator": annotator, "submitted": read["submitted_at"],
                  "name": Path(path).name, "info": info, "mask": data})
+        return True
 
     @contextlib.contextmanager
     def mask_file(self, study: str, annotator: str) -> Iterator[tuple[Path, dict] | None]:
@@ -288,13 +301,23 @@ class LabelReads(Database):
         return self.rows("SELECT * FROM seer_label_reads ORDER BY study, saved_at", {})
 
     def approved(self, study: str) -> bool:
-        """Whether the study has an approved read (the datastore's final label then holds the newest one)."""
-        return self.value("SELECT COUNT(*) FROM seer_label_reads WHERE study = :study AND state = 'approved'",
-                          {"study": study}) > 0
+        """Whether the read the study's datastore label holds is approved (before any label was recorded as held:
+        whether its newest final read is)."""
+        return study in self._approved(study)
 
     def approved_studies(self) -> set[str]:
-        """The studies with an approved read (see `approved`)."""
-        return {r["study"] for r in self.rows("SELECT DISTINCT study FROM seer_label_reads WHERE state = 'approved'")}
+        """The studies whose label holds an approved read (see `approved`)."""
+        return self._approved(None)
+
+    def _approved(self, study: str | None) -> set[str]:
+        one = " AND r.study = :study" if study is not None else ""
+        rows = self.rows(
+            "SELECT f.study FROM seer_final_labels f JOIN seer_label_reads r ON r.study = f.study AND r.annotator = "
+            f"f.annotator WHERE r.state = 'approved'{one} UNION SELECT r.study FROM seer_label_reads r WHERE "
+            "r.state = 'approved' AND r.submitted_at = (SELECT MAX(n.submitted_at) FROM seer_label_reads n WHERE "
+            "n.study = r.study) AND NOT EXISTS (SELECT 1 FROM seer_final_labels f WHERE f.study = r.study)" + one,
+            {"study": study} if study is not None else {})
+        return {r["study"] for r in rows}
 
     def final_readers(self) -> dict[str, int]:
         """study -> how many annotators saved a final read of it (submitted, approved or rejected)."""
