@@ -5,6 +5,7 @@ reviewed as the read of "datastore"."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -44,7 +45,7 @@ def next_study(url, client):
 def test_two_reads_of_one_study_their_agreement_and_only_the_approved_read_teaches(tmp_path, ct_slab_study,
                                                                                    request, database):
     """reads_per_study 2: two annotators read the study, a third is never handed it; agreement per structure is in
-    the second save's reply, /info and the queue; a restart in the middle of review loses nothing; the Slicer
+    the second save's reply, /info and the queue; a restart in the middle of review loses nothing (PostgreSQL); the Slicer
     Reviewer module approves the read the label holds and it teaches; its rejection withdraws that and hands the
     label to the other read, whose approval writes it back as the study's label."""
     studies, names, label = ct_slab_study["folder"], ct_slab_study["names"], ct_slab_study["label"]
@@ -53,7 +54,9 @@ def test_two_reads_of_one_study_their_agreement_and_only_the_approved_read_teach
     conf = {**ct_slab_study["conf"], "review": "true", "reads_per_study": "2", "agreement_min_dice": "0.95"}
     if database == "postgresql":
         conf["state_db"] = request.getfixturevalue("fresh_postgres")
-    with running_server(studies, tmp_path / "server.log", conf) as url:
+    stack = contextlib.ExitStack()
+    with stack:
+        url = stack.enter_context(running_server(studies, tmp_path / "server.log", conf))
         assert infer(url, "ct_small", "liver").status_code == 200
         assert next_study(url, "alice")["id"] == "ct_small"
         first = save_label(url, "ct_small", label, {"label_names": names, "client_id": "alice"})
@@ -72,8 +75,10 @@ def test_two_reads_of_one_study_their_agreement_and_only_the_approved_read_teach
         assert info["rewards"] == 0 and info["review"]["waiting"] == 2
         assert info["review"]["agreement"]["below_min_dice"] == 1
         assert "review" in info["labels_not_atlases"]["ct_small"]
-    # a restart in the middle of review: the reads, their masks and their agreement are all still there
-    with running_server(studies, tmp_path / "server2.log", conf) as url:
+        if database == "postgresql":
+            # a restart in the middle of review (SQLite's is in test_review_server): all is still there
+            stack.close()
+            url = stack.enter_context(running_server(studies, tmp_path / "server2.log", conf))
         queue = requests.get(f"{url}/seer/review/queue", timeout=30).json()["waiting"]
         assert [(q["annotator"], q["disagrees"]) for q in queue] == [("anonymous/alice", True),
                                                                       ("anonymous/bob", True)]

@@ -46,6 +46,16 @@ KEYS: dict[str, tuple[type, object, str]] = {
     "dtype": (str, "auto", "qwen-vl dtype: auto (bfloat16 on GPU, float32 on CPU) | bfloat16 | float16 | float32"),
     "max_new_tokens": (int, 256, "tokens generated per request (the reference uses 256)"),
     "reasoner_batch": (int, 1, "qwen-vl: requests waiting at the same time are generated together, up to this many"),
+    "kv_cache": (str, "dynamic", "qwen-vl: the key/value cache during generation: dynamic (grows per token) | static "
+                 "(allocated once at its full length, which reasoner_compile needs)"),
+    "reasoner_compile": (bool, False, "qwen-vl: torch.compile the decoding step (needs kv_cache static); the first "
+                         "request of each batch size compiles (minutes), later ones reuse it"),
+    "merge_adapter": (bool, True, "qwen-vl: merge the LoRA adapter into the weights at load when it touches only the "
+                      "language model (the same answers, no adapter work per token)"),
+    "vision_cache": (int, 64, "qwen-vl: views whose vision encoding is kept (8 per study): a second request on a study "
+                     "reuses them; 0 = encode every time"),
+    "stop_at_answer": (bool, True, "qwen-vl: stop generating once `</answer>` is written (the rest would be "
+                       "ignored); false = always max_new_tokens or the end token"),
     "reasoner_cache": (int, 512, "traces kept for identical (image, request, skills, model); emptied when the skill "
                        "bank changes"),
     "endpoint": (str, "", "openai reasoner: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1"),
@@ -185,6 +195,11 @@ class SeerSettings:
     dtype: str
     max_new_tokens: int
     reasoner_batch: int
+    kv_cache: str
+    reasoner_compile: bool
+    merge_adapter: bool
+    vision_cache: int
+    stop_at_answer: bool
     reasoner_cache: int
     endpoint: str
     endpoint_model: str
@@ -279,6 +294,13 @@ class SeerSettings:
             raise BadRequest(f"Setting 'reasoner' must be one of {', '.join(REASONER_CHOICES)}, got {self.reasoner!r}.")
         if self.backbone not in BACKBONE_NAMES:
             raise BadRequest(f"Setting 'backbone' must be one of {', '.join(BACKBONE_NAMES)}, got {self.backbone!r}.")
+        if self.kv_cache not in ("dynamic", "static"):
+            raise BadRequest(f"Setting 'kv_cache' must be dynamic or static, got {self.kv_cache!r}.")
+        if self.reasoner_compile and self.kv_cache != "static":
+            raise BadRequest("Setting 'reasoner_compile' true needs 'kv_cache' static: only a cache of fixed length "
+                             "compiles once (--conf kv_cache static).")
+        if self.vision_cache < 0:
+            raise BadRequest("Setting 'vision_cache' must be 0 (off) or more views.")
         if self.reasoner == "openai" and not self.endpoint:
             raise BadRequest("Setting 'reasoner' openai needs 'endpoint' (e.g. --conf endpoint http://host:8000/v1).")
         for key in ("max_atlases", "skills_top_k", "max_request_chars", "max_new_tokens", "reasoner_batch",

@@ -50,6 +50,8 @@ def make_reasoner(name: str, settings=None) -> Reasoner:
         return cls(QwenVLSettings(
             model=s.model, adapter=s.adapter or None, processor=s.processor or None, device=s.device, dtype=s.dtype,
             max_new_tokens=s.max_new_tokens, batch_size=s.reasoner_batch, cache_size=s.reasoner_cache,
+            kv_cache=s.kv_cache, compile=s.reasoner_compile, merge_adapter=s.merge_adapter,
+            vision_cache=s.vision_cache, stop_at_answer=s.stop_at_answer,
         ) if s else None)
     if name == "openai":
         from seer.reasoning.reasoners.openai_compat import EndpointSettings

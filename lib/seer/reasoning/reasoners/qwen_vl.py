@@ -8,6 +8,16 @@ The model loads once per process. Generation runs on one worker thread that take
 `batch_size` > 1 it batches the requests waiting at that moment into one `generate` call (left padding).
 Identical (image content, request, skill ids, model) hit a bounded cache; the cache empties when the skill bank
 changes (its version is part of every request).
+
+Speed options (QwenVLSettings), each returning the plain path's tokens for a greedy request:
+- `merge_adapter`: a LoRA adapter on the language model only is merged into the weights at load (peft's
+  merge_and_unload), so no adapter matmuls run per token; an adapter touching the vision tower stays unmerged.
+- `vision_cache`: the views' vision encodings are kept per view (seer.reasoning.reasoners.vision_cache), so a second
+  request on a study skips the vision tower.
+- `stop_at_answer`: generation stops once "</answer>" is written (transformers' stop strings); the answer is the
+  same, the tokens after it are not generated.
+- `kv_cache` static and `compile`: a key/value cache of fixed length, and the decoding step compiled with
+  torch.compile (transformers compiles it when the cache is static and compilation is allowed).
 """
 
 from __future__ import annotations
@@ -50,6 +60,11 @@ class QwenVLSettings:
     batch_size: int = 1
     batch_wait_s: float = 0.01
     cache_size: int = 512
+    kv_cache: str = "dynamic"  # dynamic | static (a cache of fixed length, allocated per generate call)
+    compile: bool = False  # torch.compile the decoding step (with the static cache)
+    merge_adapter: bool = True  # merge a LoRA that touches only the language model into the weights at load
+    vision_cache: int = 64  # views whose vision encoding is kept (0: off)
+    stop_at_answer: bool = True  # stop once "</answer>" is generated
 
 
 def weights_available(model: str | None, adapter: str | None) -> tuple[bool, str]:
@@ -121,10 +136,14 @@ class QwenVLEngine:
                 settings.model, dtype=self.dtype, attn_implementation=_attention_implementation(self.device)
             )
             model = base
+            self.merged = False
             if settings.adapter:
                 from peft import PeftModel
 
                 model = PeftModel.from_pretrained(base, settings.adapter)
+                if settings.merge_adapter and language_model_only(model):
+                    model = model.merge_and_unload()
+                    self.merged = True
             self.processor = AutoProcessor.from_pretrained(settings.processor or settings.model)
         except (OSError, ValueError) as exc:
             raise ReasonerUnavailable(
@@ -133,15 +152,26 @@ class QwenVLEngine:
             ) from None
         self.model = model.to(self.device).eval()
         self.processor.tokenizer.padding_side = "left"
+        self.vision = None
+        if settings.vision_cache > 0:
+            from seer.reasoning.reasoners.vision_cache import CachedVisionEncoder
+
+            inner = _inner_model(self.model)
+            self.vision = CachedVisionEncoder(inner.visual, settings.vision_cache)
+            inner.visual = self.vision
+        self.generate_kwargs = generation_options(settings, self.processor.tokenizer, self.device)
         self.model_id = hashlib.sha1(f"{settings.model}|{settings.adapter}|{self.dtype}".encode()).hexdigest()[:12]
         self.load_s = time.perf_counter() - started
         self._torch = torch
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="seer-generate", daemon=True)
         self._worker.start()
-        logger.info("loaded %s%s on %s (%s, %s attention) in %.1f s", settings.model,
-                    " + " + settings.adapter if settings.adapter else "", self.device, self.dtype,
-                    _attention_implementation(self.device), self.load_s)
+        logger.info("loaded %s%s on %s (%s, %s attention) in %.1f s; %s cache%s%s%s", settings.model,
+                    (" + " + settings.adapter + (" (merged)" if self.merged else "")) if settings.adapter else "",
+                    self.device, self.dtype, _attention_implementation(self.device), self.load_s, settings.kv_cache,
+                    ", compiled" if settings.compile else "",
+                    f", vision encodings of {settings.vision_cache} views kept" if self.vision else "",
+                    ", stops at </answer>" if settings.stop_at_answer else "")
 
     # -- prompt ------------------------------------------------------------------------------------------------
     def render(self, messages: list[dict]) -> str:
@@ -184,9 +214,14 @@ class QwenVLEngine:
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        if self.vision is not None:
+            from seer.reasoning.reasoners.vision_cache import image_key
+
+            self.vision.expect([image_key(image) for image in images] if images else None)
         t1 = time.perf_counter()
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True)
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                         **self.generate_kwargs)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
@@ -196,6 +231,41 @@ class QwenVLEngine:
         timings = {"preprocess_s": t1 - t0, "generate_s": t2 - t1, "decode_s": t3 - t2, "batch": len(texts),
                    "new_tokens": int(new_tokens.shape[1])}
         return [(text, dict(timings)) for text in decoded]
+
+
+def language_model_only(peft_model) -> bool:
+    """Whether every LoRA layer of a peft model sits in the language model (none in the vision tower)."""
+    names = [name for name, module in peft_model.named_modules() if hasattr(module, "lora_A")]
+    return bool(names) and not any(".visual." in f".{name}." for name in names)
+
+
+def _inner_model(model):
+    """The Qwen3VLModel inside a Qwen3-VL model (plain, or under an unmerged peft wrapper)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model.model
+
+
+def generation_options(settings: QwenVLSettings, tokenizer, device) -> dict:
+    """The `generate` keyword arguments of the speed options: the cache kind, compilation, the stop string."""
+    options: dict = {}
+    if settings.kv_cache == "static":
+        options["cache_implementation"] = "static"
+    if settings.compile:
+        from transformers import CompileConfig
+
+        if device.type == "cuda":  # transformers' default: CUDA graphs over the compiled step
+            options["compile_config"] = CompileConfig()
+        else:  # elsewhere transformers compiles only when told to, and without CUDA graphs
+            config = CompileConfig(mode="default")
+            config._compile_all_devices = True
+            options["compile_config"] = config
+    else:
+        options["disable_compile"] = True
+    if settings.stop_at_answer:
+        options["stop_strings"] = ["</answer>"]
+        options["tokenizer"] = tokenizer
+    return options
 
 
 class TraceCache(BoundedCache):
