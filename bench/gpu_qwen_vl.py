@@ -1,9 +1,11 @@
 """GPU benchmark (run once on a lent H100/H200; nothing is downloaded): a Qwen3-VL-4B-sized network built from
 its configuration with random bf16 weights, 8 slices of 448x448, exactly 256 new tokens (min = max = 256).
 
-Measures seconds per request without LoRA, with an unmerged LoRA (peft, r=16 on q/k/v/o of the language model)
-and merged, and batched throughput (requests/s at batch 1, 4, 8). Goal: one request under 2 s on an H100.
-Writes $OUT/gpu_qwen_vl.json when OUT is set.
+Measures every speed option of the qwen-vl reasoner side by side through the reasoner's own generation path
+(bench/qwen_vl_variants.py): the plain path (unmerged LoRA r=16 on q/k/v/o, dynamic cache), the LoRA merged, the
+vision cache, the static cache, the static cache compiled, and all together; per request (first and second on a
+study), prompt and decode phases apart, batches of 1, 4 and 8, peak memory. Goal: one request under 2 s on an
+H100. Writes $OUT/gpu_qwen_vl.json when OUT is set.
 
 Usage on the device: python bench/gpu_qwen_vl.py
 """
@@ -13,20 +15,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
 sys.path.insert(0, str(REPO / "tests"))
-
-from tiny_models import qwen_processor  # noqa: E402
-
-from seer.imaging.views import take_views  # noqa: E402
-from seer.reasoning.prompts import build_messages  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
 
 # Qwen3-VL-4B-Instruct sizes (config.json of the published model)
 CONFIG = {
@@ -46,67 +42,24 @@ CONFIG = {
 NEW_TOKENS = 256
 
 
-def timed_generate(model, inputs, repeats=3):
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                                 use_cache=True)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    assert out.shape[1] - inputs["input_ids"].shape[1] == NEW_TOKENS
-    return float(np.median(times))
-
-
 def main():
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from qwen_vl_variants import build, measure
 
     assert torch.cuda.is_available(), "needs a CUDA device"
     device = torch.device("cuda")
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with device:
-        model = Qwen3VLForConditionalGeneration(Qwen3VLConfig(**CONFIG)).eval()
-    torch.set_default_dtype(torch.float32)
+    model, processor = build(CONFIG, device, torch.bfloat16)
     params = sum(p.numel() for p in model.parameters()) / 1e9
-    processor = qwen_processor()
-    processor.tokenizer.padding_side = "left"
-    views = take_views(np.random.default_rng(0).normal(size=(256, 256, 160)).astype(np.float32))
-    images = views.images()
-    text = processor.apply_chat_template(build_messages(images, "rt hip bone pls"), tokenize=False,
-                                         add_generation_prompt=True)
-
-    def batch_inputs(n):
-        inputs = processor(text=[text] * n, images=images * n, return_tensors="pt", padding=True).to(device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
-        return inputs
-
-    result = {"device": torch.cuda.get_device_name(0), "params_billion": round(params, 2), "new_tokens": NEW_TOKENS,
-              "attention": model.config._attn_implementation, "prompt_tokens": int(batch_inputs(1)["input_ids"].shape[1])}
+    result = {"device": torch.cuda.get_device_name(0), "params_billion": round(params, 2), "new_tokens": NEW_TOKENS}
     print(json.dumps(result), flush=True)
-    one = batch_inputs(1)
-    timed_generate(model, one, repeats=1)  # warm-up
-    result["no_lora_s"] = timed_generate(model, one)
-    print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
-    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                                        "o_proj"],
-                                                  init_lora_weights=False)).eval()
-    timed_generate(peft_model, one, repeats=1)
-    result["lora_unmerged_s"] = timed_generate(peft_model, one)
-    print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
-    merged = peft_model.merge_and_unload()
-    result["lora_merged_s"] = timed_generate(merged, one)
-    print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
-    for n in (1, 4, 8):
-        seconds = timed_generate(merged, batch_inputs(n), repeats=2)
-        result[f"batch{n}_requests_per_s"] = n / seconds
-        print(json.dumps(result), flush=True)  # partial figures, in case the run is cut short
-    result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    result["lora_overhead"] = result["lora_unmerged_s"] / result["no_lora_s"]
-    result["batch8_vs_batch1"] = result["batch8_requests_per_s"] / result["batch1_requests_per_s"]
+
+    def say(line):  # partial figures, in case the run is cut short
+        print(line, flush=True)
+        if os.environ.get("OUT"):
+            with Path(os.environ["OUT"], "gpu_qwen_vl.partial.txt").open("a") as out:
+                out.write(line + "\n")
+
+    result["variants"] = measure(model, processor, device, "bfloat16", NEW_TOKENS, batches=(1, 4, 8), say=say)
+    result["goal_under_2s_batch1"] = {name: row["first_request_s"] < 2.0 for name, row in result["variants"].items()}
     print(json.dumps(result, indent=1))
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "gpu_qwen_vl.json").write_text(json.dumps(result, indent=1))

@@ -123,7 +123,9 @@ def chat_prompt(processor, messages: list[dict]) -> str:
 class QwenVLEngine:
     """Model + processor + the generation worker. Shared by the reasoner and the test endpoint server."""
 
-    def __init__(self, settings: QwenVLSettings):
+    def __init__(self, settings: QwenVLSettings, loaded: tuple | None = None):
+        """loaded: (a Qwen3-VL model, with or without a peft adapter, and its processor) already in memory (the
+        benchmarks' random models) instead of loading `settings.model` and `settings.adapter`."""
         import torch
         from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
@@ -131,25 +133,27 @@ class QwenVLEngine:
         self.device = _select_device(settings.device)
         self.dtype = _select_dtype(settings.dtype, self.device)
         started = time.perf_counter()
-        try:
-            base = Qwen3VLForConditionalGeneration.from_pretrained(
-                settings.model, dtype=self.dtype, attn_implementation=_attention_implementation(self.device)
-            )
-            model = base
-            self.merged = False
-            if settings.adapter:
-                from peft import PeftModel
+        if loaded is not None:
+            model, self.processor = loaded
+        else:
+            try:
+                model = Qwen3VLForConditionalGeneration.from_pretrained(
+                    settings.model, dtype=self.dtype, attn_implementation=_attention_implementation(self.device)
+                )
+                if settings.adapter:
+                    from peft import PeftModel
 
-                model = PeftModel.from_pretrained(base, settings.adapter)
-                if settings.merge_adapter and language_model_only(model):
-                    model = model.merge_and_unload()
-                    self.merged = True
-            self.processor = AutoProcessor.from_pretrained(settings.processor or settings.model)
-        except (OSError, ValueError) as exc:
-            raise ReasonerUnavailable(
-                f"The SEER model could not be loaded from '{settings.model}'"
-                f"{' + ' + settings.adapter if settings.adapter else ''}: {str(exc).splitlines()[0][:200]}"
-            ) from None
+                    model = PeftModel.from_pretrained(model, settings.adapter)
+                self.processor = AutoProcessor.from_pretrained(settings.processor or settings.model)
+            except (OSError, ValueError) as exc:
+                raise ReasonerUnavailable(
+                    f"The SEER model could not be loaded from '{settings.model}'"
+                    f"{' + ' + settings.adapter if settings.adapter else ''}: {str(exc).splitlines()[0][:200]}"
+                ) from None
+        self.merged = False
+        if hasattr(model, "merge_and_unload") and settings.merge_adapter and language_model_only(model):
+            model = model.merge_and_unload()
+            self.merged = True
         self.model = model.to(self.device).eval()
         self.processor.tokenizer.padding_side = "left"
         self.vision = None

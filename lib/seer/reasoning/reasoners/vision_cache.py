@@ -88,5 +88,9 @@ class CachedVisionEncoder(torch.nn.Module):
         deepstack = [torch.cat([f[1][level] for f in found]) for level in range(len(found[0][1]))]
         return embeds, deepstack
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def stats(self) -> dict:
         return {"items": len(self._items), "hits": self.hits, "misses": self.misses}
