@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from seer.errors import Conflict
+from seer.loop.rewards import label_names_from_info
 from seer.review.agreement import read_agreement
 from seer.review.label_reads import LabelReads, ReadState
 
@@ -71,17 +72,9 @@ def study_reads(reads: LabelReads, study: str) -> dict:
 
 
 def label_names(info: dict | None) -> dict[str, int]:
-    """{name: value} from a read's label info (`label_names`), or {}."""
-    names = (info or {}).get("label_names")
-    if not isinstance(names, dict):
-        return {}
-    out = {}
-    for name, value in names.items():
-        try:
-            out[str(name)] = int(value)
-        except (TypeError, ValueError):
-            continue
-    return {name: value for name, value in out.items() if value != 0}
+    """{name: value} of a read's label info (`label_names`, or Slicer's `label_info`: the one reader of
+    seer.loop.rewards), background left out; {} when it names nothing."""
+    return {name: value for value, name in (label_names_from_info(info) or {}).items() if value != 0}
 
 
 class ReviewDesk:
