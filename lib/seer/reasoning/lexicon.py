@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import resources
 
 from seer.imaging.evidence import BODY, HEAD
@@ -259,7 +259,9 @@ class Lexicon:
     def side_vocabulary(self) -> frozenset[str]:
         return self.left_words | self.right_words | self.both_words
 
+@cache
 def default_lexicon() -> Lexicon:
+    """The packaged data/lexicon.json, read once per process (a Lexicon is not changed after it is built)."""
     with resources.files("seer").joinpath("data/lexicon.json").open(encoding="utf-8") as fp:
         return Lexicon(json.load(fp))
 
