@@ -5,16 +5,22 @@ Measures every speed option of the qwen-vl reasoner side by side through the rea
 (bench/qwen_vl_variants.py): the plain path (unmerged LoRA r=16 on q/k/v/o, dynamic cache), the LoRA merged, the
 vision cache, the static cache, the static cache compiled, and all together; per request (first and second on a
 study), prompt and decode phases apart, batches of 1, 4 and 8, peak memory. Goal: one request under 2 s on an
-H100. Writes $OUT/gpu_qwen_vl.json when OUT is set.
+H100. Then the docs' vLLM and SGLang recipe on the same model with its LoRA merged, each where its package is
+installed on the machine (bench/serving_recipe.py), reported beside ours. Writes $OUT/gpu_qwen_vl.json when OUT is
+set.
 
-Usage on the device: python bench/gpu_qwen_vl.py
+Usage on the device: python bench/gpu_qwen_vl.py [--part variants|serving|all]
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import importlib.util
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -42,9 +48,31 @@ CONFIG = {
 NEW_TOKENS = 256
 
 
+def save_merged(model, processor, folder: Path) -> Path:
+    """`model` with its LoRA merged, and the processor, saved as a model folder the serving recipe reads."""
+    model.merge_and_unload().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def serving(model_dir: Path, say) -> dict:
+    """The vLLM / SGLang recipe on the merged model in `model_dir`, each where its package is installed."""
+    from qwen_vl_variants import studies
+    from serving_recipe import serving_figures
+
+    from seer.reasoning.prompts import build_messages
+
+    messages = [build_messages(v.images(), "rt hip bone pls", []) for v in studies(10, seed=1)]
+    logs = Path(os.environ.get("OUT") or model_dir)
+    return {kind: serving_figures(kind, model_dir, messages, NEW_TOKENS, logs, say=say) for kind in ("vllm", "sglang")}
+
+
 def main():
     from qwen_vl_variants import build, measure
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["variants", "serving", "all"], default="all")
+    part = parser.parse_args().part
     assert torch.cuda.is_available(), "needs a CUDA device"
     device = torch.device("cuda")
     model, processor = build(CONFIG, device, torch.bfloat16)
@@ -58,8 +86,25 @@ def main():
             with Path(os.environ["OUT"], "gpu_qwen_vl.partial.txt").open("a") as out:
                 out.write(line + "\n")
 
-    result["variants"] = measure(model, processor, device, "bfloat16", NEW_TOKENS, batches=(1, 4, 8), say=say)
-    result["goal_under_2s_batch1"] = {name: row["first_request_s"] < 2.0 for name, row in result["variants"].items()}
+    if part in ("variants", "all"):
+        result["variants"] = measure(model, processor, device, "bfloat16", NEW_TOKENS, batches=(1, 4, 8), say=say)
+        result["goal_under_2s_batch1"] = {name: row["first_request_s"] < 2.0
+                                          for name, row in result["variants"].items()}
+    if part in ("serving", "all") and not any(importlib.util.find_spec(kind) for kind in ("vllm", "sglang")):
+        result["serving"] = {kind: {"absent": f"the {kind} package is not installed on this machine"}
+                             for kind in ("vllm", "sglang")}
+        say("serving recipe: neither vllm nor sglang is installed on this machine")
+    elif part in ("serving", "all"):
+        with tempfile.TemporaryDirectory(prefix="seer-merged-") as folder:
+            model_dir = save_merged(model, processor, Path(folder))
+            del model  # the servers get the whole GPU
+            gc.collect()
+            torch.cuda.empty_cache()
+            result["serving"] = serving(model_dir, say)
+        plain = result.get("variants", {}).get("plain")
+        for row in result["serving"].values():
+            if plain and "first_request_s" in row:
+                row["first_vs_plain"] = row["first_request_s"] / plain["first_request_s"]
     print(json.dumps(result, indent=1))
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "gpu_qwen_vl.json").write_text(json.dumps(result, indent=1))

@@ -36,6 +36,10 @@ def cmd_serve(args) -> int:
                 sample_data.build(DEFAULT_SAMPLE_DATA, say=lambda m: print(m, file=sys.stderr))
         elif not Path(studies).is_dir():
             raise SeerError(f"The studies folder '{studies}' does not exist; create it or pass another --studies.")
+    # MONAI Label creates these app folders when they are missing, racing with a second server started at the same
+    # moment from a fresh checkout (FileExistsError); they are created here first, race-free
+    for folder in ("model", "lib", "logs", "bin"):
+        (REPO_ROOT / "apps" / "seer" / folder).mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable, "-m", "monailabel.main", "start_server",
         "--app", str(REPO_ROOT / "apps" / "seer"),
