@@ -150,6 +150,61 @@ def test_approving_a_read_the_label_does_not_hold_writes_it_back_and_teaches(des
     assert store.labels == {}
 
 
+def test_the_holders_new_save_beside_another_approved_read_hands_the_label_to_that_read(desk, tmp_path):
+    """Alice's and bob's reads are both approved and the label holds alice's. Alice saves a new version: it goes
+    back to review, so the label must not keep her old file; it passes to bob's approved read, which teaches."""
+    desk, store = desk
+    plain, moved, other = (write_read(tmp_path / "a.nii.gz"), write_read(tmp_path / "b.nii.gz", shifted=2),
+                           write_read(tmp_path / "c.nii.gz", shifted=1))
+    save(desk, "s", "anonymous/bob", moved)
+    desk.decide("s", "anonymous/bob", "approve", "anonymous/rev")
+    save(desk, "s", "anonymous/alice", plain)
+    desk.decide("s", "anonymous/alice", "approve", "anonymous/rev")
+    assert desk.reads.holder("s")["annotator"] == "anonymous/alice" and store.labels["s"][0] == plain.read_bytes()
+    store.taught.clear()
+    again, took = save(desk, "s", "anonymous/alice", other)
+    assert not took and again["state"] == "submitted"
+    assert desk.reads.holder("s")["annotator"] == "anonymous/bob"
+    assert store.labels["s"] == (moved.read_bytes(), {"label_names": NAMES}, True)
+    assert store.taught == ["s"] and desk.teaches("s")
+
+
+def test_changes_to_one_study_take_turns_across_servers_and_threads(database):
+    """Two LabelReads on one database (two servers) and three threads each: the study lock is held by one at a
+    time (on PostgreSQL across the two; on SQLite within each server), reentrant, and another study is free."""
+    import threading
+    import time
+
+    first, second = LabelReads(database), LabelReads(database)
+    servers = [first, second] if database.startswith("postgresql") else [first]
+    inside, overlaps = [], []
+
+    def work(reads, name):
+        for _ in range(8):
+            with reads.study_lock("s"), reads.study_lock("s"):  # reentrant
+                inside.append(name)
+                overlaps.extend([list(inside)] if len(inside) > 1 else [])
+                time.sleep(0.005)
+                inside.remove(name)
+
+    threads = [threading.Thread(target=work, args=(reads, f"{k}-{n}")) for k, reads in enumerate(servers)
+               for n in range(3)]
+    with first.study_lock("s"):
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)
+        assert inside == []  # everyone waits for the holder
+        other = threading.Thread(target=lambda: second.study_lock("t").__enter__())
+        other.start()
+        other.join(5)
+        assert not other.is_alive()  # another study is not held up
+    for thread in threads:
+        thread.join(30)
+    assert overlaps == [] and not any(t.is_alive() for t in threads)
+    first.close()
+    second.close()
+
+
 def test_rejecting_the_approved_label_withdraws_what_it_taught_and_hands_the_label_on(desk, tmp_path):
     desk, store = desk
     plain, moved = write_read(tmp_path / "a.nii.gz"), write_read(tmp_path / "b.nii.gz", shifted=2)

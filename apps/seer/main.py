@@ -460,8 +460,17 @@ class SEERApp(MONAILabelApp):
     def record_read(self, image_id: str, annotator: str, tag: str, path: str, label_info: dict,
                     took_label: bool) -> dict:
         """A save by `annotator` (a lease_holder key): its read becomes a draft, submitted, or (review off) approved;
-        a final read is kept with its agreement to the study's other reads (seer.review.desk)."""
-        return self.desk.saved(image_id, annotator, tag, path, label_info, took_label)
+        a final read's file is kept (seer.review.desk); its agreement comes from `read_agreement`."""
+        return self.desk.saved(image_id, annotator, tag, path, label_info, took_label, compare=False)
+
+    def read_agreement(self, image_id: str, annotator: str, path: str, label_info: dict, read: dict) -> list[dict]:
+        """A recorded final read's agreement with the study's other reads (seer.review.desk), computed outside the
+        study's lock: a reviewer's decision on the study does not wait for it."""
+        try:
+            return self.desk.agreement_of(image_id, annotator, path, label_info, read.get("kept", False))
+        except StateUnavailable as exc:  # the read is saved; its agreement is computed by the next save
+            logger.warning("agreement of %s on %s not computed: %s", annotator, image_id, exc.message)
+            return []
 
     def label_provenance(self, image_id: str, annotator: str, names: dict[int, str]) -> dict:
         """What a label being saved came from (seer.review.desk.provenance), for its label info: who saves it, and
@@ -523,9 +532,11 @@ class SEERApp(MONAILabelApp):
         # one's own label: the same user (auth on: the user, whatever the client); with auth off the same client
         own = (split_holder(reviewer)[0] == split_holder(annotator)[0] if monailabel_settings.MONAI_LABEL_AUTH_ENABLE
                else reviewer == annotator)
-        if annotator == DATASTORE_READER and isinstance(decision, str) and decision.strip().lower() in DECISIONS:
-            self._adopt_label(image_id)
-        read = self.desk.decide(image_id, annotator, decision, reviewer, comment, own=own)
+        with self.reads.study_lock(image_id):  # never between a save's check and its recorded read
+            if annotator == DATASTORE_READER and isinstance(decision, str) and \
+                    decision.strip().lower() in DECISIONS:
+                self._adopt_label(image_id)
+            read = self.desk.decide(image_id, annotator, decision, reviewer, comment, own=own)
         logger.info("review: %s's label on %s %s by %s", annotator, image_id, read["state"], reviewer)
         if mirror:
             self._mirror_review(image_id, read)
@@ -565,22 +576,31 @@ class SEERApp(MONAILabelApp):
         status = str(meta.get("status") or "").strip().lower() if isinstance(meta, dict) else ""
         if tag != DefaultLabelTag.FINAL.value or status not in ("approved", "flagged"):
             return None
-        self._adopt_label(image_id)
-        decision = self.desk.from_label_info(image_id, status, str(meta.get("comment") or "").strip())
-        if decision is None:
-            return None
-        annotator, decision, comment = decision
-        return self.review(image_id, annotator, decision, reviewer, comment, mirror=False)
+        with self.reads.study_lock(image_id):  # the read the module shows is the one decided on
+            self._adopt_label(image_id)
+            decision = self.desk.from_label_info(image_id, status, str(meta.get("comment") or "").strip())
+            if decision is None:
+                return None
+            annotator, decision, comment = decision
+            return self.review(image_id, annotator, decision, reviewer, comment, mirror=False)
 
     # -- datastore atlases and rewards ---------------------------------------------------------------------------
-    def _labels_signature(self) -> dict[str, int]:
-        """study -> mtime (ns) of its final label file."""
+    def _labels_signature(self) -> dict[str, tuple[int, bool]]:
+        """study -> (mtime in ns of its final label file, whether it may teach). With review on, a decision taken on
+        another server sharing the state database changes the second part, so this server's atlases follow it."""
         datastore = self.datastore()
+        approved = None
+        if self.seer_settings.review:
+            try:
+                approved = self.reads.approved_studies()
+            except StateUnavailable:  # keep what was seen until the database answers
+                seen = getattr(self, "_labels_seen", {})
+                approved = {study for study, (_, teaches) in seen.items() if teaches}
         signature = {}
         for image_id in datastore.get_labeled_images(DefaultLabelTag.FINAL):
             path = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)
             try:
-                signature[image_id] = os.stat(path).st_mtime_ns
+                signature[image_id] = (os.stat(path).st_mtime_ns, approved is None or image_id in approved)
             except OSError:
                 continue
         return signature

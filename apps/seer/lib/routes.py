@@ -37,6 +37,7 @@ else).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -307,18 +308,23 @@ def install(app) -> None:
                 params["named_by_server"] = list(named.from_table)
             params["seer_provenance"] = app.label_provenance(
                 image, annotator, {value: name for name, value in named.as_label_names().items()})
-            try:
-                app.check_state_db()
-                took_label = app.desk.takes_label(image, annotator, tag)
-            except StateUnavailable as exc:
-                raise HTTPException(503, f"The label was not saved: {exc.message}") from None
-            # a final read kept beside another annotator's approved label leaves the datastore's label as it is
-            label_id = datastore.save_label(image, checked.path, tag, params) if took_label else image
-            try:
-                read = app.record_read(image, annotator, tag, checked.path, params, took_label)
-            except StateUnavailable as exc:  # the label is stored; its read is recorded by its next save
-                logger.warning("the read of %s on %s is not recorded: %s", annotator, image, exc.message)
-                read = {"state": "unrecorded"}
+            with contextlib.ExitStack() as turn:
+                try:
+                    app.check_state_db()
+                    # no decision or other save on this study runs between the check and the recorded read
+                    turn.enter_context(app.reads.study_lock(image))
+                    took_label = app.desk.takes_label(image, annotator, tag)
+                except StateUnavailable as exc:
+                    raise HTTPException(503, f"The label was not saved: {exc.message}") from None
+                # a final read kept beside another annotator's approved label leaves the datastore's label as it is
+                label_id = datastore.save_label(image, checked.path, tag, params) if took_label else image
+                try:
+                    read = app.record_read(image, annotator, tag, checked.path, params, took_label)
+                except StateUnavailable as exc:  # the label is stored; its read is recorded by its next save
+                    logger.warning("the read of %s on %s is not recorded: %s", annotator, image, exc.message)
+                    read = {"state": "unrecorded"}
+            if tag == DefaultLabelTag.FINAL.value and "kept" in read:
+                read["agreement"] = app.read_agreement(image, annotator, checked.path, params, read)
         finally:
             remove_file(folder)
         final = tag == DefaultLabelTag.FINAL.value

@@ -99,10 +99,11 @@ class ReviewDesk:
         return tag != FINAL or self.reads.takes_label(study, annotator, approve=not self.review)
 
     def saved(self, study: str, annotator: str, tag: str, path: str | Path, label_info: dict,
-              took_label: bool) -> dict:
+              took_label: bool, compare: bool = True) -> dict:
         """Record a save by `annotator`: its state, and for a final read its kept mask, whether it holds the
         datastore's label, and its agreement with each other final read ({"with", "min_dice", "mean_dice",
-        "structures", "disagrees"})."""
+        "structures", "disagrees"}). compare False: no agreement yet, `kept` says whether `agreement_of` may
+        compute it (the app computes it once the study's lock is released)."""
         final = tag == FINAL
         read = self.reads.saved(study, annotator, tag, final, approve=not self.review)
         if not final:
@@ -113,8 +114,21 @@ class ReviewDesk:
         else:
             read["note"] = ("Kept beside the approved label of this study: it becomes the study's label if a "
                             "reviewer approves it.")
-        read["agreement"] = self.compare(study, annotator, Path(path), label_names(label_info)) if kept else []
+            holder = self.reads.holder(study)
+            if holder is not None and holder["annotator"] == annotator:
+                # the label held this annotator's approved read, which this save sends back to review: the label
+                # goes to the newest approved read (the datastore's file is never a version no read keeps)
+                _, written = self.promote(study)
+                if self.teaches(study):
+                    self.teach(study, written)
+        read["kept"] = bool(kept)
+        if compare:
+            read["agreement"] = self.agreement_of(study, annotator, path, label_info, kept)
         return read
+
+    def agreement_of(self, study: str, annotator: str, path: str | Path, label_info: dict, kept: bool) -> list[dict]:
+        """A saved final read's agreement with the study's other reads (`compare`), [] when its file was not kept."""
+        return self.compare(study, annotator, Path(path), label_names(label_info)) if kept else []
 
     def compare(self, study: str, annotator: str, path: Path, names: dict[str, int]) -> list[dict]:
         """Agreement of `annotator`'s read (its file `path`) with every other submitted or approved read of the

@@ -30,6 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from seer.errors import BadRequest, Conflict, Forbidden, StudyNotFound
+from seer.review.study_lock import StudyLocks
 from seer.state_db.database import Database, state_url
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ class LabelReads(Database):
 
     def __init__(self, url: str):
         super().__init__(url, _schema)
+        self.locks = StudyLocks(self.engine if self.dialect == "postgresql" else None)
+
+    def study_lock(self, study: str):
+        """A context in which no other change to `study`'s final label runs, on this server or another one sharing
+        the PostgreSQL (seer.review.study_lock): a save from its check through its recorded read, a decision."""
+        return self.locks.hold(study)
+
+    def close(self) -> None:
+        self.locks.close()
+        super().close()
 
     @classmethod
     def for_datastore(cls, url: str | None, state_dir: Path) -> LabelReads:
