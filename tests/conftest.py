@@ -191,7 +191,10 @@ def flipped_copy(path: Path, target: Path) -> Path:
 @pytest.fixture
 def ct_slab_study(tmp_path, shared_data) -> dict:
     """A studies folder with one study (the upper-abdomen CT slab, `ct_small`), the TotalSegmentator CT as an atlas,
-    and the slab's own label with its names: {"folder", "conf" (atlases, skill rounds of one), "names", "label"}."""
+    and the slab's own label with its names: {"folder", "conf" (atlases, skill rounds of one, a 4 mm registration
+    grid), "names", "label"}. The tests on this study check the label, review and state paths, not registration
+    accuracy (tests/test_atlas_backbone.py and the atlas benchmarks do): the coarser grid makes its cold request
+    cheaper."""
     import shutil
 
     folder = tmp_path / "studies"
@@ -201,7 +204,8 @@ def ct_slab_study(tmp_path, shared_data) -> dict:
     atlases.mkdir()
     (atlases / "ct-abdomen-pelvis").symlink_to(shared_data / "ct-abdomen-pelvis")
     names = {name: int(value) for value, name in label_map(shared_data / "ct-abdomen-small").items()}
-    return {"folder": folder, "conf": {"atlases": str(atlases), "skill_round": 1}, "names": names,
+    return {"folder": folder, "conf": {"atlases": str(atlases), "skill_round": 1, "affine_spacing": 4.0,
+                                       "demons_spacing": 4.0}, "names": names,
             "label": shared_data / "ct-abdomen-small" / "labels.nii.gz"}
 
 

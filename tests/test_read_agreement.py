@@ -358,3 +358,27 @@ def test_without_review_or_double_reads_no_file_is_kept_and_nothing_compared(tmp
     assert (first["state"], second["state"], second["agreement"]) == ("approved", "approved", [])
     assert desk.reads.with_masks("s") == [] and desk.reads.holder("s")["annotator"] == "anonymous/bob"
     assert desk.teaches("s")
+
+
+@pytest.mark.server
+def test_the_study_lock_survives_a_postgresql_restart_and_says_when_it_is_down(own_postgres):
+    """The connection kept for the advisory locks dies with a restart: the next lock takes a new one. While the
+    database is down, taking the lock is a StateUnavailable (503) sentence."""
+    from seer.errors import StateUnavailable
+
+    reads = LabelReads(own_postgres.url)
+    try:
+        with reads.study_lock("s"):
+            pass
+        own_postgres.stop()
+        own_postgres.start()
+        with reads.study_lock("s"):  # the kept connection died with the restart: a new one is taken
+            pass
+        own_postgres.stop()
+        with pytest.raises(StateUnavailable, match="cannot be reached|does not answer"), reads.study_lock("s"):
+            pass
+        own_postgres.start()
+        with reads.study_lock("s"), reads.study_lock("t"):
+            pass
+    finally:
+        reads.close()

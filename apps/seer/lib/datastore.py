@@ -365,12 +365,23 @@ class SeerDICOMwebDatastore(DICOMWebDatastore):
             return {}
         return names
 
+    def _label_traces(self, image_id: str, names: dict[int, str], label_info: dict) -> list[dict]:
+        """The SEER requests behind a label ({"id", "request"} per target, sorted by target): from the provenance
+        its save already put in its info (no second read of the study's history), else from the trace history."""
+        proposed = (label_info.get("seer_provenance") or {}).get("proposed_by")
+        if isinstance(proposed, list):
+            wanted = set(names.values())
+            return [{"id": p.get("trace_id"), "request": p.get("request")}
+                    for p in sorted((p for p in proposed if isinstance(p, dict) and p.get("target") in wanted),
+                                    key=lambda p: str(p.get("target")))]
+        return self._traces_for_label(image_id, names) if self._traces_for_label else []
+
     def _store_seg(self, image_id: str, label_file: str, names: dict[int, str], label_info: dict) -> None:
         """Write the SEG (segments from `names`; content description: the SEER requests that proposed these
         targets on this study) and store it; its UID, segments and trace ids go into the label's info."""
         self._seg_dir.mkdir(parents=True, exist_ok=True)
         out = self._seg_dir / f"upload-{image_id}-{int(time.time() * 1000)}.dcm"
-        traces = self._traces_for_label(image_id, names) if self._traces_for_label else []
+        traces = self._label_traces(image_id, names, label_info)
         targets = ", ".join(names[v] for v in sorted(names))
         # the SEER requests behind the label (newest per target), where viewers show them: the content description
         requests_text = "; ".join(str(t.get("request") or "") for t in traces if t.get("request"))

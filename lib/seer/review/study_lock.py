@@ -67,14 +67,20 @@ class StudyLocks:
         from sqlalchemy.exc import SQLAlchemyError
 
         with self._connection_guard:
-            try:
-                if self._connection is None:
-                    self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                return self._connection.execute(text(sql), {"a": LOCK_CLASS, "b": key}).scalar()
-            except SQLAlchemyError as exc:
-                self._drop_connection()
-                raise StateUnavailable(f"The state database does not answer ({type(exc).__name__}); the study's "
-                                       "label was not changed.") from None
+            for attempt in (1, 2):  # a kept connection may have died with a database restart: one new one is tried
+                try:
+                    if self._connection is None:
+                        self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                    return self._connection.execute(text(sql), {"a": LOCK_CLASS, "b": key}).scalar()
+                except StateUnavailable:  # the engine's own sentence for a database that went away
+                    self._drop_connection()
+                    if attempt == 2:
+                        raise
+                except SQLAlchemyError as exc:
+                    self._drop_connection()
+                    if attempt == 2:
+                        raise StateUnavailable(f"The state database does not answer ({type(exc).__name__}); the "
+                                               "study's label was not changed.") from None
 
     def _drop_connection(self) -> None:
         if self._connection is not None:
