@@ -8,7 +8,8 @@ flag / approve the held one through the Slicer Reviewer's `updatelabelinfo`. Pha
 reviewer (the baseline); phase 2: six annotators and three reviewers; each for `--seconds`, on fresh studies.
 
 Printed per phase: requests answered per second, the save's median and p95 latency, every status code, and the
-checks made once the clients stop: no 5xx, no traceback in the logs, and for every study the label on disk is the
+checks made once the clients stop: no 5xx, no traceback in the logs, no label written under the servers' working
+directory, and for every study the label on disk is the
 file of the read recorded as holding it, the study teaches exactly when that read is approved, and it is an atlas
 exactly when it teaches. `--state-db postgresql` runs two servers on one PostgreSQL over one studies folder.
 
@@ -190,6 +191,8 @@ def phase(root: Path, shared: Path, state_db: str | None, annotators: int, revie
         elapsed = clients.run(annotators, reviewers)
         time.sleep(3)  # the reward workers settle
         problems = check(servers[0].url, studies, state_db)
+    if (Path.cwd() / "labels").exists():  # a save outside its studies folder (the servers run in this folder)
+        problems.append(f"a labels folder appeared in the servers' working directory {Path.cwd()}")
     for log in root.glob("server*.log"):
         if "Traceback" in log.read_text():
             problems.append(f"a traceback in {log.name}")

@@ -54,7 +54,7 @@ from seer.settings import SeerSettings  # noqa: E402
 
 from lib.activelearning.seer import SeerStrategy  # noqa: E402
 from lib.auth import install as install_token_check  # noqa: E402
-from lib.datastore import SeerDICOMwebDatastore  # noqa: E402
+from lib.datastore import SeerDICOMwebDatastore, SeerLocalDatastore  # noqa: E402
 from lib.infers.seer import SEERInferTask  # noqa: E402
 from lib.routes import install as install_routes  # noqa: E402
 from lib.scoring.seer import SeerScoring  # noqa: E402
@@ -102,6 +102,15 @@ class SEERApp(MONAILabelApp):
         self._auto_update_scoring = False
 
     # -- MONAI Label hooks -------------------------------------------------------------------------------------
+    def init_datastore(self):
+        """A local studies folder: SeerLocalDatastore (MONAI Label's, with a reload that is safe under saves); a
+        DICOMweb URL: init_remote_datastore."""
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return SeerLocalDatastore(self.studies, extensions=monailabel_settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                  auto_reload=monailabel_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                  read_only=monailabel_settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
     def init_remote_datastore(self):
         """A DICOMweb PACS through SEER's adaptation of MONAI Label's datastore (lib/datastore.py); XNAT and DSA
         stay stock."""

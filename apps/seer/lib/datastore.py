@@ -25,8 +25,9 @@ from typing import Any
 import requests
 from cachetools import TTLCache
 from fastapi import HTTPException
+from filelock import FileLock
 from monailabel.datastore.dicom import DICOMWebDatastore
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
 from monailabel.datastore.utils.convert import binary_to_image, dicom_to_nifti
 from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
@@ -41,6 +42,29 @@ logger = logging.getLogger(__name__)
 IMAGE_MODALITIES_DEFAULT = ("CT", "MR")
 STORED_AS_IS = (("application/dicom", "*"),)  # WADO-RS: any transfer syntax, i.e. as stored
 NOT_IMAGES = {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "FID", "OT"}
+
+
+class SeerLocalDatastore(LocalDatastore):
+    """MONAI Label's datastore over a local studies folder, reloading `datastore_v2.json` safely when another server
+    on the same folder rewrote it: the re-read model replaces the current one only once it has its base path.
+    (MONAI Label assigns the model first and its base path on the next line; a save on another thread between the
+    two wrote the label under the server's working directory instead of the studies folder.)"""
+
+    def _init_from_datastore_file(self, throw_exception=False):
+        try:
+            with FileLock(self._lock_file):
+                if os.path.exists(self._datastore_config_path):
+                    stamp = os.stat(self._datastore_config_path).st_mtime
+                    if self._config_ts != stamp:
+                        with open(self._datastore_config_path) as fp:
+                            model = LocalDatastoreModel.model_validate_json(fp.read())
+                        model.base_path = self._datastore_path
+                        self._datastore = model
+                        self._config_ts = stamp
+        except ValueError as exc:
+            logger.error("datastore file %s not reloaded: %s", self._datastore_config_path, exc)
+            if throw_exception:
+                raise
 
 
 class PacsUnavailable(HTTPException):
