@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from _util import free_port
 
 RECIPES = {
     "vllm": lambda model_dir, port: ["vllm", "serve", str(model_dir), "--served-model-name", "seer",
@@ -32,12 +32,6 @@ RECIPES = {
     "sglang": lambda model_dir, port: [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_dir),
                                        "--served-model-name", "seer", "--host", "127.0.0.1", "--port", str(port)],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chat_body(messages: list[dict], new_tokens: int) -> dict:
